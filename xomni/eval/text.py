@@ -1,0 +1,169 @@
+"""`xomni eval text`: read images with OCR (Tesseract by default) and score them against target strings.
+
+Sources of (image, target) pairs:
+  --images DIR (dataset / imagefolder with metadata): targets = each sample's `text`.
+  --images DIR --targets FILE: images sorted by file name (or sample key) map to the lines in order; the counts
+      must agree.
+  --model DIR --targets FILE: the model's own prompt template turns each line into a caption; K samples per line
+      with seeds seed, seed+1, ... (see docs/EVAL.md for the Pipeline contract). Fails clearly without a model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from xomni.errors import XomniError
+from xomni.eval import textmetrics as tm
+from xomni.eval.images import ImageSource, Item, read_targets
+from xomni.utils import atomic_write_text, log
+
+
+def ocr_images(images: Sequence[Image.Image], engine: str = "tesseract", psm: int = 7) -> list[str]:
+    """Batched OCR through xomni.ocr (process pool for Tesseract)."""
+    if not images:
+        return []
+    try:
+        from xomni import ocr
+    except ImportError:
+        raise XomniError("OCR needs xomni.ocr, which this build does not have") from None
+    if engine == "tesseract":
+        return list(ocr.tesseract_batch(list(images), psm=psm))
+    if engine == "rapidocr":
+        return list(ocr.rapidocr_batch(list(images)))
+    raise XomniError(f"unknown OCR engine {engine!r} (use tesseract or rapidocr)")
+
+
+def pairs_from_images(images: str, targets: str | None, split: str | None = None) -> tuple[list[Item], list[str]]:
+    src = ImageSource(images, split=split)
+    items = list(src)
+    if targets is not None:
+        lines = read_targets(targets)
+        if len(lines) != len(items):
+            raise XomniError(f"{len(items)} images in {images} but {len(lines)} lines in {targets}; "
+                             "images sorted by file name map to the lines in order")
+        for it, t in zip(items, lines):
+            it.meta["text"] = t
+        return items, lines
+    if not src.has_meta:
+        raise XomniError(f"{images} has no metadata (dataset shards or metadata.jsonl): pass --targets FILE")
+    texts = [it.meta.get("text") for it in items]
+    if not any(isinstance(t, str) and t.strip() for t in texts):
+        raise XomniError(f"the metadata in {images} has no 'text' field: pass --targets FILE")
+    return items, [t if isinstance(t, str) else "" for t in texts]
+
+
+def score_items(items: list[Item], targets: list[str], engine: str = "tesseract", psm: int = 7,
+                n_boot: int = 1000) -> tuple[dict, list[dict]]:
+    """OCR the readable images and score them. Returns (result JSON, per-image rows incl. skipped ones)."""
+    ok = [i for i, it in enumerate(items) if it.image is not None and targets[i].strip()]
+    skipped = []
+    for i, it in enumerate(items):
+        if it.image is None:
+            skipped.append({"key": it.key, "reason": it.error or "unreadable image"})
+        elif not targets[i].strip():
+            skipped.append({"key": it.key, "reason": "no target text"})
+    if skipped:
+        log(f"skipping {len(skipped)} image(s): first: {skipped[0]['key']}: {skipped[0]['reason']}")
+    if not ok:
+        raise XomniError("no readable image with a target string to score")
+    log(f"OCR ({engine}) on {len(ok)} images ...")
+    preds = ocr_images([items[i].image for i in ok], engine=engine, psm=psm)
+    rows = tm.score_rows(preds, [targets[i] for i in ok], [items[i].meta for i in ok])
+    for r, i in zip(rows, ok):
+        r["key"] = items[i].key
+        for k in ("sample", "seed", "file_name"):
+            if k in items[i].meta:
+                r[k] = items[i].meta[k]
+    res = summarize(rows, n_skipped=len(skipped), n_boot=n_boot)
+    res["ocr"] = {"engine": engine, "psm": psm if engine == "tesseract" else None}
+    res["skipped"] = skipped[:50]
+    return res, rows + [dict(s, skipped=True) for s in skipped]
+
+
+def summarize(rows: list[dict], n_skipped: int = 0, n_boot: int = 1000) -> dict:
+    agg = tm.aggregate(rows, n_boot=n_boot)
+    res = {"n": agg["n"], "n_skipped": n_skipped, "exact_match": agg["exact_match"],
+           "word_recall": agg["word_recall"], "cer": agg["cer"], "ci95": agg["ci95"]}
+    if any("font" in r for r in rows):
+        res["by_font"] = {k: _short(v) for k, v in tm.breakdown(rows, "font").items()}
+    res["by_length"] = {k: _short(v) for k, v in tm.breakdown(rows, "length_bucket").items()}
+    fails = [r for r in rows if not r["exact_match"]]
+    res["failures"] = [{"key": r.get("key"), "target": r["target"], "ocr": r["ocr"], "cer": round(r["cer"], 3)}
+                       for r in fails[:20]]
+    return res
+
+
+def _short(a: dict) -> dict:
+    return {"n": a["n"], "exact_match": a["exact_match"], "word_recall": a["word_recall"], "cer": a["cer"],
+            "ci95_exact_match": a["ci95"]["exact_match"]}
+
+
+def write_per_image(rows: list[dict], path: str | Path) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+# ---------------------------------------------------------------- model path
+def load_pipeline(model_dir: str):
+    """Load a model through xomni.pipeline; a clear error while no model/pipeline exists."""
+    p = Path(model_dir)
+    if not p.is_dir():
+        raise XomniError(f"model directory not found: {p}")
+    if not (p / "model_index.json").is_file():
+        raise XomniError(f"{p} is not a model directory (no model_index.json)")
+    try:
+        from xomni.pipeline import Pipeline
+    except ImportError:
+        raise XomniError("--model needs xomni.pipeline, which this build does not have yet; "
+                         "generate images and use --images") from None
+    return Pipeline.from_pretrained(str(p))
+
+
+def caption_for(pipe, text: str) -> str:
+    """The model's own prompt template for a target string (see docs/EVAL.md)."""
+    fn = getattr(pipe, "caption_for_text", None)
+    if callable(fn):
+        return fn(text)
+    tpl = getattr(pipe, "prompt_template", None)
+    if isinstance(tpl, str) and "{text}" in tpl:
+        return tpl.format(text=text)
+    raise XomniError("the model has no prompt template (Pipeline.caption_for_text or prompt_template)")
+
+
+def generate(pipe, caption: str, k: int, seed: int) -> list[Image.Image]:
+    """K images for one caption with seeds seed..seed+K-1 (one call per seed, so each image is reproducible)."""
+    out = []
+    for j in range(k):
+        ims = pipe(caption, seed=seed + j, num_images=1)
+        im = ims[0] if isinstance(ims, (list, tuple)) else ims
+        out.append(im)
+    return out
+
+
+def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
+                     save_dir: str | None = None) -> tuple[list[Item], list[str]]:
+    lines = read_targets(targets_file)
+    if samples < 1:
+        raise XomniError("--samples must be >= 1")
+    pipe = load_pipeline(model_dir)
+    items, targets, saved = [], [], []
+    for i, t in enumerate(lines):
+        cap = caption_for(pipe, t)
+        for j, im in enumerate(generate(pipe, cap, samples, seed + i * 1000)):
+            key = f"t{i:04d}-s{j}"
+            meta = {"key": key, "text": t, "caption": cap, "sample": j, "seed": seed + i * 1000 + j,
+                    "file_name": f"{key}.png"}
+            items.append(Item(key, im.convert("RGB") if im is not None else None, meta,
+                              None if im is not None else "generation failed"))
+            targets.append(t)
+            if save_dir and im is not None:
+                saved.append((im, meta))
+    if save_dir:
+        d = Path(save_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for im, meta in saved:
+            im.save(d / meta["file_name"])
+        atomic_write_text(d / "metadata.jsonl", "".join(json.dumps(m) + "\n" for _, m in saved))
+    return items, targets

@@ -1,0 +1,346 @@
+"""The one training loop every xomni trainer uses (tokenizer, decoder, AR, judge, RL).
+
+Read it top to bottom: `run_training` sets up distributed state, the optimizer and the schedule, restores a
+checkpoint if asked, then loops: global batch of this step -> loss -> backward -> NaN guard -> clip -> step ->
+log -> checkpoint.
+
+Exactness on resume: the global batch at step s is a pure function of (seed, s) (a seeded permutation per epoch),
+per-step randomness comes from a generator seeded by (seed, step, rank), and checkpoints hold the model, the
+optimizer, the schedule, the step and the RNG states. A run killed at any point (even while writing a checkpoint)
+and resumed with `--resume auto` ends with bitwise-identical parameters to an uninterrupted run (deterministic mode).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from xomni.checkpoint import (find_latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint,
+                              save_model_dir)
+from xomni.config import field, to_dict
+from xomni.errors import XomniError
+from xomni.utils import log
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    out_dir: str = field("runs/train", help="Directory for checkpoints/, log.jsonl and final/.")
+    steps: int = field(1000, help="Total optimizer steps.")
+    batch_size: int = field(32, help="Global batch size (split evenly across ranks under torchrun).")
+    lr: float = field(1e-3, help="Peak learning rate (AdamW).")
+    min_lr_ratio: float = field(0.1, help="Final learning rate as a fraction of `lr` at the end of the cosine decay.")
+    warmup_steps: int = field(100, help="Linear warm-up steps from 0 to `lr`.")
+    weight_decay: float = field(0.01, help="AdamW decoupled weight decay (applied to tensors with >= 2 dims only).")
+    beta1: float = field(0.9, help="AdamW beta1.")
+    beta2: float = field(0.95, help="AdamW beta2.")
+    eps: float = field(1e-8, help="AdamW epsilon.")
+    grad_clip: float = field(1.0, help="Clip the global gradient norm to this value (0 disables clipping).")
+    seed: int = field(0, help="Seed for parameter init, data order and per-step randomness.")
+    deterministic: bool = field(False, help="Deterministic CPU mode: torch.use_deterministic_algorithms(True).")
+    num_threads: int = field(0, help="torch intra-op threads per process (0 = leave torch's default).")
+    log_every: int = field(10, help="Write a log.jsonl line every N steps.")
+    ckpt_every: int = field(200, help="Write a checkpoint every N steps (0 = only at the end).")
+    keep_last: int = field(2, help="Keep only the last K checkpoints.")
+    max_bad_steps: int = field(20, help="Abort after this many steps with a NaN/inf loss or gradient (they are skipped).")
+    eval_every: int = field(0, help="Run the trainer's evaluation hook every N steps (0 = never).")
+    progress: bool = field(True, help="Show a progress bar on stderr (rank 0).")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# distributed helpers
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size); initialises the process group under torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _all_reduce_mean(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data order: the global batch of step s is a pure function of (seed, s)
+
+def global_batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Indices of the global batch at `step`: consecutive slices of a per-epoch seeded permutation."""
+    if n <= 0:
+        raise XomniError("the training dataset is empty")
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset:offset + take].tolist())
+        pos += take
+    return out
+
+
+def rank_slice(indices: list[int], rank: int, world: int) -> list[int]:
+    """This rank's contiguous share of the global batch (ranks read disjoint samples)."""
+    per = len(indices) // world
+    return indices[rank * per:(rank + 1) * per]
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 7_919 + step * 104_729 + rank * 15_485_863) % (2 ** 63))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at `steps`."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def default_collate(samples: list) -> Any:
+    if isinstance(samples[0], dict):
+        return {k: default_collate([s[k] for s in samples]) for k in samples[0]}
+    if isinstance(samples[0], torch.Tensor):
+        return torch.stack(samples)
+    if isinstance(samples[0], (tuple, list)):
+        return type(samples[0])(default_collate(list(x)) for x in zip(*samples))
+    if isinstance(samples[0], (int, float)):
+        return torch.tensor(samples)
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainResult:
+    model: torch.nn.Module
+    step: int
+    bad_steps: int
+    last_metrics: dict
+    out_dir: Path
+
+
+def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
+                 loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], tuple[torch.Tensor, dict]], *,
+                 collate: Callable[[list], Any] | None = None, config_dict: dict | None = None,
+                 init: str | None = None, resume: str | None = None,
+                 eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
+                 flops_per_token: float | None = None, peak_flops: float | None = None,
+                 extra_files: dict[str, str] | None = None) -> TrainResult:
+    """Train `model` on `dataset` (map-style: len + __getitem__) with `loss_fn(model, batch, gen)`.
+
+    `config_dict` is saved next to the weights (final/config.json) so the model can be rebuilt. `init` loads
+    model weights only (a model dir or a .safetensors file); `resume` is "auto" (latest checkpoint in out_dir, or a
+    fresh start when there is none) or a checkpoint directory. Inside `loss_fn`, call `model(...)` (it may be
+    DDP-wrapped); use `xomni.train.unwrap(model)` for attribute access. If the metrics dict has "tokens", tokens/s
+    (and MFU when `flops_per_token` and `peak_flops` are given) are logged.
+    """
+    rank, world = dist_info()
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if cfg.batch_size % world:
+        raise XomniError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
+    if cfg.steps <= 0:
+        raise XomniError(f"steps must be > 0, got {cfg.steps}")
+    collate = collate or default_collate
+    out = Path(cfg.out_dir)
+    ckpt_root = out / "checkpoints"
+    if rank == 0:
+        try:
+            ckpt_root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise XomniError(f"cannot create output directory {out}: {e.strerror}") from None
+    n = len(dataset)
+    device = next(model.parameters()).device
+
+    if init:
+        load_model_weights(model, init)
+        if rank == 0:
+            log(f"[train] initialised weights from {init}")
+    optimizer = make_optimizer(model, cfg)
+    start_step, bad_steps = 0, 0
+    if resume:
+        ck = find_latest_checkpoint(ckpt_root) if resume == "auto" else Path(resume)
+        if ck is None:
+            if rank == 0:
+                log(f"[train] --resume auto: no checkpoint in {ckpt_root}, starting from step 0")
+        else:
+            state = load_checkpoint(ck, model, optimizer)
+            start_step, bad_steps = state["step"], state.get("bad_steps", 0)
+            if rank == 0:
+                log(f"[train] resumed from {ck} at step {start_step}")
+            _truncate_log(out / "log.jsonl", start_step)
+
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    bar = None
+    if rank == 0 and cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=start_step, file=sys.stderr, desc=out.name, dynamic_ncols=True,
+                   mininterval=1.0)
+    logf = open(out / "log.jsonl", "a") if rank == 0 else None
+    metrics: dict = {}
+    t_last, tokens_acc = time.time(), 0.0
+    step = start_step
+    try:
+        while step < cfg.steps:
+            lr = lr_at(step, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            idx = rank_slice(global_batch_indices(n, cfg.batch_size, step, cfg.seed), rank, world)
+            batch = collate([dataset[i] for i in idx])
+            batch = _to_device(batch, device)
+            gen = step_generator(cfg.seed, step, rank)
+            torch.manual_seed(gen.initial_seed())  # dropout etc. also reproducible per step
+            model.train()
+            loss, m = loss_fn(ddp_model, batch, gen)
+            # agree across ranks before backward (DDP all-reduces inside backward)
+            finite = _all_reduce_min(torch.tensor([1.0 if torch.isfinite(loss).all() else 0.0]), world)
+            if finite.item() > 0:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            gnorm = torch.tensor(0.0)
+            if finite.item() > 0:
+                params = [p for p in model.parameters() if p.grad is not None]
+                if cfg.grad_clip > 0:
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                else:
+                    gnorm = torch.norm(torch.stack([p.grad.detach().norm() for p in params])) if params else gnorm
+                if not torch.isfinite(gnorm):
+                    finite = torch.tensor([0.0])
+            if finite.item() > 0:
+                optimizer.step()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                bad_steps += 1
+                if rank == 0:
+                    log(f"[train] step {step}: non-finite loss or gradient, step skipped ({bad_steps} so far)")
+                if bad_steps >= cfg.max_bad_steps:
+                    raise XomniError(f"training aborted at step {step}: {bad_steps} steps had a NaN/inf loss or "
+                                     f"gradient (max_bad_steps={cfg.max_bad_steps}); lower the learning rate or "
+                                     f"check the data; last checkpoint is in {ckpt_root}")
+            step += 1
+            tokens_acc += float(m.get("tokens", 0.0)) * world
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                loss_avg = _all_reduce_mean(loss.detach().float().reshape(1), world).item()
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                dt = max(1e-9, time.time() - t_last)
+                metrics = {"step": step, "loss": loss_avg, "lr": lr, "grad_norm": float(gnorm), "bad_steps": bad_steps}
+                metrics.update({k: float(v) for k, v in m.items() if k != "tokens"})
+                if tokens_acc:
+                    metrics["tokens_per_s"] = tokens_acc / dt
+                    if flops_per_token and peak_flops:
+                        metrics["mfu"] = tokens_acc / dt * flops_per_token / peak_flops
+                metrics["time"] = time.time()
+                logf.write(json.dumps(metrics) + "\n")
+                logf.flush()
+                t_last, tokens_acc = time.time(), 0.0
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_avg:.4f}")
+            if bar is not None:
+                bar.update(1)
+            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
+                ev = eval_fn(model, step)
+                logf.write(json.dumps({"step": step, "eval": ev}) + "\n")
+                logf.flush()
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+                if rank == 0:
+                    save_checkpoint(ckpt_root, step, model, optimizer,
+                                    {"step": step, "bad_steps": bad_steps, "config": config_dict or {},
+                                     "train": to_dict(cfg), "world_size": world}, keep_last=cfg.keep_last)
+                if world > 1:
+                    dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if logf is not None:
+            logf.close()
+    if rank == 0:
+        save_model_dir(out / "final", model, config_dict or {}, extra_files=extra_files)
+    if world > 1:
+        dist.barrier()
+    return TrainResult(model=model, step=step, bad_steps=bad_steps, last_metrics=metrics, out_dir=out)
+
+
+def _all_reduce_min(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.MIN)
+    return x
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    from xomni.utils import atomic_write_text
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def remove_dir(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,31 @@
+"""Shared CLI plumbing for every `xomni train ...` command: --config/--set/--out/--resume/--init handling."""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import typer
+
+from xomni.config import help_rows, load_config
+
+ConfigOpt = typer.Option(None, "--config", help="YAML config file (keys as in --help-config).")
+SetOpt = typer.Option(None, "--set", help="Override a config field: key.sub=value (repeatable).")
+OutOpt = typer.Option(None, "--out", "-o", help="Output directory (sets train.out_dir).")
+ResumeOpt = typer.Option(None, "--resume", help="'auto' (latest checkpoint in the output dir) or a checkpoint dir.")
+InitOpt = typer.Option(None, "--init", help="Start from the weights of a trained model directory.")
+HelpConfigOpt = typer.Option(False, "--help-config", help="List every config field with its default and help.")
+
+
+def trainer_config(cls: type, config: Optional[str], sets: Optional[List[str]], out: Optional[str],
+                   base: dict | None = None) -> Any:
+    """Defaults <- base <- YAML <- --set; then --out wins over train.out_dir."""
+    overrides = list(sets or [])
+    if out:
+        overrides.append(f"train.out_dir={out}")
+    return load_config(cls, config, overrides, base=base)
+
+
+def print_config_help(cls: type) -> None:
+    rows = help_rows(cls)
+    w = max(len(r[0]) for r in rows)
+    for name, default, text in rows:
+        typer.echo(f"{name:<{w}}  {default:<12}  {text}")

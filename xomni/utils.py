@@ -1,0 +1,62 @@
+"""Small shared helpers: atomic writes, JSON output, logging to stderr, thread settings."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def log(msg: str) -> None:
+    """Progress and logs go to stderr; stdout is reserved for JSON results."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit_json(obj: Any, json_path: str | Path | None = None) -> None:
+    """Print a JSON result on stdout, and save it to `json_path` when given."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable)
+    print(text, flush=True)
+    if json_path:
+        atomic_write_text(json_path, text + "\n")
+
+
+def _jsonable(o: Any) -> Any:
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def set_threads(n: int | None) -> None:
+    import torch
+    if n and n > 0:
+        torch.set_num_threads(n)
