@@ -1,0 +1,141 @@
+"""The unified AR model: one decoder-only transformer over text tokens and image tokens.
+
+As in X-Omni, image tokens have their own embedding table and output head (the text side keeps the language model's
+table and head untouched, so a pretrained backbone keeps its text skills), and while an image is drawn only the
+image head is used, i.e. logits are restricted to image tokens. Position encoding: plain 1-D RoPE (Qwen2's).
+
+The backbone is a Hugging Face `Qwen2Model` built from a tiny config (CPU preset) or loaded from a local
+Qwen2/Llama checkpoint (`backbone="/path/to/checkpoint"`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from xomni.ar.vocab import VocabLayout
+from xomni.config import field
+from xomni.errors import XomniError
+
+
+@dataclasses.dataclass
+class ARConfig:
+    backbone: str = field("tiny", help="'tiny' (Qwen2 architecture from the sizes below, trained from scratch) or "
+                                       "a local Qwen2/Llama checkpoint directory.")
+    hidden_size: int = field(256, help="Model width (tiny backbone).")
+    n_layers: int = field(6, help="Transformer blocks (tiny backbone).")
+    n_heads: int = field(4, help="Attention heads (tiny backbone).")
+    n_kv_heads: int = field(4, help="Key/value heads, < n_heads for grouped-query attention (tiny backbone).")
+    intermediate_size: int = field(768, help="SwiGLU hidden size (tiny backbone).")
+    max_seq_len: int = field(256, help="Longest sequence (prompt + image header + image tokens + EOM).")
+    rope_theta: float = field(10000.0, help="RoPE base.")
+    n_text: int = field(259, help="Text tokenizer vocabulary size (set from the text tokenizer).")
+    bos_id: int = field(257, help="Text tokenizer's BOS id.")
+    eos_id: int = field(258, help="Text tokenizer's EOS id.")
+    pad_id: int = field(256, help="Text tokenizer's PAD id.")
+    image_vocab: int = field(1024, help="Number of image codes K (from the image tokenizer).")
+    max_grid: int = field(64, help="Largest grid height/width representable by size tokens.")
+    dropout: float = field(0.0, help="Attention dropout.")
+    tie_image_head: bool = field(False, help="Tie the image head to the image embedding table.")
+
+    def layout(self) -> VocabLayout:
+        return VocabLayout(n_text=self.n_text, image_vocab=self.image_vocab, max_grid=self.max_grid,
+                           bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)
+
+
+def _build_backbone(cfg: ARConfig) -> tuple[nn.Module, int]:
+    from transformers import Qwen2Config, Qwen2Model
+    if cfg.backbone == "tiny":
+        hf = Qwen2Config(vocab_size=8, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                         num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.max_seq_len,
+                         rope_theta=cfg.rope_theta, attention_dropout=cfg.dropout, tie_word_embeddings=False)
+        hf._attn_implementation = "sdpa"
+        model = Qwen2Model(hf)
+        model.embed_tokens = None  # we own the embedding tables
+        return model, cfg.hidden_size
+    from pathlib import Path
+    from transformers import AutoConfig, AutoModel
+    if not Path(cfg.backbone).is_dir():
+        raise XomniError(f"backbone must be 'tiny' or a local checkpoint directory; not found: {cfg.backbone}")
+    try:
+        hf = AutoConfig.from_pretrained(cfg.backbone, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise XomniError(f"cannot read the backbone config in {cfg.backbone}: {e}") from None
+    if hf.model_type not in ("qwen2", "llama", "qwen3", "mistral"):
+        raise XomniError(f"backbone {cfg.backbone} is a '{hf.model_type}' model; supported: qwen2, llama")
+    model = AutoModel.from_pretrained(cfg.backbone, local_files_only=True)
+    return model, hf.hidden_size
+
+
+class UnifiedAR(nn.Module):
+    def __init__(self, cfg: ARConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layout = cfg.layout()
+        self.backbone, d = _build_backbone(cfg)
+        self.text_embed = nn.Embedding(self.layout.n_textside, d)
+        self.image_embed = nn.Embedding(cfg.image_vocab, d)
+        self.text_head = nn.Linear(d, self.layout.n_textside, bias=False)
+        self.image_norm = nn.LayerNorm(d)
+        self.image_head = nn.Linear(d, cfg.image_vocab, bias=False)
+        if cfg.tie_image_head:
+            self.image_head.weight = self.image_embed.weight
+        std = 0.02
+        for m in (self.text_embed, self.image_embed):
+            nn.init.normal_(m.weight, std=std)
+        nn.init.normal_(self.text_head.weight, std=std)
+        if not cfg.tie_image_head:
+            nn.init.normal_(self.image_head.weight, std=std)
+
+    # --------------------------------------------------------------------------------------------------------
+    def embed(self, ids_BL: torch.Tensor) -> torch.Tensor:
+        off = self.layout.image_offset
+        is_img = ids_BL >= off
+        x_BLD = self.text_embed(torch.where(is_img, torch.zeros_like(ids_BL), ids_BL))
+        if is_img.any():
+            x_img = self.image_embed((ids_BL - off).clamp(min=0))
+            x_BLD = torch.where(is_img.unsqueeze(-1), x_img, x_BLD)
+        return x_BLD
+
+    def hidden(self, ids_BL: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               position_ids: torch.Tensor | None = None, cache=None, use_cache: bool = False):
+        out = self.backbone(inputs_embeds=self.embed(ids_BL), attention_mask=attention_mask,
+                            position_ids=position_ids, cache=cache, use_cache=use_cache)
+        return out.last_hidden_state, (out.past_key_values if use_cache else None)
+
+    def image_logits(self, h_BLD: torch.Tensor) -> torch.Tensor:
+        return self.image_head(self.image_norm(h_BLD)).float()
+
+    def text_logits(self, h_BLD: torch.Tensor) -> torch.Tensor:
+        return self.text_head(h_BLD).float()
+
+    def forward(self, ids_BL: torch.Tensor, targets_BL: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Next-token loss. `targets_BL` holds unified ids, -100 where no loss; image targets use the image head."""
+        h_BLD, _ = self.hidden(ids_BL, attention_mask, position_ids)
+        off = self.layout.image_offset
+        valid = targets_BL != -100
+        is_img = valid & (targets_BL >= off)
+        is_txt = valid & ~is_img
+        losses, n_img, n_txt = [], int(is_img.sum()), int(is_txt.sum())
+        metrics = {}
+        total = h_BLD.new_zeros(())
+        if n_img:
+            li = F.cross_entropy(self.image_logits(h_BLD[is_img]), targets_BL[is_img] - off, reduction="sum")
+            total = total + li
+            metrics["loss_image"] = li.item() / n_img
+        if n_txt:
+            lt = F.cross_entropy(self.text_logits(h_BLD[is_txt]), targets_BL[is_txt], reduction="sum")
+            total = total + lt
+            metrics["loss_text"] = lt.item() / n_txt
+        del losses
+        return total / max(1, n_img + n_txt), metrics
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.text_embed.weight.numel() + self.image_embed.weight.numel()
+        return n

@@ -1,0 +1,76 @@
+"""Unified vocabulary layout and sequence format (X-Omni style).
+
+Ids live in one space:
+    [0, n_text)                      text tokens of the text tokenizer (bytes + its specials for the default)
+    SOM, EOM, IMG                    start/end of image, "image follows"
+    SIZE_1 .. SIZE_{max_grid}        grid height / width as tokens
+    [image_offset, image_offset + K) image codes (own embedding table and output head)
+
+Generation (text -> image):   <bos> prompt <SOM> <SIZE_h> <SIZE_w> <IMG> t_1 ... t_{h*w} <EOM>
+Captioning (image -> text):   <bos> <SOM> <SIZE_h> <SIZE_w> <IMG> t_1 ... t_{h*w} <EOM> caption <eos>
+The unconditional prompt for classifier-free guidance is the empty caption.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabLayout:
+    n_text: int           # text tokenizer vocabulary (incl. its pad/bos/eos)
+    image_vocab: int      # K image codes
+    max_grid: int = 64    # largest h or w
+    bos_id: int = 0
+    eos_id: int = 0
+    pad_id: int = 0
+
+    @property
+    def som(self) -> int:
+        return self.n_text
+
+    @property
+    def eom(self) -> int:
+        return self.n_text + 1
+
+    @property
+    def img(self) -> int:
+        return self.n_text + 2
+
+    def size_token(self, k: int) -> int:
+        if not 1 <= k <= self.max_grid:
+            raise ValueError(f"grid size {k} outside 1..{self.max_grid}")
+        return self.n_text + 2 + k
+
+    @property
+    def n_textside(self) -> int:
+        """Size of the text-side table/head: text tokens + specials + size tokens."""
+        return self.n_text + 3 + self.max_grid
+
+    @property
+    def image_offset(self) -> int:
+        return self.n_textside
+
+    @property
+    def total(self) -> int:
+        return self.n_textside + self.image_vocab
+
+    def image_header(self, h: int, w: int) -> list[int]:
+        return [self.som, self.size_token(h), self.size_token(w), self.img]
+
+    def t2i_sequence(self, prompt_ids: list[int], codes: torch.Tensor) -> tuple[list[int], int]:
+        """Full training sequence and the index where image tokens start."""
+        h, w = codes.shape
+        head = [self.bos_id] + list(prompt_ids) + self.image_header(h, w)
+        img = (codes.flatten() + self.image_offset).tolist()
+        return head + img + [self.eom], len(head)
+
+    def i2t_sequence(self, codes: torch.Tensor, caption_ids: list[int]) -> tuple[list[int], int]:
+        """Captioning sequence and the index where the caption starts."""
+        h, w = codes.shape
+        head = [self.bos_id] + self.image_header(h, w) + (codes.flatten() + self.image_offset).tolist() + [self.eom]
+        return head + list(caption_ids) + [self.eos_id], len(head)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
