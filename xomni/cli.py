@@ -26,7 +26,7 @@ app.add_typer(bench_app, name="bench")
 APPS = {"root": app, "data": data_app, "train": train_app, "eval": eval_app, "bench": bench_app}
 
 # Each stage module defines `register(apps: dict)`; a stage that is not built yet is simply absent.
-_STAGES = ["xomni.data.cli", "xomni.eval.cli", "xomni.tokenizer.cli", "xomni.decoder.cli",
+_STAGES = ["xomni.data.cli", "xomni.generate_cli", "xomni.eval.cli", "xomni.tokenizer.cli", "xomni.decoder.cli",
            "xomni.ar.cli", "xomni.rl.cli", "xomni.serve.cli", "xomni.demo"]
 for _mod in _STAGES:
     try:

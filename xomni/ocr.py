@@ -35,18 +35,25 @@ def exact_match(pred: str, target: str) -> bool:
     return normalize_ws(pred) == normalize_ws(target)
 
 
-def preprocess_for_ocr(img):
-    """Grayscale, autocontrast, dark-background images inverted (dark text on light), 2x bicubic upscale and a
-    16 px border in the background grey level. Depends only on the image."""
+def preprocess_for_ocr(img, region=None):
+    """Crop to `region` (x0, y0, x1, y1) when given, grayscale, autocontrast, invert when the background (the
+    median grey level) is dark so text is dark on light, 2x bicubic upscale, 16 px border in the background level.
+    Depends only on the image (and the fixed region), never on the target text."""
     from PIL import Image, ImageOps
+    if region is not None:
+        img = img.crop(tuple(region))
     g = ImageOps.autocontrast(img.convert("L"))
-    w, h = g.size
-    edge = list(g.crop((0, 0, w, 1)).getdata()) + list(g.crop((0, h - 1, w, h)).getdata()) + \
-        list(g.crop((0, 0, 1, h)).getdata()) + list(g.crop((w - 1, 0, w, h)).getdata())
-    bg = sorted(edge)[len(edge) // 2]
+    hist = g.histogram()
+    half, acc, bg = (g.width * g.height) / 2, 0, 0
+    for level, count in enumerate(hist):
+        acc += count
+        if acc >= half:
+            bg = level
+            break
     if bg < 128:
         g = ImageOps.invert(g)
         bg = 255 - bg
+    w, h = g.size
     g = g.resize((w * UPSCALE, h * UPSCALE), Image.BICUBIC)
     return ImageOps.expand(g, border=BORDER, fill=bg)
 
@@ -87,12 +94,12 @@ def _run_tesseract_one(cmd: str, path: str, psm: int) -> str:
     return r.stdout.decode("utf-8", errors="replace").replace("\f", "")
 
 
-def _tesseract_chunk(cmd: str, images: list, psm: int) -> list[str]:
+def _tesseract_chunk(cmd: str, images: list, psm: int, region) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="xomni-ocr-") as d:
         paths = []
         for i, img in enumerate(images):
             p = os.path.join(d, f"{i:05d}.png")
-            preprocess_for_ocr(img).save(p, compress_level=1)
+            preprocess_for_ocr(img, region).save(p, compress_level=1)
             paths.append(p)
         pages = _run_tesseract_list(cmd, paths, psm, d)
         if pages is None:  # could not split the output reliably: one process per image
@@ -100,8 +107,9 @@ def _tesseract_chunk(cmd: str, images: list, psm: int) -> list[str]:
     return [normalize_ws(p) for p in pages]
 
 
-def tesseract_batch(images: list, psm: int = 7, workers: int | None = None) -> list[str]:
-    """Tesseract text of each image (whitespace-normalised), in order."""
+def tesseract_batch(images: list, psm: int = 7, workers: int | None = None, region=None) -> list[str]:
+    """Tesseract text of each image (whitespace-normalised), in order. `region`: the fixed crop of the dataset
+    preset (`Preset.ocr_region`), the same for ground-truth and generated images; None reads the whole image."""
     if not images:
         return []
     cmd = tesseract_cmd()
@@ -110,18 +118,19 @@ def tesseract_batch(images: list, psm: int = 7, workers: int | None = None) -> l
     size = max(1, min(MAX_CHUNK, -(-n // workers)))
     chunks = [images[i:i + size] for i in range(0, n, size)]
     if len(chunks) == 1 or workers == 1:
-        results = [_tesseract_chunk(cmd, c, psm) for c in chunks]
+        results = [_tesseract_chunk(cmd, c, psm, region) for c in chunks]
     else:  # threads suffice: the work happens in the tesseract child processes
         with ThreadPoolExecutor(max_workers=workers) as ex:
-            results = list(ex.map(lambda c: _tesseract_chunk(cmd, c, psm), chunks))
+            results = list(ex.map(lambda c: _tesseract_chunk(cmd, c, psm, region), chunks))
     return [t for r in results for t in r]
 
 
-def tesseract_one(image, psm: int = 7) -> str:
+def tesseract_one(image, psm: int = 7, region=None) -> str:
     """Single image through pytesseract (slow path; same preprocessing and settings)."""
     import pytesseract
-    tesseract_cmd()
-    return normalize_ws(pytesseract.image_to_string(preprocess_for_ocr(image), lang="eng", config=f"--psm {psm}"))
+    pytesseract.pytesseract.tesseract_cmd = tesseract_cmd()
+    text = pytesseract.image_to_string(preprocess_for_ocr(image, region), lang="eng", config=f"--psm {psm}")
+    return normalize_ws(text)
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,7 +147,7 @@ def _rapidocr_engine():
     return eng
 
 
-def rapidocr_batch(images: list) -> list[str]:
+def rapidocr_batch(images: list, region=None) -> list[str]:
     """RapidOCR recognition (no detection, no angle classifier) of each preprocessed image, in order."""
     import numpy as np
     if not images:
@@ -146,7 +155,7 @@ def rapidocr_batch(images: list) -> list[str]:
     eng = _rapidocr_engine()
     out = []
     for img in images:
-        arr = np.asarray(preprocess_for_ocr(img).convert("RGB"))
+        arr = np.asarray(preprocess_for_ocr(img, region).convert("RGB"))
         r = eng(arr, use_det=False, use_cls=False, use_rec=True)
         txts = getattr(r, "txts", None) or ()
         out.append(normalize_ws(" ".join(t for t in txts if t)))

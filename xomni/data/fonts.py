@@ -66,8 +66,8 @@ def font_spec(font_id: str) -> FontSpec:
 def font_path(font_id: str) -> str:
     """Absolute path of a font file; XomniError naming the Debian package when it is not installed."""
     spec = font_spec(font_id)
-    extra = os.environ.get("XOMNI_FONT_DIR")
-    for d in ((extra,) if extra else ()) + FONT_DIRS:
+    env = os.environ.get("XOMNI_FONT_DIRS")  # colon-separated; replaces the Debian defaults (tests use it)
+    for d in (env.split(":") if env else FONT_DIRS):
         p = os.path.join(d, spec.file)
         if os.path.isfile(p):
             return p

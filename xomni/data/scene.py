@@ -10,6 +10,7 @@ from xomni.data.palette import PALETTE, contrast_ratio, readable_pairs
 from xomni.data.presets import Preset
 from xomni.data.render import fit_font_size, place_text
 from xomni.data.words import split_words
+from xomni.errors import XomniError
 
 MIN_SHAPE_CONTRAST = 2.0   # shapes must stand out from the background
 
@@ -37,7 +38,7 @@ def _apply_case(tokens: list[str], case: str) -> list[str]:
 def sample_text(rng: random.Random, words: tuple[str, ...], p: Preset) -> tuple[str, str]:
     """1-3 tokens (words or numbers) with optional punctuation, total length <= p.max_chars; returns (text, case)."""
     case = rng.choice(p.cases)
-    while True:
+    for _ in range(1000):
         n = rng.choices(range(1, len(p.n_words) + 1), weights=p.n_words)[0]
         tokens = [_number(rng) if rng.random() < p.p_number else rng.choice(words) for _ in range(n)]
         tokens = _apply_case(tokens, case)
@@ -50,6 +51,7 @@ def sample_text(rng: random.Random, words: tuple[str, ...], p: Preset) -> tuple[
         text = " ".join(tokens)
         if len(text) <= p.max_chars:
             return text, case
+    raise XomniError(f"preset {p.name}: cannot sample a text of at most {p.max_chars} characters")
 
 
 def sample_scene(p: Preset, seed: int, split: str, index: int) -> dict:
@@ -61,11 +63,13 @@ def sample_scene(p: Preset, seed: int, split: str, index: int) -> dict:
     text_color, background = rng.choice(pairs)
     noun = rng.choice(p.nouns)
     target = rng.randint(*p.font_size)
-    while True:
+    for _ in range(1000):
         text, case = sample_text(rng, words, p)
         size = fit_font_size(font, text, target, p.min_font_size, p.text_box)
         if size is not None:
             break
+    else:
+        raise XomniError(f"preset {p.name}: texts do not fit {p.text_box} in {font} at {p.min_font_size} px")
     origin, text_box = place_text(font, size, text, p.text_box)
     shapes = []
     if rng.random() < p.p_shapes:

@@ -132,12 +132,11 @@ def extract(images, extractor: nn.Module, batch_size: int = 32, desc: str = "fea
 def fid_dirs(real: str, fake: str, inception_weights: str | None = None, n: int | None = None,
              split_real: str | None = None, split_fake: str | None = None, batch_size: int = 32) -> dict:
     from xomni.eval.images import ImageSource
+    if n is not None and n < 2:
+        raise XomniError("--n must be >= 2")
+    srcs = {"real": ImageSource(real, split=split_real), "fake": ImageSource(fake, split=split_fake)}
     ext, name = get_extractor(inception_weights)
-    sets = {}
-    for tag, path, split in (("real", real, split_real), ("fake", fake, split_fake)):
-        src = ImageSource(path, split=split)
-        items = _take(src, n)
-        sets[tag] = extract(items, ext, batch_size, desc=tag)
+    sets = {tag: extract(_take(src, n), ext, batch_size, desc=tag) for tag, src in srcs.items()}
     fr, sr = sets["real"]
     ff, sf = sets["fake"]
     d = fid_from_features(fr, ff)

@@ -80,13 +80,15 @@ class ImageSource(Sequence):
 
     def _sort_key(self, i: int) -> str:
         ds = self._ds
-        keys = getattr(ds, "keys", None)
-        if callable(keys):
-            keys = None
-        if keys is not None:
-            return str(keys[i])
-        s = ds[i]
-        return str(s.meta.get("file_name") or s.key)
+        m = ds.meta(i) if hasattr(ds, "meta") else ds[i].meta
+        return str(m.get("file_name") or m.get("key") or i)
+
+    def meta(self, i: int) -> dict:
+        """Metadata of item i without decoding its image."""
+        if self._ds is not None and hasattr(self._ds, "meta"):
+            m = dict(self._ds.meta(self._order[i]))
+            return m
+        return self[i].meta
 
     def __len__(self) -> int:
         return len(self._ds) if self._ds is not None else len(self._files)

@@ -21,19 +21,63 @@ from xomni.eval.images import ImageSource, Item, read_targets
 from xomni.utils import atomic_write_text, log
 
 
-def ocr_images(images: Sequence[Image.Image], engine: str = "tesseract", psm: int = 7) -> list[str]:
-    """Batched OCR through xomni.ocr (process pool for Tesseract)."""
+def ocr_images(images: Sequence[Image.Image], engine: str = "tesseract", psm: int = 7,
+               region: "OcrRegion | None" = None) -> list[str]:
+    """Batched OCR through xomni.ocr (Tesseract over list files in a process pool, or RapidOCR)."""
     if not images:
         return []
     try:
         from xomni import ocr
     except ImportError:
         raise XomniError("OCR needs xomni.ocr, which this build does not have") from None
+    box = None
+    if region is not None:
+        box = region.box
+        if region.size is not None:
+            images = [im if im.size == region.size else im.resize(region.size, Image.BICUBIC) for im in images]
     if engine == "tesseract":
-        return list(ocr.tesseract_batch(list(images), psm=psm))
+        return list(ocr.tesseract_batch(list(images), psm=psm, region=box))
     if engine == "rapidocr":
-        return list(ocr.rapidocr_batch(list(images)))
+        return list(ocr.rapidocr_batch(list(images), region=box))
     raise XomniError(f"unknown OCR engine {engine!r} (use tesseract or rapidocr)")
+
+
+class OcrRegion:
+    """The fixed crop OCR reads (a property of the dataset preset); images of another size are resized first."""
+
+    def __init__(self, box, size):
+        self.box, self.size = tuple(box), tuple(size)
+
+    def as_json(self):
+        return {"box": list(self.box), "image_size": list(self.size)}
+
+
+def resolve_region(metas: Sequence[dict], preset: str | None = None, region: str | None = None) -> OcrRegion | None:
+    """--region x0,y0,x1,y1 (at the image's own size) | 'none' > --preset NAME > the `preset` in the metadata
+    (when all images share one) > whole image."""
+    if region:
+        if region.strip().lower() in ("none", "full", "all"):
+            return None
+        try:
+            box = [int(v) for v in region.split(",")]
+            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+        except (ValueError, AssertionError):
+            raise XomniError(f"--region expects x0,y0,x1,y1 or none, got {region!r}") from None
+        return _BoxOnly(box)
+    names = {preset} if preset else {m.get("preset") for m in metas}
+    if len(names) != 1 or None in names:
+        return None
+    from xomni.data.presets import get_preset
+    p = get_preset(names.pop())
+    return OcrRegion(p.ocr_region, (p.width, p.height)) if p.ocr_region else None
+
+
+class _BoxOnly(OcrRegion):
+    def __init__(self, box):
+        self.box, self.size = tuple(box), None
+
+    def as_json(self):
+        return {"box": list(self.box), "image_size": None}
 
 
 def pairs_from_images(images: str, targets: str | None, split: str | None = None) -> tuple[list[Item], list[str]]:
@@ -56,7 +100,7 @@ def pairs_from_images(images: str, targets: str | None, split: str | None = None
 
 
 def score_items(items: list[Item], targets: list[str], engine: str = "tesseract", psm: int = 7,
-                n_boot: int = 1000) -> tuple[dict, list[dict]]:
+                n_boot: int = 1000, region: OcrRegion | None = None) -> tuple[dict, list[dict]]:
     """OCR the readable images and score them. Returns (result JSON, per-image rows incl. skipped ones)."""
     ok = [i for i, it in enumerate(items) if it.image is not None and targets[i].strip()]
     skipped = []
@@ -70,7 +114,7 @@ def score_items(items: list[Item], targets: list[str], engine: str = "tesseract"
     if not ok:
         raise XomniError("no readable image with a target string to score")
     log(f"OCR ({engine}) on {len(ok)} images ...")
-    preds = ocr_images([items[i].image for i in ok], engine=engine, psm=psm)
+    preds = ocr_images([items[i].image for i in ok], engine=engine, psm=psm, region=region)
     rows = tm.score_rows(preds, [targets[i] for i in ok], [items[i].meta for i in ok])
     for r, i in zip(rows, ok):
         r["key"] = items[i].key
@@ -78,7 +122,8 @@ def score_items(items: list[Item], targets: list[str], engine: str = "tesseract"
             if k in items[i].meta:
                 r[k] = items[i].meta[k]
     res = summarize(rows, n_skipped=len(skipped), n_boot=n_boot)
-    res["ocr"] = {"engine": engine, "psm": psm if engine == "tesseract" else None}
+    res["ocr"] = {"engine": engine, "psm": psm if engine == "tesseract" else None,
+                  "region": region.as_json() if region is not None else None}
     res["skipped"] = skipped[:50]
     return res, rows + [dict(s, skipped=True) for s in skipped]
 

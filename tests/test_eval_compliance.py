@@ -1,0 +1,138 @@
+"""Compliance scoring with a fake predictor (fast) and a tiny judge training (slow)."""
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from xomni.eval import compliance as C
+from xomni.eval.images import Item
+
+
+def attrs(meta):
+    return {"background": meta["background"], "text_color": meta["text_color"], "noun": meta["noun"],
+            "shapes": [{"kind": s["kind"], "color": s["color"], "position": s["position"]} for s in meta["shapes"]]}
+
+
+@pytest.fixture(scope="module")
+def metas():
+    from xomni.data.presets import get_preset
+    from xomni.data.scene import sample_scene
+    p = get_preset("tiny")
+    return [sample_scene(p, 0, "val", i) for i in range(40)]
+
+
+def test_wanted_from_caption_and_metadata(metas):
+    m = next(m for m in metas if m["shapes"])
+    w_cap = C.wanted({"caption": m["caption"]})
+    w_meta = C.wanted({k: v for k, v in m.items() if k != "caption"})
+    assert w_cap == w_meta and w_cap["complete"]
+    assert C.wanted({"key": "x"}) is None
+    free = C.wanted({"caption": "a photo with a red circle at the top left"})
+    assert not free["complete"] and free["shapes"] == [{"kind": "circle", "color": "red", "position": "top left"}]
+    # free-form: only what it names is checked
+    assert set(C.compare({"shapes": []}, free)) == {"shape_kind", "shape_color"}
+
+
+def test_compare_checks():
+    want = {"background": "red", "text_color": "white", "noun": "sign", "complete": True,
+            "shapes": [{"kind": "circle", "color": "blue", "position": "top left"}]}
+    good = {"background": "red", "text_color": "white", "noun": "sign",
+            "shapes": [{"kind": "circle", "color": "blue", "position": "top left"}]}
+    assert C.satisfied(C.compare(good, want))
+    for change in ({"background": "blue"}, {"text_color": "black"}, {"noun": "poster"},
+                   {"shapes": [{"kind": "star", "color": "blue", "position": "top left"}]},
+                   {"shapes": [{"kind": "circle", "color": "green", "position": "top left"}]},
+                   {"shapes": [{"kind": "circle", "color": "blue", "position": "top right"}]},
+                   {"shapes": []},
+                   {"shapes": good["shapes"] + [{"kind": "square", "color": "red", "position": "bottom left"}]}):
+        assert not C.satisfied(C.compare(dict(good, **change), want)), change
+
+
+def test_score_aggregates(metas):
+    wants = [C.wanted(m) for m in metas]
+    preds = [attrs(m) for m in metas]
+    res, per = C.score(preds, wants)
+    assert res["overall"] == 1.0 and all(v == 1.0 for v in res["per_attribute"].values())
+    preds[0] = dict(preds[0], background="purple" if metas[0]["background"] != "purple" else "red")
+    res, per = C.score(preds, wants)
+    assert res["overall"] == pytest.approx(39 / 40)
+    assert res["per_attribute"]["background"] == pytest.approx(39 / 40)
+    assert not per[0]["satisfied"] and not per[0]["checks"]["background"]
+
+
+@pytest.mark.parametrize("kind", C.SWAPS)
+def test_every_swap_contradicts_the_caption(metas, kind):
+    rng = random.Random(0)
+    made = 0
+    for m in metas:
+        m2 = C.make_swap(m, kind, rng)
+        if m2 is None:
+            continue
+        made += 1
+        assert m2["caption"] == m["caption"]
+        assert not C.satisfied(C.compare(attrs(m2), C.wanted(m))), (kind, m2)
+    assert made >= 5
+
+
+def _tagging_render(monkeypatch):
+    import xomni.data.render as R
+    real = R.render
+
+    def render(meta):
+        im = real(meta)
+        im.info["meta"] = meta
+        return im
+    monkeypatch.setattr(R, "render", render)
+    return render
+
+
+def test_evaluate_judge_perfect_vs_always_agree(metas, monkeypatch):
+    render = _tagging_render(monkeypatch)
+    items = [Item(m["key"], render(m), m) for m in metas]
+    perfect = C.evaluate_judge(lambda ims: [attrs(im.info["meta"]) for im in ims], items, seed=0)
+    assert perfect["min_attribute_accuracy"] == 1.0 and perfect["swap_rejection"] == 1.0 and perfect["pass"]
+    assert set(perfect["swap_rejection_by_kind"]) <= set(C.SWAPS)
+    # a judge that always reports exactly what the prompt asked for accepts every swap: it must fail
+    agree = C.evaluate_judge(lambda ims: [attrs(C.wanted({"caption": im.info["meta"]["caption"]}) | {})
+                                          for im in ims], items, seed=0)
+    assert agree["swap_rejection"] == 0.0 and not agree["pass"]
+
+
+def test_evaluate_images_skips(metas):
+    from PIL import Image
+    im = Image.new("RGB", (256, 64))
+    items = [Item("a", im, {"caption": metas[0]["caption"]}), Item("b", None, {"caption": metas[1]["caption"]}, "bad"),
+             Item("c", im, {"key": "c"})]
+    res, per = C.evaluate_images(items, lambda ims: [attrs(metas[0]) for _ in ims])
+    assert res["n"] == 1 and res["n_skipped"] == 2 and res["overall"] == 1.0
+
+
+@pytest.mark.slow
+def test_tiny_judge_training_cli(tmp_path, cli_env):
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "xomni.cli", "data", "synth", "--out", str(data), "--n", "600"],
+                       capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "judge"
+    args = [sys.executable, "-m", "xomni.cli", "train", "judge", "--data", str(data), "--out", str(out),
+            "--set", "train.steps=150", "--set", "train.batch_size=32", "--set", "train.progress=false",
+            "--set", "eval_n=60", "--set", "train.seed=3", "--set", "model.width=16"]
+    r = subprocess.run(args + ["--set", "train.ckpt_every=50"], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert (out / "final" / "model.safetensors").is_file()
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    assert cfg["kind"] == "xomni-judge" and cfg["seed"] == 3
+    ev = res["eval"]
+    assert ev["accuracy"]["background"] >= 0.8  # tiny run: colours are learnt first
+    # eval judge from the CLI reads the same numbers
+    r = subprocess.run([sys.executable, "-m", "xomni.cli", "eval", "judge", "--judge", str(out), "--data", str(data),
+                        "--n", "60"], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["accuracy"] == ev["accuracy"]
+    # resume auto at the end is a no-op continuation (final checkpoint exists)
+    r = subprocess.run(args + ["--resume", "auto", "--set", "eval_split="], capture_output=True, text=True,
+                       env=cli_env)
+    assert r.returncode == 0, r.stderr

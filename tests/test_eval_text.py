@@ -1,0 +1,103 @@
+"""Text metrics on ground-truth renders (high) and on damaged renders (low): the damaged cases must fail."""
+import json
+
+import pytest
+from PIL import Image, ImageFilter
+
+from xomni.errors import XomniError
+from xomni.eval import text as T
+from xomni.eval.images import ImageSource, Item, read_targets
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def gt():
+    from xomni.data.presets import get_preset
+    from xomni.data.render import render
+    from xomni.data.scene import sample_scene
+    p = get_preset("tiny")
+    metas = [sample_scene(p, 0, "val", i) for i in range(N)]
+    return [Item(m["key"], render(m), m) for m in metas]
+
+
+def _score(items, targets):
+    reg = T.resolve_region([it.meta for it in items])
+    return T.score_items(items, targets, region=reg, n_boot=200)
+
+
+def test_ground_truth_scores_high(gt):
+    res, rows = _score(gt, [it.meta["text"] for it in gt])
+    assert res["n"] == N and res["n_skipped"] == 0
+    assert res["exact_match"] >= 0.9 and res["cer"] <= 0.05
+    assert res["ci95"]["exact_match"][0] <= res["exact_match"] <= res["ci95"]["exact_match"][1]
+    assert "by_font" in res and "by_length" in res
+    assert res["ocr"]["region"]["box"] == [4, 17, 252, 47]
+
+
+def test_heavy_blur_fails(gt):
+    blurred = [Item(it.key, it.image.filter(ImageFilter.GaussianBlur(4)), it.meta) for it in gt]
+    res, _ = _score(blurred, [it.meta["text"] for it in gt])
+    assert res["exact_match"] <= 0.3 and res["cer"] >= 0.4
+
+
+def test_wrong_text_fails(gt):
+    targets = [gt[(i + 1) % N].meta["text"] for i in range(N)]  # each image scored against another's text
+    res, _ = _score(gt, targets)
+    assert res["exact_match"] <= 0.1 and res["word_recall"] <= 0.2 and res["cer"] >= 0.5
+
+
+def test_unreadable_image_is_counted(gt):
+    items = gt[:4] + [Item("broken", None, {"key": "broken"}, "OSError: truncated")]
+    res, rows = _score(items, [it.meta.get("text", "x") for it in items])
+    assert res["n"] == 4 and res["n_skipped"] == 1
+    assert res["skipped"][0]["key"] == "broken"
+    assert any(r.get("skipped") for r in rows)
+
+
+def test_image_dir_with_targets_any_mode(tmp_path, gt):
+    # plain directory (no metadata): sorted file names map to target lines; odd modes/sizes are accepted
+    for i, it in enumerate(gt[:3]):
+        im = it.image
+        im = {0: im.convert("L"), 1: im.convert("RGBA"), 2: im.resize((512, 128))}[i]
+        im.save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "03.png").write_bytes(b"not a png")
+    (tmp_path / "t.txt").write_text("\n".join(it.meta["text"] for it in gt[:4]) + "\n")
+    items, tg = T.pairs_from_images(str(tmp_path), str(tmp_path / "t.txt"))
+    assert [it.key for it in items] == ["00", "01", "02", "03"]
+    assert items[3].image is None and items[0].image.mode == "RGB"
+    res, _ = T.score_items(items, tg, region=T.resolve_region([], preset="tiny"), n_boot=100)
+    assert res["n"] == 3 and res["n_skipped"] == 1 and res["exact_match"] >= 2 / 3
+
+
+def test_count_mismatch_and_missing_metadata(tmp_path, gt):
+    gt[0].image.save(tmp_path / "a.png")
+    (tmp_path / "t.txt").write_text("ONE\nTWO\n")
+    with pytest.raises(XomniError, match="1 images .* 2 lines"):
+        T.pairs_from_images(str(tmp_path), str(tmp_path / "t.txt"))
+    with pytest.raises(XomniError, match="no metadata"):
+        T.pairs_from_images(str(tmp_path), None)
+    (tmp_path / "e.txt").write_text("\n\n")
+    with pytest.raises(XomniError, match="empty"):
+        read_targets(tmp_path / "e.txt")
+
+
+def test_imagefolder_metadata_targets(tmp_path, gt):
+    from xomni.data.io import write_imagefolder
+    write_imagefolder(tmp_path / "f", [(it.image, it.meta) for it in gt[:5]])
+    src = ImageSource(tmp_path / "f")
+    assert src.has_meta and len(src) == 5
+    items, tg = T.pairs_from_images(str(tmp_path / "f"), None)
+    assert tg == [it.meta["text"] for it in gt[:5]]
+
+
+def test_model_path_fails_clearly(tmp_path):
+    (tmp_path / "t.txt").write_text("HELLO\n")
+    with pytest.raises(XomniError, match="model_index.json"):
+        T.items_from_model(str(tmp_path), str(tmp_path / "t.txt"), 1, 0)
+    (tmp_path / "model_index.json").write_text(json.dumps({}))
+    try:
+        import xomni.pipeline  # noqa: F401
+    except ImportError:
+        with pytest.raises(XomniError, match="xomni.pipeline"):
+            T.items_from_model(str(tmp_path), str(tmp_path / "t.txt"), 1, 0)

@@ -1,0 +1,37 @@
+"""CLI of the AR stage: `xomni train ar`."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, OutOpt, ResumeOpt, SetOpt
+
+
+def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (shards/imagefolder) with a train "
+                                                           "split, or a token cache directory."),
+             tokenizer: str = typer.Option(None, "--tokenizer", help="Trained image tokenizer directory."),
+             config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
+             resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
+             val_n: int = typer.Option(256, "--val-n", help="Validation grids for the periodic val loss."),
+             help_config: bool = HelpConfigOpt,
+             json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here.")):
+    """Supervised training (SFT) of the unified AR model: text->image and image->text together."""
+    from xomni.ar.train import ARTrainConfig
+    from xomni.train_cli import print_config_help, trainer_config
+    if help_config:
+        print_config_help(ARTrainConfig)
+        return
+    from xomni.errors import XomniError
+    if not data or not tokenizer:
+        raise XomniError("train ar needs --data DIR and --tokenizer DIR")
+    cfg = trainer_config(ARTrainConfig, config, set_, out)
+    from xomni.ar.trainer import train_ar_main
+    from xomni.utils import emit_json
+    emit_json(train_ar_main(cfg, data, tokenizer, resume=resume, init=init, val_n=val_n), json_path)
+
+
+def register(apps: dict) -> None:
+    apps["train"].command("ar")(train_ar)
+    from xomni.ar.bench import register_bench
+    register_bench(apps)

@@ -1,0 +1,101 @@
+"""`xomni train ar`: encode the dataset once with the frozen image tokenizer, then SFT on the shared loop."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from xomni.ar.data import TokenDataset, encode_to_cache
+from xomni.ar.model import UnifiedAR
+from xomni.ar.train import ARTrainConfig, build_loss_fn, flops_per_token, make_sequences
+from xomni.config import to_dict
+from xomni.errors import XomniError
+from xomni.train import run_training, seed_everything
+from xomni.utils import log
+
+
+def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit: int | None = None) -> TokenDataset:
+    """A token cache for `split`: `data` itself when it is one, else built (once) under `cache_root`."""
+    p = Path(data)
+    if (p / "codes.safetensors").is_file():
+        return TokenDataset(p)
+    target = cache_root / f"tokens-{split}"
+    if (target / "codes.safetensors").is_file():
+        ds = TokenDataset(target)
+        if ds.info.get("source") == str(data) and ds.info.get("codebook_size") == image_tokenizer.codebook_size:
+            return ds
+    encode_to_cache(image_tokenizer, data, split, target, limit=limit)
+    return TokenDataset(target)
+
+
+def build_model(cfg: ARTrainConfig, text_tok, image_tokenizer) -> UnifiedAR:
+    m = cfg.model
+    m.n_text, m.bos_id, m.eos_id, m.pad_id = text_tok.vocab_size, text_tok.bos_id, text_tok.eos_id, text_tok.pad_id
+    m.image_vocab = image_tokenizer.codebook_size
+    return UnifiedAR(m)
+
+
+@torch.no_grad()
+def val_loss(model: UnifiedAR, text_tok, cfg: ARTrainConfig, val: TokenDataset, n: int) -> dict:
+    """Image-token loss (text->image) and caption loss (image->text) on the first `n` validation grids."""
+    model.eval()
+    out = {}
+    for name, ratio in (("val_loss_image", 1.0), ("val_loss_text", 0.0)):
+        c = dataclasses.replace(cfg, t2i_ratio=ratio, uncond_prob=0.0)
+        tot, cnt = 0.0, 0
+        for s in range(0, min(n, len(val)), 64):
+            batch = [val[i] for i in range(s, min(n, len(val), s + 64))]
+            ids, tg, mask = make_sequences(batch, model, text_tok, c, torch.Generator().manual_seed(0))
+            loss, _ = model(ids, tg, attention_mask=mask)
+            k = int((tg != -100).sum())
+            tot, cnt = tot + loss.item() * k, cnt + k
+        out[name] = tot / max(1, cnt)
+    model.train()
+    return out
+
+
+def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str | None = None,
+                  init: str | None = None, val_n: int = 256) -> dict:
+    from xomni.data.text_tokenizer import load_text_tokenizer
+    from xomni.hwbench import matmul_gflops
+    from xomni.tokenizer import ImageTokenizer
+    t0 = time.time()
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    if not 0 <= cfg.t2i_ratio <= 1 or not 0 <= cfg.uncond_prob < 1:
+        raise XomniError("t2i_ratio must be in [0, 1] and uncond_prob in [0, 1)")
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text_tok = load_text_tokenizer(cfg.text_tokenizer)
+    image_tok = ImageTokenizer.from_pretrained(tokenizer_dir)
+    train = token_cache(data, "train", image_tok, out)
+    val = None
+    if not (Path(data) / "codes.safetensors").is_file():
+        try:
+            val = token_cache(data, "val", image_tok, out, limit=val_n)
+        except XomniError as e:
+            log(f"[ar] no validation split ({e}); val loss disabled")
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg, text_tok, image_tok)
+    h, w = image_tok.grid
+    longest = max(len(text_tok.encode(train[i]["caption"], add_special_tokens=False)) for i in range(min(len(train), 2000)))
+    need = 1 + longest + 4 + h * w + 2
+    if need > cfg.model.max_seq_len:
+        raise XomniError(f"model.max_seq_len={cfg.model.max_seq_len} is too short: captions need up to {need} "
+                         f"tokens with a {h}x{w} grid; raise it with --set model.max_seq_len={need}")
+    seq = 1 + longest + 4 + h * w
+    peak = matmul_gflops(1024) * 1e9
+    log(f"[ar] {model.num_params() / 1e6:.2f}M non-embedding params, {len(train)} training grids of {h}x{w}, "
+        f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    eval_fn = (lambda m, step: val_loss(m, text_tok, cfg, val, val_n)) if val is not None else None
+    config_dict = {"ar": to_dict(cfg.model), "grid": [h, w], "text_tokenizer": cfg.text_tokenizer}
+    res = run_training(cfg.train, model, train, build_loss_fn(model, text_tok, cfg), collate=list,
+                       config_dict=config_dict, init=init, resume=resume, eval_fn=eval_fn,
+                       flops_per_token=flops_per_token(model, seq), peak_flops=peak)
+    result = {"out_dir": str(out), "steps": res.step, "bad_steps": res.bad_steps, "train": res.last_metrics,
+              "params_non_embedding": model.num_params(), "wall_s": round(time.time() - t0, 1)}
+    if val is not None:
+        result["val"] = val_loss(model, text_tok, cfg, val, val_n)
+    return result

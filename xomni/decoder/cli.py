@@ -1,0 +1,70 @@
+"""CLI of the decoder stage: `xomni train decoder`, `xomni bench decoder`, `xomni reconstruct`."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, OutOpt, ResumeOpt, SetOpt
+
+JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+
+
+def train_decoder_cmd(
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Trained tokenizer directory."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory."),
+    config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
+    resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt, help_config: bool = HelpConfigOpt,
+    json_path: Optional[str] = JsonOpt,
+):
+    """Train the diffusion decoder (token grid -> pixels, flow matching); JSON with a val OCR check at the end."""
+    from xomni.decoder.config import TRAIN_DEFAULTS, DecoderTrainConfig
+    from xomni.train_cli import print_config_help, trainer_config
+    if help_config:
+        print_config_help(DecoderTrainConfig)
+        return
+    sets = list(set_ or []) + ([f"data={data}"] if data else []) + ([f"tokenizer={tokenizer}"] if tokenizer else [])
+    cfg = trainer_config(DecoderTrainConfig, config, sets, out, base={"train": dict(TRAIN_DEFAULTS)})
+    from xomni.decoder.trainer import train_decoder
+    from xomni.utils import emit_json
+    emit_json(train_decoder(cfg, resume=resume, init=init), json_path)
+
+
+def bench_decoder_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="Decoder directory (default: untrained default)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Token grids per decode call."),
+    n_batches: int = typer.Option(2, "--batches", help="Timed batches."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the model's)."),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+    json_path: Optional[str] = JsonOpt,
+):
+    """Decode speed (images/s) at the default sampling steps."""
+    from xomni.decoder.trainer import bench_decoder
+    from xomni.utils import emit_json
+    emit_json(bench_decoder(model, batch_size, n_batches, steps, threads), json_path)
+
+
+def reconstruct_cmd(
+    inputs: str = typer.Argument(..., help="An image, a folder of images, or a dataset directory."),
+    out: str = typer.Option(..., "--out", "-o", help="Output imagefolder (PNG + metadata.jsonl)."),
+    tokenizer: str = typer.Option(..., "--tokenizer", help="Tokenizer directory."),
+    decoder: str = typer.Option(..., "--decoder", help="Decoder directory."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root (train/val/test)."),
+    n: int = typer.Option(0, "--n", help="First N images only (0 = all)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the decoder's)."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+    json_path: Optional[str] = JsonOpt,
+):
+    """Image -> codes -> pixels. A dataset's metadata is kept, so `xomni eval text --images OUT` scores the result."""
+    from xomni.decoder.reconstruct import reconstruct
+    from xomni.utils import emit_json, set_threads
+    set_threads(threads)
+    emit_json(reconstruct(inputs, out, tokenizer, decoder, split, n, steps, seed, batch_size), json_path)
+
+
+def register(apps: dict) -> None:
+    apps["train"].command("decoder")(train_decoder_cmd)
+    apps["bench"].command("decoder")(bench_decoder_cmd)
+    apps["root"].command("reconstruct")(reconstruct_cmd)

@@ -1,0 +1,66 @@
+"""Configs of the token-grid -> pixels diffusion decoder (`DecoderConfig`) and its trainer (`DecoderTrainConfig`)."""
+from __future__ import annotations
+
+import dataclasses
+
+from xomni.config import field
+from xomni.errors import XomniError
+from xomni.train import TrainConfig
+
+TRAIN_DEFAULTS = dict(out_dir="runs/decoder", steps=3000, batch_size=16, lr=5e-4, warmup_steps=100,
+                      ckpt_every=200, log_every=10)
+
+
+@dataclasses.dataclass
+class DecoderConfig:
+    image_size: list[int] = field(default_factory=lambda: [64, 256], help="Output size [H, W] (from the tokenizer).")
+    grid: list[int] = field(default_factory=lambda: [4, 16], help="Token grid [h, w] (from the tokenizer).")
+    codebook_size: int = field(1024, help="Vocabulary size K (from the tokenizer).")
+    code_dim: int = field(32, help="Code embedding width (initialised from the tokenizer's codebook).")
+    cond_channels: list[int] = field(default_factory=lambda: [128, 96, 64, 48],
+                                     help="Conditioning upsampler widths: grid level, then one per 2x upsampling "
+                                          "(missing levels repeat the last).")
+    cond_blocks: int = field(2, help="Residual blocks at the grid level of the conditioning network.")
+    cond_out: int = field(32, help="Channels of the conditioning map concatenated to the noisy input.")
+    shuffle: int = field(2, help="Pixel-(un)shuffle factor: the UNet runs at H/s x W/s with 3*s*s channels.")
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128], help="UNet2DModel block_out_channels.")
+    layers_per_block: int = field(1, help="UNet2DModel layers_per_block.")
+    unet_attention: bool = field(False, help="Self-attention in the lowest UNet level.")
+    steps: int = field(8, help="Default sampling steps (flow matching, Euler).")
+    shift: float = field(1.0, help="FlowMatchEulerDiscreteScheduler shift (timestep schedule).")
+    preview_weight: float = field(0.5, help="Weight of the auxiliary loss making the conditioning map predict the "
+                                            "clean image (a deterministic preview; speeds up learning glyphs).")
+    t_sampling: str = field("logit_normal", help="Training noise levels: logit_normal | uniform.")
+
+    def validate(self) -> "DecoderConfig":
+        h, w = self.image_size
+        if self.shuffle not in (1, 2, 4):
+            raise XomniError(f"decoder shuffle must be 1, 2 or 4, got {self.shuffle}")
+        down = 2 ** (len(self.unet_channels) - 1)
+        if h % (self.shuffle * down) or w % (self.shuffle * down):
+            raise XomniError(f"decoder image_size {h}x{w} must be divisible by shuffle x 2^(levels-1) = "
+                             f"{self.shuffle * down}")
+        if h % self.grid[0] or w % self.grid[1]:
+            raise XomniError(f"decoder image_size {h}x{w} is not a multiple of the grid {self.grid}")
+        ratio = h // self.shuffle // self.grid[0]
+        if ratio < 1 or ratio & (ratio - 1) or ratio * self.grid[1] * self.shuffle != w:
+            raise XomniError("decoder: (image_size / shuffle) / grid must be the same power of 2 on both axes")
+        if self.t_sampling not in ("logit_normal", "uniform"):
+            raise XomniError(f"t_sampling must be logit_normal or uniform, got {self.t_sampling!r}")
+        if self.steps < 1:
+            raise XomniError(f"decoder steps must be >= 1, got {self.steps}")
+        return self
+
+
+@dataclasses.dataclass
+class DecoderTrainConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS),
+                               help="Shared training-loop settings (defaults: TRAIN_DEFAULTS).")
+    model: DecoderConfig = field(default_factory=DecoderConfig, help="Decoder architecture (the grid, K and "
+                                                                     "image size are taken from the tokenizer).")
+    tokenizer: str = field("runs/tokenizer", help="Trained tokenizer directory (its codes condition the decoder).")
+    data: str = field("runs/data/tiny", help="Dataset directory (xomni data synth output).")
+    train_split: str = field("train", help="Split to train on.")
+    val_split: str = field("val", help="Split for the final OCR check (unseen words).")
+    n_train: int = field(0, help="Use only the first N training samples (0 = all).")
+    n_val: int = field(200, help="Val samples reconstructed and read by Tesseract at the end (0 = skip).")

@@ -1,0 +1,201 @@
+"""`Decoder`: token grid -> pixels by flow matching (diffusers UNet2DModel + FlowMatchEulerDiscreteScheduler).
+
+Conditioning: a code embedding table (initialised from the tokenizer's codebook) -> residual blocks on the h x w
+grid -> nearest-upsampling conv stages to the UNet's resolution -> concatenated to the noisy input. The UNet runs
+on the pixel-unshuffled image (H/s x W/s x 3s^2): the same pixels at a quarter of the convolution cost for s=2.
+An auxiliary head makes the conditioning map predict the clean image (`preview_weight`), so glyph shapes are learnt
+by a deterministic path first and the diffusion model refines them.
+
+API::
+
+    dec = Decoder.from_pretrained(dir)
+    images_B3HW = dec.decode(codes_BHW, steps=None, generator=None)   # in [-1, 1]
+    pil_list = dec.decode_pil(codes_BHW)
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xomni.checkpoint import load_model_weights, read_json, save_model_dir
+from xomni.config import config_from_dict, to_dict
+from xomni.decoder.config import DecoderConfig
+from xomni.errors import XomniError
+from xomni.tokenizer.encoders import ResBlock
+
+KIND = "xomni-decoder"
+
+
+def _gn(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(8, c), c)
+
+
+class CondNet(nn.Module):
+    """codes_BHW -> cond_BCHW at the UNet's resolution (+ a clean-image preview for the auxiliary loss)."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.codebook_size, cfg.code_dim)
+        n_up = int(math.log2(cfg.image_size[0] // cfg.shuffle // cfg.grid[0]))
+        chans = list(cfg.cond_channels) + [cfg.cond_channels[-1]] * max(0, n_up + 1 - len(cfg.cond_channels))
+        layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, chans[0], 1)]
+        layers += [ResBlock(chans[0]) for _ in range(cfg.cond_blocks)]
+        for i in range(n_up):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(chans[i], chans[i + 1], 3, padding=1),
+                       ResBlock(chans[i + 1])]
+        layers += [_gn(chans[n_up]), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+        self.out = nn.Conv2d(chans[n_up], cfg.cond_out, 3, padding=1)
+        self.preview = nn.Conv2d(chans[n_up], 3 * cfg.shuffle ** 2, 1)
+
+    def forward(self, codes_BHW):
+        h = self.net(self.embed(codes_BHW).permute(0, 3, 1, 2))
+        return self.out(h), self.preview(h)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        from diffusers import UNet2DModel
+        self.config = cfg.validate()
+        s = cfg.shuffle
+        c_img = 3 * s * s
+        n = len(cfg.unet_channels)
+        down = ["DownBlock2D"] * n
+        up = ["UpBlock2D"] * n
+        if cfg.unet_attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        self.cond = CondNet(cfg)
+        self.unet = UNet2DModel(
+            sample_size=(cfg.image_size[0] // s, cfg.image_size[1] // s), in_channels=c_img + cfg.cond_out,
+            out_channels=c_img, block_out_channels=tuple(cfg.unet_channels), layers_per_block=cfg.layers_per_block,
+            down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=math.gcd(8, cfg.unet_channels[0]),
+            add_attention=cfg.unet_attention, attention_head_dim=32)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.config.grid)
+
+    # ------------------------------------------------------------------ validation
+    def check_codes(self, codes) -> torch.Tensor:
+        h, w = self.config.grid
+        K = self.config.codebook_size
+        want = f"expected a token grid of shape [B, {h}, {w}] with ids in [0, {K}) (vocabulary size {K})"
+        if not isinstance(codes, torch.Tensor):
+            codes = torch.as_tensor(codes)
+        if codes.ndim == 2 and tuple(codes.shape) == (h, w):
+            codes = codes[None]
+        if codes.ndim != 3 or tuple(codes.shape[1:]) != (h, w):
+            raise XomniError(f"decoder: {want}, got shape {list(codes.shape)}")
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise XomniError(f"decoder: {want}, got dtype {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= K):
+            raise XomniError(f"decoder: {want}, got ids in [{int(codes.min())}, {int(codes.max())}]")
+        return codes.long()
+
+    # ------------------------------------------------------------------ sampling
+    def _scheduler(self):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.config.shift)
+
+    def velocity(self, x_t, sigma_B, cond):
+        return self.unet(torch.cat([x_t, cond], 1), sigma_B * 1000).sample
+
+    @torch.no_grad()
+    def decode(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Token grid -> images_B3HW in [-1, 1] with `steps` Euler steps (default config.steps)."""
+        codes = self.check_codes(codes_BHW)
+        steps = int(steps or self.config.steps)
+        if steps < 1:
+            raise XomniError(f"decoder steps must be >= 1, got {steps}")
+        was = self.training
+        self.eval()
+        dev = next(self.parameters()).device
+        codes = codes.to(dev)
+        s, (H, W) = self.config.shuffle, self.config.image_size
+        cond, _ = self.cond(codes)
+        x = torch.randn((codes.shape[0], 3 * s * s, H // s, W // s), generator=generator,
+                        device=generator.device if generator is not None else dev).to(dev)
+        sch = self._scheduler()
+        sch.set_timesteps(steps, device=dev)
+        for i, t in enumerate(sch.timesteps):
+            sigma = sch.sigmas[i].to(dev).expand(x.shape[0])
+            v = self.velocity(x, sigma, cond)
+            x = sch.step(v, t, x).prev_sample
+        self.train(was)
+        return F.pixel_shuffle(x, s).clamp(-1, 1) if s > 1 else x.clamp(-1, 1)
+
+    def decode_pil(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None) -> list:
+        from xomni.tokenizer.images import tensor_to_pil
+        return tensor_to_pil(self.decode(codes_BHW, steps, generator))
+
+    @staticmethod
+    def to_pil(images_B3HW) -> list:
+        from xomni.tokenizer.images import tensor_to_pil
+        return tensor_to_pil(images_B3HW)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, codes_BHW, images_B3HW, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Flow-matching loss: x_t = (1 - sigma) x0 + sigma noise, target velocity noise - x0 (the convention of
+        FlowMatchEulerDiscreteScheduler), plus the preview loss."""
+        cfg = self.config
+        x0 = F.pixel_unshuffle(images_B3HW, cfg.shuffle) if cfg.shuffle > 1 else images_B3HW
+        B = x0.shape[0]
+        if cfg.t_sampling == "logit_normal":
+            sigma = torch.sigmoid(torch.randn(B, generator=gen))
+        else:
+            sigma = torch.rand(B, generator=gen)
+        sigma = sigma.to(x0.device)
+        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+        s4 = sigma.view(B, 1, 1, 1)
+        x_t = (1 - s4) * x0 + s4 * noise
+        cond, preview = self.cond(codes_BHW)
+        v = self.velocity(x_t, sigma, cond)
+        fm = F.mse_loss(v, noise - x0)
+        pv = F.mse_loss(preview, x0)
+        loss = fm + cfg.preview_weight * pv
+        return loss, {"flow_mse": fm.item(), "preview_mse": pv.item()}
+
+    def init_from_tokenizer(self, tokenizer) -> None:
+        cb = tokenizer.codebook()
+        if tuple(cb.shape) == tuple(self.cond.embed.weight.shape):
+            with torch.no_grad():
+                self.cond.embed.weight.copy_(cb)
+
+    # ------------------------------------------------------------------ persistence
+    def config_dict(self) -> dict:
+        return {"kind": KIND, "model": to_dict(self.config)}
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        save_model_dir(out_dir, self, self.config_dict())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "Decoder":
+        p = Path(path)
+        if (p / "final" / "config.json").is_file() and not (p / "config.json").is_file():
+            p = p / "final"
+        if not (p / "config.json").is_file():
+            raise XomniError(f"{path} is not a decoder directory (no config.json; train one with "
+                             f"`xomni train decoder`)")
+        d = read_json(p / "config.json")
+        if d.get("kind") != KIND:
+            raise XomniError(f"{p / 'config.json'} is not a decoder config (kind={d.get('kind')!r})")
+        model = cls(config_from_dict(DecoderConfig, d["model"]))
+        load_model_weights(model, p)
+        return model.eval()
+
+
+def config_for_tokenizer(cfg: DecoderConfig, tokenizer) -> DecoderConfig:
+    """The decoder config with the tokenizer's image size, grid, K and code width."""
+    import dataclasses
+    tc = tokenizer.config
+    return dataclasses.replace(cfg, image_size=list(tc.image_size), grid=list(tc.grid),
+                               codebook_size=tc.codebook_size, code_dim=tc.code_dim)

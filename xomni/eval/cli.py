@@ -1,0 +1,221 @@
+"""`xomni eval ...`, `xomni train judge`, `xomni bench ocr`. Heavy imports stay inside the command bodies."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from xomni.utils import emit_json
+
+JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+
+
+def _require_one(images, model):
+    from xomni.errors import XomniError
+    if (images is None) == (model is None):
+        raise XomniError("pass exactly one of --images DIR or --model DIR")
+
+
+def register(apps: dict) -> None:
+    ev, train, bench = apps["eval"], apps["train"], apps["bench"]
+
+    @ev.command("text")
+    def text_cmd(
+        images: Optional[str] = typer.Option(None, "--images", help="Image dir, imagefolder or dataset (split dir)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Model dir (model_index.json): generate, then score."),
+        targets: Optional[str] = typer.Option(None, "--targets", help="Text file, one target string per line. With "
+                                              "--images: images sorted by file name map to the lines in order."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root."),
+        samples: int = typer.Option(4, "--samples", help="--model: images per target string."),
+        seed: int = typer.Option(0, "--seed", help="--model: base seed (string i, sample j: seed + 1000 i + j)."),
+        ocr: str = typer.Option("tesseract", "--ocr", help="OCR engine: tesseract (the evaluator) | rapidocr."),
+        psm: int = typer.Option(7, "--psm", help="Tesseract page segmentation mode (7 = one text line)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Read the preset's OCR region (default: the "
+                                             "preset named in the metadata)."),
+        region: Optional[str] = typer.Option(None, "--region", help="OCR crop x0,y0,x1,y1, or 'none' for the "
+                                             "whole image."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N images."),
+        per_image: Optional[str] = typer.Option(None, "--per-image", help="Write per-image results (JSONL)."),
+        save_images: Optional[str] = typer.Option(None, "--save-images", help="--model: save the samples here "
+                                                  "(imagefolder)."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Text accuracy by OCR: exact match, word recall, CER with 95 % bootstrap intervals."""
+        from xomni.errors import XomniError
+        from xomni.eval import text as T
+        _require_one(images, model)
+        if model is not None:
+            if targets is None:
+                raise XomniError("--model needs --targets FILE")
+            items, tg = T.items_from_model(model, targets, samples, seed, save_images)
+        else:
+            items, tg = T.pairs_from_images(images, targets, split)
+        if limit is not None:
+            items, tg = items[:limit], tg[:limit]
+        reg = T.resolve_region([it.meta for it in items], preset, region)
+        res, rows = T.score_items(items, tg, engine=ocr, psm=psm, region=reg)
+        res["source"] = images or model
+        if per_image:
+            T.write_per_image(rows, per_image)
+        emit_json(res, json_path)
+
+    @ev.command("longtext")
+    def longtext_cmd(
+        bench_file: str = typer.Option(..., "--bench", help="LongText-Bench jsonl (prompt_id, prompt, text, ...)."),
+        images: Optional[str] = typer.Option(None, "--images", help="Images: mapped by prompt_id (+ text_index with "
+                                             "--max-chars) in metadata.jsonl, else by sorted file name."),
+        model: Optional[str] = typer.Option(None, "--model", help="Model dir: generate one image per unit."),
+        lang: str = typer.Option("auto", "--lang", help="en | zh | auto (zh when the targets contain CJK)."),
+        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="Keep target strings of <= N characters, "
+                                                "one prompt each (labelled as a subset, never official)."),
+        ocr: Optional[str] = typer.Option(None, "--ocr", help="tesseract (default for en) | rapidocr (zh)."),
+        psm: Optional[int] = typer.Option(None, "--psm", help="Tesseract psm (default 11 full bench, 7 subset)."),
+        samples: int = typer.Option(1, "--samples", help="--model: images per unit."),
+        seed: int = typer.Option(0, "--seed", help="--model: base seed."),
+        keyword: Optional[List[str]] = typer.Option(None, "--strip-keyword", help="Remove every occurrence of this "
+                                                    "OCR hallucination keyword (repeatable)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="OCR region of this preset (subset runs)."),
+        region: Optional[str] = typer.Option(None, "--region", help="OCR crop x0,y0,x1,y1 or none."),
+        per_image: Optional[str] = typer.Option(None, "--per-image", help="Write per-image results (JSONL)."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """LongText-Bench score: pooled recall of normalised target words (en) or characters (zh)."""
+        from xomni.eval.longtext import run_longtext
+        from xomni.eval.text import write_per_image
+        res, rows = run_longtext(bench_file, images=images, model=model, lang=lang, max_chars=max_chars,
+                                 engine=ocr, psm=psm, samples=samples, seed=seed, keywords=keyword or (),
+                                 preset=preset, region=region)
+        if per_image:
+            write_per_image(rows, per_image)
+        emit_json(res, json_path)
+
+    @ev.command("compliance")
+    def compliance_cmd(
+        images: str = typer.Option(..., "--images", help="Images with metadata (caption or attributes)."),
+        judge: str = typer.Option(..., "--judge", help="Judge dir (run dir or its final/)."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N images."),
+        per_image: Optional[str] = typer.Option(None, "--per-image", help="Write per-image results (JSONL)."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """GenEval-style compliance: per-attribute accuracy and fraction of prompts fully satisfied."""
+        from xomni.eval.compliance import evaluate_images
+        from xomni.eval.images import ImageSource
+        from xomni.eval.judge import Judge
+        from xomni.eval.text import write_per_image
+        j = Judge.load(judge)
+        src = ImageSource(images, split=split)
+        items = [src[i] for i in range(min(limit or len(src), len(src)))]
+        res, per = evaluate_images(items, j.predict)
+        res["judge"] = judge
+        if per_image:
+            write_per_image(per, per_image)
+        emit_json(res, json_path)
+
+    @ev.command("judge")
+    def judge_cmd(
+        judge: str = typer.Option(..., "--judge", help="Judge dir."),
+        data: str = typer.Option(..., "--data", help="Dataset with held-out ground-truth renders."),
+        split: str = typer.Option("val", "--split", help="Held-out split."),
+        n: int = typer.Option(1000, "--n", help="Held-out samples."),
+        seed: int = typer.Option(0, "--seed", help="Seed for choosing the swaps."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """The judge's own accuracy per attribute on ground truth, and its rejection rate on swapped renders."""
+        from xomni.eval.compliance import evaluate_judge
+        from xomni.eval.images import ImageSource
+        from xomni.eval.judge import Judge
+        j = Judge.load(judge)
+        src = ImageSource(data, split=split)
+        items = [src[i] for i in range(min(n, len(src)))]
+        res = evaluate_judge(j.predict, items, seed=seed)
+        res.update({"judge": judge, "data": data, "split": split})
+        emit_json(res, json_path)
+
+    @ev.command("fid")
+    def fid_cmd(
+        real: str = typer.Option(..., "--real", help="Reference images (dir or dataset)."),
+        fake: str = typer.Option(..., "--fake", help="Generated images (dir or dataset)."),
+        split_real: Optional[str] = typer.Option(None, "--split-real", help="Split of a dataset root (real)."),
+        split_fake: Optional[str] = typer.Option(None, "--split-fake", help="Split of a dataset root (fake)."),
+        n: Optional[int] = typer.Option(None, "--n", help="Use at most N images per set."),
+        inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Local InceptionV3 "
+                                                        "weights (torchvision-style state dict or TorchScript)."),
+        batch_size: int = typer.Option(16, "--batch-size", help="Feature batch size."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Fréchet distance between feature sets (EfficientNet-Lite0 features by default)."""
+        from xomni.eval.fid import fid_dirs
+        emit_json(fid_dirs(real, fake, inception_weights, n, split_real, split_fake, batch_size), json_path)
+
+    @ev.command("fid-sanity")
+    def fid_sanity_cmd(
+        data: str = typer.Option(..., "--data", help="Dataset root with val and test splits."),
+        n: int = typer.Option(2000, "--n", help="Images per set (FID is biased at small n)."),
+        blur: str = typer.Option("1,3", "--blur", help="Gaussian blur radii (px) for the blurred-test rows."),
+        inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Local InceptionV3 weights."),
+        batch_size: int = typer.Option(16, "--batch-size", help="Feature batch size."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Sanity table: FID(val, test) < FID(val, blurred test) < FID(val, noise). Table on stderr."""
+        from xomni.errors import XomniError
+        from xomni.eval.fid import fid_sanity, format_table
+        from xomni.utils import log
+        try:
+            radii = tuple(float(r) for r in blur.split(",") if r.strip())
+        except ValueError:
+            raise XomniError(f"--blur expects comma-separated radii, got {blur!r}") from None
+        res = fid_sanity(data, n=n, inception_weights=inception_weights, blur_radii=radii, batch_size=batch_size)
+        log(format_table(res))
+        emit_json(res, json_path)
+
+    @ev.command("all")
+    def all_cmd(
+        images: str = typer.Option(..., "--images", help="Generated images with metadata (text, caption)."),
+        out: str = typer.Option(..., "--out", "-o", help="Report directory (index.html, metrics.json, images)."),
+        reference: Optional[str] = typer.Option(None, "--reference", help="Ground-truth images (same keys or "
+                                                "order) shown next to the generated ones; enables FID."),
+        judge: Optional[str] = typer.Option(None, "--judge", help="Judge dir: adds the compliance section."),
+        targets: Optional[str] = typer.Option(None, "--targets", help="Targets file when the images lack metadata."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root (images and reference)."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
+        fid: bool = typer.Option(True, "--fid/--no-fid", help="FID against --reference."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """One self-contained HTML report: grids, metric tables, plots by length and font, failures."""
+        from xomni.eval.report import build_report
+        emit_json(build_report(images, out, reference=reference, judge=judge, targets=targets, split=split,
+                               limit=limit, fid=fid), json_path)
+
+    @train.command("judge")
+    def train_judge_cmd(
+        data: Optional[str] = typer.Option(None, "--data", help="Dataset root with a train split (sets data)."),
+        config: Optional[str] = typer.Option(None, "--config", help="YAML config file (keys as in --help-config)."),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config field: key.sub=value."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (sets train.out_dir)."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="'auto' or a checkpoint dir."),
+        init: Optional[str] = typer.Option(None, "--init", help="Start from the weights of a judge dir."),
+        help_config: bool = typer.Option(False, "--help-config", help="List every config field and exit."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Train the compliance judge on ground-truth renders (use --set train.seed=N for an independent one)."""
+        from xomni.eval.judge_train import JudgeConfig, base_config, train_judge
+        from xomni.train_cli import print_config_help, trainer_config
+        if help_config:
+            print_config_help(JudgeConfig)
+            return
+        cfg = trainer_config(JudgeConfig, config, (sets or []) + ([f"data={data}"] if data else []), out,
+                             base=base_config())
+        emit_json(train_judge(cfg, resume=resume, init=init), json_path)
+
+    @bench.command("ocr")
+    def bench_ocr_cmd(
+        n: int = typer.Option(200, "--n", help="Images (ground-truth renders)."),
+        data: Optional[str] = typer.Option(None, "--data", help="Dataset to read images from (default: render "
+                                           "N tiny-preset val samples)."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Tesseract processes (default: CPU count)."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Images/s for batched Tesseract and RapidOCR on this machine, with exact match on the renders."""
+        from xomni.eval.ocrbench import bench_ocr
+        emit_json(bench_ocr(n, data, workers), json_path)

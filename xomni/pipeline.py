@@ -1,0 +1,164 @@
+"""`Pipeline`: prompt -> text tokens -> AR sampler -> image token grid -> diffusion decoder -> PIL images.
+
+    pipe = Pipeline.from_pretrained()            # the bundled tiny model, or a directory
+    images = pipe('a yellow poster with the text "OPEN 24 HOURS" in black bold serif letters', num_images=4, seed=0)
+    pipe.caption(images)                         # image -> text with the same AR weights
+    pipe.save_pretrained("my_model")
+
+A pipeline directory holds `model_index.json` (components, versions, the command/commit/data seed that made it,
+its eval figures) and one subfolder per component: text_tokenizer/, image_tokenizer/, ar/, decoder/.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from xomni.checkpoint import load_model_weights, read_json, save_model_dir
+from xomni.errors import XomniError
+
+BUNDLED = Path(__file__).resolve().parent / "pretrained" / "tiny"
+COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
+MAX_IMAGES = 64
+QUOTED = re.compile(r'"([^"]*)"')
+
+
+def default_model_dir() -> Path:
+    return BUNDLED
+
+
+class Pipeline:
+    def __init__(self, text_tokenizer, image_tokenizer, ar, decoder, index: dict | None = None,
+                 path: str | Path | None = None):
+        self.text_tokenizer, self.image_tokenizer, self.ar, self.decoder = text_tokenizer, image_tokenizer, ar, decoder
+        self.index = dict(index or {})
+        self.path = Path(path) if path else None
+        if tuple(decoder.grid) != tuple(image_tokenizer.grid) or decoder.codebook_size != ar.cfg.image_vocab:
+            raise XomniError(f"pipeline components do not match: tokenizer grid {image_tokenizer.grid}, decoder grid "
+                             f"{decoder.grid}, decoder codes {decoder.codebook_size}, AR codes {ar.cfg.image_vocab}")
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> "Pipeline":
+        from xomni.ar.model import ARConfig, UnifiedAR
+        from xomni.config import config_from_dict
+        from xomni.data.text_tokenizer import load_text_tokenizer
+        from xomni.decoder.model import Decoder
+        from xomni.tokenizer import ImageTokenizer
+        p = Path(path) if path else BUNDLED
+        if not p.is_dir():
+            raise XomniError(f"model directory not found: {p}" + (
+                " (the bundled model is missing from this install)" if path is None else ""))
+        if not (p / "model_index.json").is_file():
+            raise XomniError(f"{p} is not a pipeline directory: model_index.json is missing")
+        index = read_json(p / "model_index.json")
+        missing = [c for c in COMPONENTS if not (p / c).is_dir()]
+        if missing:
+            raise XomniError(f"pipeline {p} is missing component folder(s): {', '.join(missing)}")
+        text_tok = load_text_tokenizer(p / "text_tokenizer")
+        image_tok = ImageTokenizer.from_pretrained(p / "image_tokenizer").eval()
+        decoder = Decoder.from_pretrained(p / "decoder").eval()
+        ar_cfg = read_json(p / "ar" / "config.json")
+        if "ar" not in ar_cfg:
+            raise XomniError(f"{p / 'ar' / 'config.json'} has no 'ar' section")
+        ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"]))
+        load_model_weights(ar, p / "ar")
+        if ar.cfg.n_text != text_tok.vocab_size:
+            raise XomniError(f"pipeline {p}: the AR model expects a text vocabulary of {ar.cfg.n_text}, the text "
+                             f"tokenizer has {text_tok.vocab_size}")
+        return cls(text_tok, image_tok, ar.eval(), decoder, index=index, path=p)
+
+    def save_pretrained(self, out: str | Path, index_update: dict | None = None) -> Path:
+        from xomni.config import to_dict
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.text_tokenizer.save_pretrained(out / "text_tokenizer")
+        self.image_tokenizer.save_pretrained(out / "image_tokenizer")
+        self.decoder.save_pretrained(out / "decoder")
+        save_model_dir(out / "ar", self.ar, {"ar": to_dict(self.ar.cfg), "grid": list(self.grid)})
+        index = dict(self.index)
+        index.update(index_update or {})
+        index.setdefault("_class_name", "xomni.Pipeline")
+        import xomni
+        index["xomni_version"] = xomni.__version__
+        index["torch_version"] = torch.__version__
+        index["components"] = {c: c + "/" for c in COMPONENTS}
+        from xomni.utils import atomic_write_text
+        atomic_write_text(out / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
+        self.index, self.path = index, out
+        return out
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.image_tokenizer.grid)
+
+    @property
+    def charset(self) -> str | None:
+        return self.index.get("charset")
+
+    def prompt_for_text(self, text: str) -> str:
+        """The model's own prompt template for a target string (used by `xomni eval text --model`)."""
+        tpl = self.index.get("prompt_template", 'a white poster with the text "{text}" in black sans letters')
+        return tpl.format(text=text)
+
+    # ------------------------------------------------------------------ input checks
+    def check_prompt(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise XomniError("the prompt is empty")
+        cs = self.charset
+        if cs is not None:
+            bad = sorted({c for c in prompt if c not in cs})
+            if bad:
+                raise XomniError(f"the prompt contains characters this model cannot draw or read: "
+                                 f"{' '.join(repr(c) for c in bad)}")
+        ids = self.text_tokenizer.encode(prompt, add_special_tokens=False)
+        h, w = self.grid
+        limit = self.ar.cfg.max_seq_len - (h * w + 5)
+        if len(ids) > limit:
+            raise XomniError(f"the prompt is {len(ids)} tokens long; this model takes at most {limit} prompt tokens "
+                             f"(context {self.ar.cfg.max_seq_len} = prompt + {h * w + 5} image tokens)")
+        return ids
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_codes(self, prompts: list[str], seed: int = 0, sampling=None,
+                       callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0):
+        from xomni.ar.sampler import SamplingConfig, sample_images
+        sampling = sampling or SamplingConfig()
+        ids = [self.check_prompt(p) for p in prompts]
+        g = torch.Generator().manual_seed(seed)
+        return sample_images(self.ar, ids, self.grid, sampling, generator=g, callback=callback,
+                             stream_every=stream_every)
+
+    @torch.no_grad()
+    def decode(self, codes_BHW: torch.Tensor, steps: int | None = None, seed: int = 0) -> list:
+        g = torch.Generator().manual_seed(seed + 1_000_003)
+        return self.decoder.decode_pil(codes_BHW, steps=steps, generator=g)
+
+    def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int = 0, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.03, cfg_scale: float = 1.0,
+                 steps: int | None = None, callback=None, stream_every: int = 0) -> list:
+        """Generate `num_images` images per prompt; returns PIL images (prompt-major order)."""
+        from xomni.ar.sampler import SamplingConfig
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise XomniError("no prompts given")
+        if not 1 <= num_images <= MAX_IMAGES:
+            raise XomniError(f"num_images must be between 1 and {MAX_IMAGES}, got {num_images}")
+        rows = [p for p in prompts for _ in range(num_images)]
+        s = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg_scale)
+        out = self.generate_codes(rows, seed=seed, sampling=s, callback=callback, stream_every=stream_every)
+        return self.decode(out.codes_BHW, steps=steps, seed=seed)
+
+    @torch.no_grad()
+    def caption(self, images: list) -> list[str]:
+        """Image -> caption with the same AR weights (images of any size are resized to the tokenizer's)."""
+        from xomni.ar.caption import caption_codes
+        from xomni.tokenizer.images import images_to_tensor
+        x = images_to_tensor(images, tuple(self.image_tokenizer.config.image_size))
+        codes = self.image_tokenizer.encode(x)
+        return [self.text_tokenizer.decode(ids) for ids in caption_codes(self.ar, codes)]

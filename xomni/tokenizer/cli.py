@@ -1,0 +1,64 @@
+"""CLI of the tokenizer stage: `xomni train tokenizer`, `xomni eval tokenizer`, `xomni bench tokenizer`."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, OutOpt, ResumeOpt, SetOpt
+
+JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+
+
+def train_tokenizer_cmd(
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory (sets `data`)."),
+    config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
+    resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt, help_config: bool = HelpConfigOpt,
+    json_path: Optional[str] = JsonOpt,
+):
+    """Train the semantic VQ tokenizer (caption-from-codes objective); prints val metrics as JSON at the end."""
+    from xomni.tokenizer.config import TRAIN_DEFAULTS, TokenizerTrainConfig
+    from xomni.train_cli import print_config_help, trainer_config
+    if help_config:
+        print_config_help(TokenizerTrainConfig)
+        return
+    sets = list(set_ or []) + ([f"data={data}"] if data else [])
+    cfg = trainer_config(TokenizerTrainConfig, config, sets, out, base={"train": dict(TRAIN_DEFAULTS)})
+    from xomni.tokenizer.trainer import train_tokenizer
+    from xomni.utils import emit_json
+    emit_json(train_tokenizer(cfg, resume=resume, init=init), json_path)
+
+
+def eval_tokenizer_cmd(
+    model: str = typer.Option(..., "--model", help="Tokenizer directory (a run dir or its final/)."),
+    data: str = typer.Option(..., "--data", help="Dataset directory."),
+    split: str = typer.Option("val", "--split", help="Split to evaluate (val = unseen words)."),
+    n: int = typer.Option(0, "--n", help="First N samples (0 = all)."),
+    captions: int = typer.Option(0, "--captions", help="Greedy-decode captions for the first N only (0 = all)."),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+    json_path: Optional[str] = JsonOpt,
+):
+    """Codebook usage/perplexity (argmin) and caption / text exact-match decoded from codes."""
+    from xomni.tokenizer.trainer import eval_tokenizer
+    from xomni.utils import emit_json, set_threads
+    set_threads(threads)
+    emit_json(eval_tokenizer(model, data, split, n, captions), json_path)
+
+
+def bench_tokenizer_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer directory (default: untrained default)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per encode call."),
+    n_batches: int = typer.Option(8, "--batches", help="Timed batches."),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+    json_path: Optional[str] = JsonOpt,
+):
+    """Encode speed (images/s)."""
+    from xomni.tokenizer.trainer import bench_tokenizer
+    from xomni.utils import emit_json
+    emit_json(bench_tokenizer(model, batch_size, n_batches, threads), json_path)
+
+
+def register(apps: dict) -> None:
+    apps["train"].command("tokenizer")(train_tokenizer_cmd)
+    apps["eval"].command("tokenizer")(eval_tokenizer_cmd)
+    apps["bench"].command("tokenizer")(bench_tokenizer_cmd)

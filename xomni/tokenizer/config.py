@@ -1,0 +1,73 @@
+"""Configs of the semantic image tokenizer: the model (`TokenizerConfig`) and its trainer (`TokenizerTrainConfig`)."""
+from __future__ import annotations
+
+import dataclasses
+
+from xomni.config import field
+from xomni.errors import XomniError
+from xomni.train import TrainConfig
+
+ENCODERS = ("conv", "vit", "effnet", "hf")
+# The tokenizer's training-loop defaults (passed as `base` to load_config so that --set train.x keeps the rest).
+TRAIN_DEFAULTS = dict(out_dir="runs/tokenizer", steps=1500, batch_size=32, lr=1e-3, warmup_steps=100,
+                      ckpt_every=250, log_every=10)
+
+
+@dataclasses.dataclass
+class TokenizerConfig:
+    image_size: list[int] = field(default_factory=lambda: [64, 256],
+                                  help="Input size [H, W]; other images are resized to it (warning on aspect change).")
+    patch: int = field(16, help="Pixels per token side (8, 16 or 32): the grid is H/patch x W/patch.")
+    encoder: str = field("conv", help="conv (trained here, default) | vit (trained here) | effnet (frozen "
+                                      "EfficientNet-Lite0 ImageNet trunk) | hf (frozen local HF vision model).")
+    encoder_path: str = field("", help="encoder=hf: local Hugging Face model directory (SigLIP, ViT...).")
+    width: int = field(128, help="conv/vit: channels of the last encoder stage (vit: model width).")
+    depth: int = field(1, help="conv: residual blocks per stage; vit: transformer layers.")
+    input_scale: float = field(1.0, help="effnet/hf: upscale the input by this factor before the frozen trunk.")
+    codebook_size: int = field(1024, help="K, number of codes (1,024 .. 65,536).")
+    code_dim: int = field(32, help="Dimension of the L2-normalised (cosine) codebook.")
+    vq_decay: float = field(0.95, help="EMA decay of the codebook.")
+    commitment_weight: float = field(0.25, help="Commitment loss weight of the quantiser.")
+    dead_code_threshold: float = field(1.0, help="Codes whose EMA cluster size falls below this are replaced by "
+                                                 "batch vectors (threshold_ema_dead_code; 0 disables).")
+    kmeans_init: bool = field(True, help="Initialise the codebook with k-means on the first batch.")
+    text_dim: int = field(192, help="Width of the caption decoder (training objective only).")
+    text_layers: int = field(2, help="Layers of the caption decoder.")
+    text_heads: int = field(4, help="Attention heads of the caption decoder.")
+    max_caption_bytes: int = field(192, help="Longest caption (UTF-8 bytes) the caption decoder handles.")
+    recon_weight: float = field(0.0, help="Weight of the auxiliary pixel reconstruction loss (0 = off).")
+    recon_down: int = field(2, help="The auxiliary reconstruction target is the image downsampled by this factor.")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.image_size[0] // self.patch, self.image_size[1] // self.patch
+
+    def validate(self) -> "TokenizerConfig":
+        if len(self.image_size) != 2:
+            raise XomniError(f"tokenizer image_size must be [H, W], got {self.image_size}")
+        h, w = self.image_size
+        if self.patch not in (8, 16, 32):
+            raise XomniError(f"tokenizer patch must be 8, 16 or 32, got {self.patch}")
+        if h % self.patch or w % self.patch:
+            raise XomniError(f"tokenizer image_size {h}x{w} is not divisible by the patch size {self.patch}")
+        if self.encoder not in ENCODERS:
+            raise XomniError(f"unknown tokenizer encoder {self.encoder!r} (use one of {', '.join(ENCODERS)})")
+        if self.encoder == "hf" and not self.encoder_path:
+            raise XomniError("encoder=hf needs model.encoder_path (a local Hugging Face model directory)")
+        if not 2 <= self.codebook_size <= 65536:
+            raise XomniError(f"codebook_size must be in 2..65536, got {self.codebook_size}")
+        if self.recon_weight > 0 and (self.patch % self.recon_down or self.recon_down < 1):
+            raise XomniError(f"recon_down {self.recon_down} must divide the patch size {self.patch}")
+        return self
+
+
+@dataclasses.dataclass
+class TokenizerTrainConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS),
+                               help="Shared training-loop settings (defaults: TRAIN_DEFAULTS).")
+    model: TokenizerConfig = field(default_factory=TokenizerConfig, help="Tokenizer architecture.")
+    data: str = field("runs/data/tiny", help="Dataset directory (xomni data synth output).")
+    train_split: str = field("train", help="Split to train on.")
+    val_split: str = field("val", help="Split for the final metrics (unseen words).")
+    n_train: int = field(0, help="Use only the first N training samples (0 = all).")
+    n_val: int = field(500, help="Samples of the val split for the final metrics (0 = all).")

@@ -1,0 +1,76 @@
+"""Tokenizer metrics: codebook usage / perplexity of argmin assignments, and caption accuracy decoded from codes."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from xomni.utils import log
+
+
+def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict:
+    """Usage = fraction of the K codes assigned at least once; perplexity = exp(entropy) of the empirical code
+    distribution (K for a uniform one, 1 for a single code)."""
+    counts = torch.bincount(codes.reshape(-1).long(), minlength=codebook_size).double()
+    n = counts.sum().item()
+    p = counts[counts > 0] / max(n, 1)
+    ent = float(-(p * p.log()).sum()) if n else 0.0
+    ppl = math.exp(ent)
+    return {"codebook_size": codebook_size, "n_tokens": int(n), "codes_used": int((counts > 0).sum()),
+            "usage": float((counts > 0).sum()) / codebook_size, "perplexity": ppl,
+            "perplexity_ratio": ppl / codebook_size}
+
+
+def caption_scores(preds: list[str], metas: list[dict]) -> dict:
+    """Exact match of the whole caption, of the quoted text string, and per-attribute accuracy (parsed)."""
+    from xomni.data.caption import parse_caption
+    n = len(preds)
+    cap = sum(p == m.get("caption") for p, m in zip(preds, metas))
+    txt, attrs = 0, {"background": 0, "noun": 0, "text_color": 0, "font_family": 0, "font_style": 0, "shapes": 0}
+    for p, m in zip(preds, metas):
+        a = _safe_parse(parse_caption, p)
+        t = m.get("text")
+        if t is not None and a.get("text") == t:
+            txt += 1
+        for k in attrs:
+            want = m.get(k)
+            if k == "shapes":
+                want = [(s["kind"], s["color"], s["position"]) for s in m.get("shapes") or []]
+                got = [(s.get("kind"), s.get("color"), s.get("position")) for s in a.get("shapes") or []]
+                attrs[k] += int(got == want)
+            else:
+                attrs[k] += int(a.get(k) == want)
+    return {"n": n, "caption_exact": cap / max(n, 1), "text_exact": txt / max(n, 1),
+            "attribute_accuracy": {k: v / max(n, 1) for k, v in attrs.items()}}
+
+
+def _safe_parse(fn, s: str) -> dict:
+    try:
+        return fn(s) or {}
+    except Exception:  # a garbled caption is simply wrong, never a crash
+        return {}
+
+
+@torch.no_grad()
+def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0) -> dict:
+    """Codes (argmin) for every image of `imageset`; usage/perplexity over all of them; greedy captions for the
+    first `max_caption` (0 = all) and their scores."""
+    was = tokenizer.training
+    tokenizer.eval()
+    codes, preds = [], []
+    n = len(imageset)
+    n_cap = n if max_caption <= 0 else min(n, max_caption)
+    for i in range(0, n, batch_size):
+        idx = list(range(i, min(n, i + batch_size)))
+        c = tokenizer.encode(imageset.tensor(idx))
+        codes.append(c)
+        if i < n_cap:
+            preds.extend(tokenizer.captions(c[:max(0, min(len(idx), n_cap - i))]))
+    tokenizer.train(was)
+    codes_t = torch.cat(codes)
+    out = {"n_images": n, **codebook_stats(codes_t, tokenizer.codebook_size)}
+    out.update(caption_scores(preds, imageset.metas[:n_cap]))
+    out["examples"] = [{"target": m.get("caption"), "decoded": p} for p, m in zip(preds[:3], imageset.metas)]
+    log(f"[tokenizer eval] usage {out['usage']:.3f} ppl {out['perplexity']:.0f}/{tokenizer.codebook_size} "
+        f"caption_exact {out['caption_exact']:.3f} text_exact {out['text_exact']:.3f}")
+    return out

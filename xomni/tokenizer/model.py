@@ -1,0 +1,147 @@
+"""`ImageTokenizer`: encoder -> 1x1 projection -> cosine (L2-normalised) VQ codebook -> codes_BHW.
+
+Training (`forward`) attaches a byte-level caption decoder to the quantised codes (the semantic objective, as
+X-Omni trains its SigLIP-VQ through a language model) and optionally a small pixel-reconstruction head.
+
+Inference API (used by the decoder and the AR model)::
+
+    tok = ImageTokenizer.from_pretrained(dir)
+    codes_BHW = tok.encode(images_B3HW)          # images in [-1, 1], long codes in [0, K)
+    tok.config.grid, tok.codebook_size
+    tok.code_vectors(codes_BHW) -> B x H x W x code_dim (unit-norm codebook entries)
+    tok.captions(codes_BHW) -> list[str]        # greedy caption decoding from codes
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xomni.checkpoint import load_model_weights, read_json, save_model_dir
+from xomni.config import config_from_dict, to_dict
+from xomni.errors import XomniError
+from xomni.tokenizer.config import TokenizerConfig
+from xomni.tokenizer.encoders import ResBlock, build_encoder
+from xomni.tokenizer.textdec import CaptionDecoder
+
+KIND = "xomni-tokenizer"
+
+
+class ReconHead(nn.Module):
+    """Auxiliary: quantised code map -> the image at 1/recon_down resolution. Residual conv stages upsample to 1/4
+    resolution; a 1x1 conv + pixel shuffle makes the last factor (cheap on CPU)."""
+
+    def __init__(self, code_dim: int, patch: int, down: int, c: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(code_dim, c, 3, padding=1), ResBlock(c)]
+        for _ in range(int(round(math.log2(max(1, patch // max(4, down)))))):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1), ResBlock(c)]
+        r = max(1, 4 // down)
+        layers += [nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, 3 * r * r, 1), nn.PixelShuffle(r)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, q_BDHW):
+        return self.net(q_BDHW)
+
+
+class ImageTokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        from vector_quantize_pytorch import VectorQuantize
+        self.config = cfg.validate()
+        gh, gw = cfg.grid
+        self.encoder = build_encoder(cfg)
+        self.proj = nn.Conv2d(self.encoder.out_channels, cfg.code_dim, 1)
+        self.vq = VectorQuantize(dim=cfg.code_dim, codebook_size=cfg.codebook_size, use_cosine_sim=True,
+                                 kmeans_init=cfg.kmeans_init, kmeans_iters=10, decay=cfg.vq_decay,
+                                 threshold_ema_dead_code=cfg.dead_code_threshold,
+                                 commitment_weight=cfg.commitment_weight)
+        self.caption_decoder = CaptionDecoder(cfg.code_dim, gh * gw, cfg.text_dim, cfg.text_layers, cfg.text_heads,
+                                              cfg.max_caption_bytes + 2)
+        self.recon = ReconHead(cfg.code_dim, cfg.patch, cfg.recon_down) if cfg.recon_weight > 0 else None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.config.grid
+
+    def codebook(self) -> torch.Tensor:
+        """K x code_dim, unit norm."""
+        return F.normalize(self.vq.codebook.detach().float(), dim=-1)
+
+    # ------------------------------------------------------------------ inference
+    def features(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        """Projected features feats_BDHW (before quantisation)."""
+        self._check_images(images_B3HW)
+        return self.proj(self.encoder(images_B3HW))
+
+    @torch.no_grad()
+    def encode(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        """codes_BHW (long): nearest codebook entry by cosine similarity (argmin L2 on the unit sphere).
+        Pure function of the weights: no EMA update, no k-means, whatever the train/eval mode."""
+        f = F.normalize(self.features(images_B3HW).float(), dim=1)
+        B, D, H, W = f.shape
+        sim = torch.einsum("bdn,kd->bnk", f.reshape(B, D, H * W), self.codebook())
+        return sim.argmax(-1).view(B, H, W)
+
+    def code_vectors(self, codes_BHW: torch.Tensor) -> torch.Tensor:
+        return self.codebook()[codes_BHW]
+
+    @torch.no_grad()
+    def captions(self, codes_BHW: torch.Tensor, max_new: int | None = None) -> list[str]:
+        q = self.code_vectors(codes_BHW).flatten(1, 2)
+        return self.caption_decoder.generate(q, max_new)
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        h, w = self.config.image_size
+        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (h, w):
+            raise XomniError(f"tokenizer expects images of shape [B, 3, {h}, {w}] in [-1, 1], got "
+                             f"{list(x.shape)} (resize with xomni.tokenizer.images.images_to_tensor)")
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images_B3HW: torch.Tensor, captions_BT: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Semantic objective: caption cross-entropy from the quantised codes + VQ commitment (+ aux recon)."""
+        f = self.features(images_B3HW)
+        B, D, H, W = f.shape
+        q, codes, commit = self.vq(f.flatten(2).transpose(1, 2))  # B x HW x D
+        ce, n_tok = self.caption_decoder.loss(captions_BT, q)
+        loss = ce + commit.sum()
+        m = {"caption_ce": ce.item(), "commit": commit.sum().item(), "tokens": float(n_tok),
+             "batch_codes_used": float(codes.unique().numel())}
+        if self.recon is not None:
+            target = images_B3HW
+            if self.config.recon_down > 1:
+                target = F.avg_pool2d(images_B3HW, self.config.recon_down)
+            rec = F.mse_loss(self.recon(q.transpose(1, 2).reshape(B, D, H, W)), target)
+            loss = loss + self.config.recon_weight * rec
+            m["recon_mse"] = rec.item()
+        return loss, m
+
+    # ------------------------------------------------------------------ persistence
+    def config_dict(self) -> dict:
+        return {"kind": KIND, "model": to_dict(self.config)}
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        save_model_dir(out_dir, self, self.config_dict())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "ImageTokenizer":
+        p = Path(path)
+        if (p / "final" / "config.json").is_file() and not (p / "config.json").is_file():
+            p = p / "final"
+        if not (p / "config.json").is_file():
+            raise XomniError(f"{path} is not a tokenizer directory (no config.json; train one with "
+                             f"`xomni train tokenizer`)")
+        d = read_json(p / "config.json")
+        if d.get("kind") != KIND:
+            raise XomniError(f"{p / 'config.json'} is not a tokenizer config (kind={d.get('kind')!r})")
+        model = cls(config_from_dict(TokenizerConfig, d["model"]))
+        load_model_weights(model, p)
+        return model.eval()
