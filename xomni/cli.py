@@ -27,7 +27,7 @@ APPS = {"root": app, "data": data_app, "train": train_app, "eval": eval_app, "be
 
 # Each stage module defines `register(apps: dict)`; a stage that is not built yet is simply absent.
 _STAGES = ["xomni.data.cli", "xomni.generate_cli", "xomni.eval.cli", "xomni.tokenizer.cli", "xomni.decoder.cli",
-           "xomni.ar.cli", "xomni.rl.cli", "xomni.serve.cli", "xomni.demo"]
+           "xomni.ar.cli", "xomni.recipe_cli", "xomni.rl.cli", "xomni.serve.cli", "xomni.demo"]
 for _mod in _STAGES:
     try:
         _m = __import__(_mod, fromlist=["register"])

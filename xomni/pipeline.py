@@ -11,7 +11,6 @@ its eval figures) and one subfolder per component: text_tokenizer/, image_tokeni
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +22,7 @@ from xomni.errors import XomniError
 BUNDLED = Path(__file__).resolve().parent / "pretrained" / "tiny"
 COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
 MAX_IMAGES = 64
-QUOTED = re.compile(r'"([^"]*)"')
+DEFAULT_TEMPLATE = 'a white poster with the text "{text}" in black sans-serif letters'
 
 
 def default_model_dir() -> Path:
@@ -100,10 +99,13 @@ class Pipeline:
     def charset(self) -> str | None:
         return self.index.get("charset")
 
-    def prompt_for_text(self, text: str) -> str:
+    @property
+    def prompt_template(self) -> str:
+        return self.index.get("prompt_template", DEFAULT_TEMPLATE)
+
+    def caption_for_text(self, text: str) -> str:
         """The model's own prompt template for a target string (used by `xomni eval text --model`)."""
-        tpl = self.index.get("prompt_template", 'a white poster with the text "{text}" in black sans letters')
-        return tpl.format(text=text)
+        return self.prompt_template.format(text=text)
 
     # ------------------------------------------------------------------ input checks
     def check_prompt(self, prompt: str) -> list[int]:

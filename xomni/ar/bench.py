@@ -6,12 +6,12 @@ import statistics
 import time
 from typing import Optional
 
-import torch
 import typer
 
 
 def _hf_twin(model):
     """A Qwen2ForCausalLM over the unified vocabulary with the same transformer weights (for `generate`)."""
+    import torch
     from transformers import Qwen2ForCausalLM
     cfg = model.backbone.config.__class__(**model.backbone.config.to_dict())
     cfg.vocab_size = model.layout.total
@@ -29,6 +29,7 @@ def _prompts(model, B: int):
 
 
 def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5) -> dict:
+    import torch
     from xomni.ar.sampler import SamplingConfig, process_logits, draw, sample_images
     from xomni.hwbench import read_bandwidth_gbs
     N = grid[0] * grid[1]
@@ -96,6 +97,7 @@ def register_bench(apps: dict) -> None:
     def bench_matmul(n: int = typer.Option(1024, "--n", help="Matrix size."),
                      json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
         """fp32 matmul rate (GFLOP/s): the denominator of MFU."""
+        import torch
         from xomni.hwbench import matmul_gflops
         from xomni.utils import emit_json
         emit_json({"n": n, "threads": torch.get_num_threads(), "fp32_gflops": matmul_gflops(n),

@@ -181,9 +181,11 @@ def fid_sanity(data: str, n: int = 2000, inception_weights: str | None = None, b
                batch_size: int = 32, seed: int = 0) -> dict:
     """FID of val against: test, blurred test (each radius), uniform noise. Expected increasing order."""
     from xomni.eval.images import ImageSource
-    ext, name = get_extractor(inception_weights)
     val = ImageSource(data, split="val")
     test = ImageSource(data, split="test")
+    if min(len(val), len(test)) < 2:
+        raise XomniError(f"{data}: val and test need at least 2 images each")
+    ext, name = get_extractor(inception_weights)
     if len(val) < n or len(test) < n:
         log(f"warning: asked n={n} but val has {len(val)} and test {len(test)} images; using the smaller")
     nv, nt = min(n, len(val)), min(n, len(test))

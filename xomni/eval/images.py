@@ -74,6 +74,8 @@ class ImageSource(Sequence):
         else:
             if not p.is_dir():
                 raise XomniError(f"not an image directory or dataset: {p}")
+            if split is not None:
+                raise XomniError(f"{p} is a plain image directory, not a dataset with a {split!r} split")
             self._files = _image_files(p)
             if not self._files:
                 raise XomniError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")

@@ -15,6 +15,7 @@ second, independent judge (e.g. for RL rewards, to keep the evaluator out of the
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,8 @@ class JudgeModelConfig:
     hidden: int = field(256, help="Width of the shared fully connected layer.")
     height: int = field(64, help="Input height (images are resized to height x width).")
     img_width: int = field(256, help="Input width.")
+    slot_width: int = field(16, help="Channels of the slot CNN's first layer (then 2x, 4x).")
+    slot_margin: int = field(5, help="Pixels around the shape box included in each slot crop.")
 
 
 def _cbr(a: int, b: int, k: int = 3, s: int = 1, p: int = 1) -> list[nn.Module]:
@@ -87,21 +90,21 @@ def _cbr(a: int, b: int, k: int = 3, s: int = 1, p: int = 1) -> list[nn.Module]:
 
 
 class JudgeNet(nn.Module):
-    """4x4 patch stem (stride 4) -> stage at stride 8 -> stage at stride 16.
-    Global heads (background, text colour, frame) read a fully connected layer over the whole stride-16 map.
-    Slot heads are shared across positions: for each shape slot, a 3x3 grid of stride-8 features sampled over the
-    slot's box (bilinear) plus a learned slot embedding -> MLP -> (kind or empty, colour or none)."""
+    """Global branch: 4x4 patch stem (stride 4) -> stride 8 -> stride 16 -> fully connected layer over the whole
+    map -> background, text colour, frame. Slot branch, shared across positions: a small CNN on a
+    (shape size + 2 x margin) crop around each slot centre (edge-replicated at the border) plus a learned slot
+    embedding -> (kind or empty, colour or none). The crops give the shape heads full resolution and let the
+    six slots share one detector."""
 
     def __init__(self, schema: dict, cfg: JudgeModelConfig):
         super().__init__()
         self.schema = schema
         c = cfg.width
-        self.stem = nn.Sequential(*_cbr(3, c, 4, 4, 0), *_cbr(c, c))
-        self.stage8 = nn.Sequential(*_cbr(c, 2 * c, 3, 2, 1), *_cbr(2 * c, 2 * c))
-        self.stage16 = nn.Sequential(*_cbr(2 * c, 3 * c, 3, 2, 1))
+        self.features = nn.Sequential(*_cbr(3, c, 4, 4, 0), *_cbr(c, c), *_cbr(c, 2 * c, 3, 2, 1),
+                                      *_cbr(2 * c, 2 * c), *_cbr(2 * c, 3 * c, 3, 2, 1))
         with torch.no_grad():
             self.eval()
-            n_flat = self.stage16(self.stage8(self.stem(torch.zeros(1, 3, cfg.height, cfg.img_width)))).numel()
+            n_flat = self.features(torch.zeros(1, 3, cfg.height, cfg.img_width)).numel()
             self.train()
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(n_flat, cfg.hidden), nn.ReLU(inplace=True))
         C, P, K = len(schema["colors"]), len(schema["positions"]), len(schema["kinds"])
@@ -109,30 +112,30 @@ class JudgeNet(nn.Module):
         self.head_bg = nn.Linear(cfg.hidden, C)
         self.head_tc = nn.Linear(cfg.hidden, C)
         self.head_noun = nn.Linear(cfg.hidden, len(schema["nouns"]))
-        # sampling grid for the slots, in normalised [-1, 1] coordinates of the input image
-        H, W = schema["height"], schema["width"]
-        half = schema.get("shape_size", 12) / 2 + 2
-        offs = torch.tensor([-half * 0.6, 0.0, half * 0.6])
-        grid = []
-        for cx, cy in schema["centers"]:
-            pts = [((cx + dx) / W * 2 - 1, (cy + dy) / H * 2 - 1) for dy in offs.tolist() for dx in offs.tolist()]
-            grid.append(pts)
-        self.register_buffer("grid", torch.tensor(grid, dtype=torch.float32), persistent=False)  # P x 9 x 2
-        self.slot_emb = nn.Parameter(torch.zeros(P, 2 * c * 9))
-        self.slot_mlp = nn.Sequential(nn.Linear(2 * c * 9, 128), nn.ReLU(inplace=True))
+        # slot crops, in the judge's input pixels (schema coordinates scaled to height x width)
+        sy, sx = cfg.height / schema["height"], cfg.img_width / schema["width"]
+        self.crop = int(math.ceil((schema.get("shape_size", 12) * max(sx, sy) + 2 * cfg.slot_margin) / 4) * 4)
+        self.pad = self.crop // 2
+        self.slot_xy = [(int(round(cx * sx)), int(round(cy * sy))) for cx, cy in schema["centers"]]
+        s = cfg.slot_width
+        self.slot_cnn = nn.Sequential(*_cbr(3, s), *_cbr(s, 2 * s, 3, 2, 1), *_cbr(2 * s, 4 * s, 3, 2, 1),
+                                      nn.Flatten())
+        n_slot = 4 * s * (self.crop // 4) ** 2
+        self.slot_emb = nn.Parameter(torch.zeros(P, n_slot))
+        self.slot_mlp = nn.Sequential(nn.Linear(n_slot, 128), nn.ReLU(inplace=True))
         self.head_kind = nn.Linear(128, K + 1)
         self.head_color = nn.Linear(128, C + 1)
         self.hw = (cfg.height, cfg.img_width)
 
     def forward(self, x: torch.Tensor) -> dict:
         """x: uint8 or float in [0, 255], N x 3 x H x W (already at the judge's size)."""
-        f8 = self.stage8(self.stem(x.float() / 127.5 - 1.0))
-        h = self.fc(self.stage16(f8))
-        n = x.shape[0]
-        g = self.grid.unsqueeze(0).expand(n, -1, -1, -1)                      # N x P x 9 x 2
-        s = F.grid_sample(f8, g, mode="bilinear", align_corners=False)         # N x C8 x P x 9
-        s = s.permute(0, 2, 1, 3).reshape(n, self.P, -1) + self.slot_emb        # N x P x (C8*9)
-        z = self.slot_mlp(s)
+        x = x.float() / 127.5 - 1.0
+        h = self.fc(self.features(x))
+        n, k = x.shape[0], self.crop
+        xp = F.pad(x, (self.pad,) * 4, mode="replicate")
+        crops = torch.stack([xp[:, :, cy:cy + k, cx:cx + k] for cx, cy in self.slot_xy], 1)  # N x P x 3 x k x k
+        z = self.slot_cnn(crops.reshape(n * self.P, 3, k, k)).view(n, self.P, -1) + self.slot_emb
+        z = self.slot_mlp(z)
         return {"background": self.head_bg(h), "text_color": self.head_tc(h), "noun": self.head_noun(h),
                 "slot_kind": self.head_kind(z), "slot_color": self.head_color(z)}
 

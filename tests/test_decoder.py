@@ -1,0 +1,147 @@
+"""Diffusion decoder: shapes, bad grids, persistence, training on the shared loop, `reconstruct` on a small dataset
+and on a folder of odd images. Tiny sizes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xomni.decoder.config import DecoderConfig
+from xomni.decoder.model import Decoder, config_for_tokenizer
+from xomni.errors import XomniError
+from xomni.tokenizer.config import TokenizerConfig
+from xomni.tokenizer.model import ImageTokenizer
+
+TOK = dict(width=32, depth=1, code_dim=16, text_dim=32, text_layers=1, text_heads=2, max_caption_bytes=48)
+DEC = dict(cond_channels=[32, 16], cond_blocks=1, cond_out=8, unet_channels=[16, 32], steps=2)
+
+
+def tiny_decoder(**kw) -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(DecoderConfig(**{**DEC, "codebook_size": 64, **kw}))
+
+
+def test_decode_shapes_and_range():
+    dec = tiny_decoder()
+    codes = torch.randint(0, 64, (3, 4, 16))
+    x = dec.decode(codes, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 64, 256) and float(x.abs().max()) <= 1
+    assert dec.decode(codes[0], steps=1).shape == (1, 3, 64, 256)  # a single h x w grid is accepted
+    pil = dec.decode_pil(codes[:1], steps=1)
+    assert pil[0].size == (256, 64)
+
+
+@pytest.mark.parametrize("shuffle,grid,size", [(1, [4, 16], [64, 256]), (4, [2, 8], [64, 256]), (2, [4, 4], [64, 64])])
+def test_other_geometries(shuffle, grid, size):
+    dec = tiny_decoder(shuffle=shuffle, grid=grid, image_size=size)
+    assert dec.decode(torch.zeros(1, *grid, dtype=torch.long), steps=1).shape == (1, 3, *size)
+
+
+@pytest.mark.parametrize("codes,match", [
+    (torch.zeros(2, 4, 15, dtype=torch.long), r"shape \[B, 4, 16\].*vocabulary size 64.*got shape \[2, 4, 15\]"),
+    (torch.zeros(16, 4, dtype=torch.long), r"shape \[B, 4, 16\].*vocabulary size 64"),
+    (torch.full((1, 4, 16), 64), r"vocabulary size 64.*got ids in \[64, 64\]"),
+    (torch.full((1, 4, 16), -1), r"ids in \[0, 64\)"),
+    (torch.zeros(1, 4, 16), r"dtype"),
+])
+def test_rejects_bad_grids(codes, match):
+    with pytest.raises(XomniError, match=match):
+        tiny_decoder().decode(codes)
+
+
+def test_save_load_same_samples(tmp_path):
+    dec = tiny_decoder()
+    dec.save_pretrained(tmp_path / "dec")
+    dec2 = Decoder.from_pretrained(tmp_path / "dec")
+    codes = torch.randint(0, 64, (2, 4, 16))
+    a = dec.decode(codes, generator=torch.Generator().manual_seed(3))
+    b = dec2.decode(codes, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(XomniError, match="not a decoder"):
+        Decoder.from_pretrained(tmp_path / "missing")
+
+
+def test_config_validation():
+    with pytest.raises(XomniError, match="shuffle"):
+        DecoderConfig(shuffle=3).validate()
+    with pytest.raises(XomniError, match="divisible"):
+        DecoderConfig(image_size=[60, 256]).validate()
+
+
+def _rendered_set(n, split="train", size=(256, 64)):
+    from xomni.data.presets import TINY
+    from xomni.data.render import render
+    from xomni.data.scene import sample_scene
+    from xomni.tokenizer.images import ImageSet
+    metas = [sample_scene(TINY, 0, split, i) for i in range(n)]
+    return ImageSet(np.stack([np.asarray(render(m).resize(size)) for m in metas]), metas)
+
+
+def test_training_steps_reduce_loss_on_shared_loop(tmp_path):
+    from xomni.decoder.trainer import CodedImages, decoder_loss, encode_set
+    from xomni.train import TrainConfig, run_training
+    imgs = _rendered_set(16, size=(128, 32))  # half size: fast
+    torch.manual_seed(0)
+    tok = ImageTokenizer(TokenizerConfig(codebook_size=64, image_size=[32, 128], **TOK)).eval()
+    codes = encode_set(tok, imgs)
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok))
+    dec.init_from_tokenizer(tok)
+    assert torch.allclose(dec.cond.embed.weight, tok.codebook())
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=30, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1,
+                      ckpt_every=15, progress=False, num_threads=1)
+    run_training(cfg, dec, CodedImages(imgs, codes), decoder_loss, config_dict=dec.config_dict())
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:3])
+    assert Decoder.from_pretrained(tmp_path / "run").decode(codes[:1], steps=1).shape == (1, 3, 32, 128)
+
+
+@pytest.fixture
+def models(tmp_path):
+    torch.manual_seed(0)
+    tok = ImageTokenizer(TokenizerConfig(codebook_size=64, **TOK)).eval()
+    tok.save_pretrained(tmp_path / "tok")
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok))
+    dec.save_pretrained(tmp_path / "dec")
+    return tmp_path / "tok", tmp_path / "dec"
+
+
+def test_reconstruct_dataset_keeps_metadata(tmp_path, models):
+    from xomni.data.io import open_dataset, write_imagefolder
+    from xomni.decoder.reconstruct import reconstruct
+    imgs = _rendered_set(5, "val")
+    src = tmp_path / "src"
+    write_imagefolder(src, [(im, m) for im, m in zip(
+        [__import__("PIL.Image").Image.fromarray(a) for a in imgs.images], imgs.metas)])
+    res = reconstruct(str(src), str(tmp_path / "out"), str(models[0]), str(models[1]), n=4, batch_size=3)
+    assert res["written"] == 4 and res["skipped"] == 0 and res["steps"] == 2
+    out = open_dataset(tmp_path / "out")
+    assert len(out) == 4
+    for i in range(4):
+        s = out[i]
+        assert s.image.size == (256, 64)
+        for k in ("key", "text", "caption", "font", "shapes"):
+            assert s.meta[k] == imgs.metas[i][k]
+
+
+def test_reconstruct_image_folder_resizes_and_skips(tmp_path, models, capsys):
+    from PIL import Image
+    from xomni.decoder.reconstruct import reconstruct
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.new("RGB", (100, 100), (10, 200, 30)).save(d / "square.png")
+    Image.new("RGB", (256, 64), (200, 10, 30)).save(d / "ok image.png")
+    (d / "broken.png").write_bytes(b"not a png")
+    res = reconstruct(str(d), str(tmp_path / "out"), str(models[0]), str(models[1]))
+    assert res["written"] == 2 and res["skipped"] == 1
+    err = capsys.readouterr().err
+    assert "100x100" in err and "aspect" in err and "broken.png" in err
+    rows = [json.loads(l) for l in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in rows) == ["ok_image", "square"]
+    assert all(Image.open(tmp_path / "out" / r["file_name"]).size == (256, 64) for r in rows)
+
+
+def test_reconstruct_mismatched_models(tmp_path, models):
+    from xomni.decoder.reconstruct import reconstruct
+    Decoder(DecoderConfig(**DEC, codebook_size=32)).save_pretrained(tmp_path / "dec32")
+    with pytest.raises(XomniError, match="do not match"):
+        reconstruct(str(tmp_path), str(tmp_path / "o"), str(models[0]), str(tmp_path / "dec32"))

@@ -1,0 +1,87 @@
+"""End-to-end smoke: the whole recipe (data -> tokenizer -> decoder -> AR -> pipeline -> eval) for a few steps,
+then the user-facing commands on the result. CI runs it every time (`make test`)."""
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.slow, pytest.mark.smoke]
+
+
+def xomni(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "xomni.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_pipeline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    r = xomni("pipeline", "--preset", "smoke", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    return out, res
+
+
+def test_recipe_writes_a_loadable_pipeline_with_provenance(smoke_pipeline):
+    out, res = smoke_pipeline
+    index = json.loads((out / "pipeline" / "model_index.json").read_text())
+    assert index["command"].startswith("xomni pipeline --preset smoke")
+    assert index["data_seed"] == 0 and "charset" in index and "{text}" in index["prompt_template"]
+    for c in ("text_tokenizer", "image_tokenizer", "ar", "decoder"):
+        assert (out / "pipeline" / c).is_dir()
+    ev = res["eval"]
+    assert ev["n"] == 4 and 0.0 <= ev["exact_match"] <= 1.0 and "ci95" in ev
+    # a second run resumes: every stage is skipped, the pipeline is re-assembled
+    r = xomni("pipeline", "--preset", "smoke", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2/5 image tokenizer" not in r.stderr
+
+
+def test_generate_and_caption(smoke_pipeline, tmp_path):
+    out, _ = smoke_pipeline
+    model = str(out / "pipeline")
+    png = tmp_path / "g.png"
+    r = xomni("generate", 'a white poster with the text "HELLO" in black sans-serif letters', "--model", model,
+              "--n", "2", "--seed", "3", "-o", str(png))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["n_images"] == 2
+    im = Image.open(png)
+    assert im.size[1] == 64 and im.size[0] > 256  # a 1x2 grid of 64x256 images
+    # same seed, same image
+    png2 = tmp_path / "g2.png"
+    xomni("generate", 'a white poster with the text "HELLO" in black sans-serif letters', "--model", model,
+          "--n", "2", "--seed", "3", "-o", str(png2))
+    assert png.read_bytes() == png2.read_bytes()
+    r = xomni("caption", str(png), "--model", model)
+    assert r.returncode == 0 and "caption" in json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["generate", ""], "the prompt is empty"),
+    (["generate", 'a poster with the text "\u00dc"'], "cannot draw"),
+    (["generate", "a" * 400], "prompt tokens"),
+    (["generate", "hello", "--n", "0"], "--n must be between"),
+    (["generate", "hello", "--size", "32x32"], "not supported by this model"),
+])
+def test_generate_bad_input(smoke_pipeline, args, msg):
+    out, _ = smoke_pipeline
+    r = xomni(*args, "--model", str(out / "pipeline"))
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_broken_pipeline_dirs(smoke_pipeline, tmp_path):
+    import shutil
+    out, _ = smoke_pipeline
+    bad = tmp_path / "bad"
+    shutil.copytree(out / "pipeline", bad)
+    shutil.rmtree(bad / "decoder")
+    r = xomni("generate", "hello", "--model", str(bad))
+    assert r.returncode == 2 and "missing component folder(s): decoder" in r.stderr
+    shutil.copytree(out / "pipeline" / "decoder", bad / "decoder")
+    f = bad / "ar" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:1000])
+    r = xomni("generate", "hello", "--model", str(bad))
+    assert r.returncode == 2 and "corrupt or truncated" in r.stderr

@@ -1,0 +1,174 @@
+"""`xomni pipeline --preset tiny --out DIR`: the whole recipe from scratch, one stage after the other.
+
+data -> image tokenizer -> diffusion decoder -> unified AR (SFT) -> assembled Pipeline -> evaluation.
+Every stage writes into OUT/<stage>/ and is skipped when its result exists, and each trainer resumes from its last
+checkpoint, so a killed recipe continues where it stopped when started again with the same command.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from xomni.ar.train import ARTrainConfig
+from xomni.config import field, load_config, to_dict
+from xomni.decoder.config import DecoderTrainConfig
+from xomni.errors import XomniError
+from xomni.tokenizer.config import TokenizerTrainConfig
+from xomni.utils import atomic_write_text, log
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    data_preset: str = field("tiny", help="Dataset preset rendered by `xomni data synth`.")
+    data_seed: int = field(0, help="Seed of the rendered dataset.")
+    n_train: int = field(20000, help="Training images (val/test get max(16, n/10) each).")
+    eval_n: int = field(64, help="Test-split strings generated and read by Tesseract at the end.")
+    threads: int = field(2, help="torch threads for every stage.")
+    tokenizer: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig, help="Image tokenizer stage.")
+    decoder: DecoderTrainConfig = field(default_factory=DecoderTrainConfig, help="Diffusion decoder stage.")
+    ar: ARTrainConfig = field(default_factory=ARTrainConfig, help="Unified AR (SFT) stage.")
+
+
+def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> RecipeConfig:
+    import yaml
+    path = PRESET_DIR / f"recipe_{preset}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem[len("recipe_"):] for p in PRESET_DIR.glob("recipe_*.yaml"))
+        raise XomniError(f"unknown recipe preset {preset!r}; available: {', '.join(names)}")
+    base = yaml.safe_load(path.read_text()) or {}
+    return load_config(RecipeConfig, config, sets, base=base)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def charset_of(captions: list[str]) -> str:
+    return "".join(sorted(set("".join(captions))))
+
+
+def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
+    import torch
+
+    from xomni.ar.trainer import train_ar_main
+    from xomni.data.synth import synth
+    from xomni.decoder.trainer import train_decoder
+    from xomni.tokenizer.trainer import train_tokenizer
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    t_all = time.time()
+    times: dict[str, float] = {}
+    results: dict[str, dict] = {}
+
+    # 1. data
+    data = out / "data"
+    t = time.time()
+    if not (data / "dataset.json").is_file():
+        log(f"[recipe] 1/5 data: rendering {cfg.n_train} training images (+ val/test) -> {data}")
+        synth(str(data), cfg.n_train, seed=cfg.data_seed, preset=cfg.data_preset, split="all", command=command)
+    times["data_s"] = time.time() - t
+
+    # 2. tokenizer
+    tok = out / "tokenizer"
+    t = time.time()
+    if not (tok / "final" / "model.safetensors").is_file():
+        log("[recipe] 2/5 image tokenizer")
+        c = dataclasses.replace(cfg.tokenizer, data=str(data),
+                                train=dataclasses.replace(cfg.tokenizer.train, out_dir=str(tok)))
+        results["tokenizer"] = train_tokenizer(c, resume="auto")
+    times["tokenizer_s"] = time.time() - t
+
+    # 3. decoder
+    dec = out / "decoder"
+    t = time.time()
+    if not (dec / "final" / "model.safetensors").is_file():
+        log("[recipe] 3/5 diffusion decoder")
+        c = dataclasses.replace(cfg.decoder, data=str(data), tokenizer=str(tok / "final"),
+                                train=dataclasses.replace(cfg.decoder.train, out_dir=str(dec)))
+        results["decoder"] = train_decoder(c, resume="auto")
+    times["decoder_s"] = time.time() - t
+
+    # 4. AR
+    ar = out / "ar"
+    t = time.time()
+    if not (ar / "final" / "model.safetensors").is_file():
+        log("[recipe] 4/5 unified AR model (SFT)")
+        c = dataclasses.replace(cfg.ar, train=dataclasses.replace(cfg.ar.train, out_dir=str(ar)))
+        results["ar"] = train_ar_main(c, str(data), str(tok / "final"), resume="auto")
+    times["ar_s"] = time.time() - t
+
+    # 5. assemble + evaluate
+    log("[recipe] 5/5 assemble the pipeline and evaluate")
+    pipe_dir = assemble(out, cfg, command, times)
+    t = time.time()
+    ev = evaluate_pipeline(pipe_dir, data, out / "eval", cfg.eval_n)
+    times["eval_s"] = time.time() - t
+    times["total_s"] = time.time() - t_all
+    index = json.loads((pipe_dir / "model_index.json").read_text())
+    index["eval"] = ev
+    index["durations_s"] = {k: round(v, 1) for k, v in times.items()}
+    atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
+    return {"pipeline": str(pipe_dir), "eval": ev, "durations_s": index["durations_s"], "stages": results}
+
+
+def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
+    from xomni.ar.data import TokenDataset
+    from xomni.ar.model import ARConfig, UnifiedAR
+    from xomni.checkpoint import load_model_weights, read_json
+    from xomni.config import config_from_dict
+    from xomni.data.text_tokenizer import load_text_tokenizer
+    from xomni.decoder.model import Decoder
+    from xomni.pipeline import DEFAULT_TEMPLATE, Pipeline
+    from xomni.tokenizer import ImageTokenizer
+    ar_cfg = read_json(out / "ar" / "final" / "config.json")
+    ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"]))
+    load_model_weights(ar, out / "ar" / "final")
+    captions = [m["caption"] for m in TokenDataset(out / "ar" / "tokens-train").meta]
+    pipe = Pipeline(load_text_tokenizer(cfg.ar.text_tokenizer), ImageTokenizer.from_pretrained(out / "tokenizer"),
+                    ar.eval(), Decoder.from_pretrained(out / "decoder"))
+    index = {"command": command, "commit": _git_commit(), "data_seed": cfg.data_seed, "data_preset": cfg.data_preset,
+             "n_train": cfg.n_train, "recipe": to_dict(cfg), "charset": charset_of(captions),
+             "prompt_template": DEFAULT_TEMPLATE, "durations_s": {k: round(v, 1) for k, v in times.items()},
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return pipe.save_pretrained(out / "pipeline", index_update=index)
+
+
+def evaluate_pipeline(pipe_dir: Path, data: Path, out: Path, n: int) -> dict:
+    """Text accuracy (Tesseract) on `n` unseen test-split strings, one sample each at the default settings."""
+    from xomni.data.io import open_dataset
+    from xomni.eval.text import items_from_model, resolve_region, score_items
+    ds = open_dataset(data, split="test")
+    texts = []
+    for i in range(len(ds)):
+        t = ds[i].meta.get("text")
+        if t and t not in texts:
+            texts.append(t)
+        if len(texts) >= n:
+            break
+    out.mkdir(parents=True, exist_ok=True)
+    targets = out / "targets.txt"
+    targets.write_text("".join(t + "\n" for t in texts))
+    items, tg = items_from_model(str(pipe_dir), str(targets), samples=1, seed=0, save_dir=str(out / "images"))
+    preset = json.loads((pipe_dir / "model_index.json").read_text()).get("data_preset")
+    res, _ = score_items(items, tg, region=resolve_region([], preset=preset))
+    res["targets"] = str(targets)
+    res["sampling"] = "default (temperature 1.0, min-p 0.03, no CFG), 1 sample per string, seeds 0, 1000, ..."
+    (out / "text.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
+def main_cli(preset: str, out: str, config: str | None, sets: list[str] | None) -> dict:
+    cfg = load_recipe(preset, config, sets)
+    command = " ".join(["xomni"] + sys.argv[1:])
+    return run_recipe(cfg, out, command)

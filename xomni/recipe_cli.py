@@ -1,0 +1,23 @@
+"""`xomni pipeline --preset tiny --out DIR`: the whole training recipe from scratch (see xomni/recipe.py)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from xomni.train_cli import ConfigOpt, SetOpt
+
+
+def pipeline_cmd(preset: str = typer.Option("tiny", "--preset", help="Recipe preset: tiny (about 2 h on 2 cores) "
+                                                                      "or smoke (minutes; the CI end-to-end test)."),
+                 out: str = typer.Option("runs/tiny", "--out", "-o", help="Output directory (stages resume here)."),
+                 config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                 json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here.")):
+    """Run data -> tokenizer -> decoder -> AR -> pipeline -> eval; rerun the same command to resume."""
+    from xomni.recipe import main_cli
+    from xomni.utils import emit_json
+    emit_json(main_cli(preset, out, config, set_), json_path)
+
+
+def register(apps: dict) -> None:
+    apps["root"].command("pipeline")(pipeline_cmd)

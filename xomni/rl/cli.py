@@ -1,0 +1,64 @@
+"""CLI of the RL stage: `xomni train rl` (GRPO) and `xomni eval rewards` (score images with an RL reward config)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, OutOpt, ResumeOpt, SetOpt
+
+JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+
+
+def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipeline directory: its AR model is "
+                                                                       "the initial policy (and the reference)."),
+             prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file, one prompt per line."),
+             data: Optional[str] = typer.Option(None, "--data", help="Dataset directory: prompts are its captions."),
+             config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
+             resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt,
+             json_path: Optional[str] = JsonOpt):
+    """GRPO on the AR policy with OCR / alignment / aesthetic rewards (X-Omni's RL stage)."""
+    from xomni.rl.config import RLConfig, base_config
+    from xomni.train_cli import print_config_help, trainer_config
+    if help_config:
+        print_config_help(RLConfig)
+        return
+    sets = list(set_ or [])
+    for key, val in (("model", model), ("prompts", prompts), ("data", data)):
+        if val:
+            sets.append(f"{key}={val}")
+    cfg = trainer_config(RLConfig, config, sets, out, base=base_config())
+    from xomni.rl.trainer import train_rl as run
+    from xomni.utils import emit_json
+    emit_json(run(cfg, resume=resume), json_path)
+
+
+def eval_rewards(images: str = typer.Option(..., "--images", help="Images with metadata (caption or prompt)."),
+                 config: Optional[str] = typer.Option(None, "--config", help="RL config (YAML, RL run dir or tuned "
+                                                                             "pipeline) whose rewards to use."),
+                 set_: Optional[List[str]] = SetOpt,
+                 split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root."),
+                 limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N images."),
+                 json_path: Optional[str] = JsonOpt):
+    """Score images with exactly the rewards (callables and weights) that RL and best-of-N use."""
+    from xomni.errors import XomniError
+    from xomni.eval.images import ImageSource
+    from xomni.rl.config import load_rl_config
+    from xomni.rl.rewards import build_reward_set
+    from xomni.utils import emit_json
+    cfg = load_rl_config(config, overrides=list(set_ or []))
+    rewards = build_reward_set(cfg, model_dir=cfg.model or None)
+    src = ImageSource(images, split=split)
+    items = [src[i] for i in range(min(limit or len(src), len(src)))]
+    items = [it for it in items if it.image is not None and (it.meta.get("caption") or it.meta.get("prompt"))]
+    if not items:
+        raise XomniError(f"no readable image with a caption/prompt in {images}")
+    prompts = [it.meta.get("caption") or it.meta.get("prompt") for it in items]
+    total, comps = rewards.scores([it.image for it in items], prompts, text=[it.meta.get("text") for it in items])
+    emit_json({"n": len(items), "weights": cfg.rewards, "reward": sum(total) / len(total),
+               "components": {k: sum(v) / len(v) for k, v in comps.items()}}, json_path)
+
+
+def register(apps: dict) -> None:
+    apps["train"].command("rl")(train_rl)
+    apps["eval"].command("rewards")(eval_rewards)

@@ -1,0 +1,135 @@
+"""RL configuration: `RLConfig` (GRPO + rewards + sampling), its validation, and loading for best-of-N.
+
+The reward part of the config (`rewards`, `reward_judge`, `preset`, `caption_model`) is read by both `xomni train
+rl` and best-of-N, so both score images with exactly the same callables and weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from xomni.ar.sampler import SamplingConfig
+from xomni.config import field, load_config
+from xomni.errors import XomniError
+from xomni.train import TrainConfig
+
+# The RL training-loop defaults (passed as `base` to load_config so that `--set train.x=...` keeps the rest).
+TRAIN_DEFAULTS = dict(out_dir="runs/rl", steps=200, batch_size=4, lr=1e-6, min_lr_ratio=1.0, warmup_steps=0,
+                      weight_decay=0.0, grad_clip=1.0, log_every=1, ckpt_every=50, eval_every=25)
+
+
+def base_config() -> dict:
+    return {"train": dict(TRAIN_DEFAULTS)}
+
+
+@dataclasses.dataclass
+class RLConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS),
+                               help="Shared training loop. train.batch_size = prompts per step (global, split "
+                                    "across ranks); each prompt gets group_size rollouts. RL defaults: " +
+                                    ", ".join(f"{k}={v}" for k, v in TRAIN_DEFAULTS.items()) + ".")
+    sampling: SamplingConfig = field(default_factory=SamplingConfig,
+                                     help="Sampling distribution of the rollouts; the loss uses the same one.")
+    model: str = field("", help="Pipeline directory whose AR model is the initial policy (--model).")
+    prompts: str = field("", help="Prompt file, one prompt per line (--prompts); or use `data`.")
+    data: str = field("", help="Dataset directory (--data): prompts are the captions of `data_split`, and the "
+                               "fixed validation batch comes from `val_split` when present.")
+    data_split: str = field("train", help="Split of `data` whose captions are the training prompts.")
+    val_split: str = field("val", help="Split of `data` for the fixed validation batch ('' = first val_n prompts).")
+    val_n: int = field(16, help="Fixed validation prompts for the periodic Tesseract text accuracy (0 = off).")
+    group_size: int = field(16, help="G: rollouts per prompt; rewards are normalised within each group (>= 2).")
+    beta: float = field(0.01, help="KL penalty coefficient (k3 estimator against the frozen reference).")
+    clip_eps: float = field(0.2, help="PPO clip range of the token-level ratio: [1 - eps, 1 + eps].")
+    inner_epochs: int = field(1, help="Optimizer steps per batch of rollouts (1 = purely on-policy; E > 1 reuses "
+                                      "the rollouts of every E-th step for the next E-1 steps).")
+    adv_eps: float = field(1e-4, help="Epsilon added to the group reward std when normalising advantages.")
+    reference: str = field("", help="AR weights of the frozen KL reference (an ar/ dir, a pipeline dir or a "
+                                    ".safetensors); '' = the initial policy itself.")
+    rewards: dict[str, float] = field(default_factory=lambda: {"ocr": 1.0, "aesthetic": 0.25},
+                                      help="Reward name -> weight; combined reward = sum(w * r) / sum(w). Names: "
+                                           "ocr, alignment, caption_similarity, aesthetic, or 'module:function'.")
+    reward_judge: str = field("", help="Judge directory for the `alignment` reward: train it separately from the "
+                                       "evaluation judge (`xomni train judge --set train.seed=1`).")
+    preset: str = field("tiny", help="Dataset preset whose ocr_region the OCR reward and the val text accuracy "
+                                     "read ('' = the whole image).")
+    caption_model: str = field("", help="Pipeline whose frozen AR model captions images for caption_similarity "
+                                        "('' = the `model` pipeline as loaded, i.e. the reference).")
+    reward_workers: int = field(1, help="Reward processes per rank (spawned once; OCR runs there while the main "
+                                        "process samples and decodes the next group). 0 = in-process.")
+    rollout_batch: int = field(64, help="Most sequences per sampler / decoder call.")
+    decode_steps: int = field(0, help="Decoder sampling steps for rollouts (0 = the decoder's default).")
+    exact_entropy: bool = field(True, help="Log the exact entropy of the sampling distribution at the drawn "
+                                           "positions (one extra no-grad forward); false: the Monte-Carlo estimate "
+                                           "mean(-log p(drawn token)).")
+
+
+def validate(cfg: RLConfig) -> RLConfig:
+    """Config errors, raised before any model is loaded or any rollout is sampled."""
+    if cfg.group_size < 2:
+        raise XomniError(f"group_size must be >= 2 (advantages are normalised within a group), got {cfg.group_size}")
+    if not (cfg.beta >= 0 and math.isfinite(cfg.beta)):
+        raise XomniError(f"beta must be >= 0, got {cfg.beta}")
+    if not 0 < cfg.clip_eps < 1:
+        raise XomniError(f"clip_eps must be in (0, 1), got {cfg.clip_eps}")
+    if cfg.inner_epochs < 1:
+        raise XomniError(f"inner_epochs must be >= 1, got {cfg.inner_epochs}")
+    if not cfg.adv_eps > 0:
+        raise XomniError(f"adv_eps must be > 0, got {cfg.adv_eps}")
+    if cfg.reward_workers < 0 or cfg.rollout_batch < 1 or cfg.decode_steps < 0 or cfg.val_n < 0:
+        raise XomniError("reward_workers, decode_steps and val_n must be >= 0 and rollout_batch >= 1")
+    if cfg.train.batch_size < 1:
+        raise XomniError(f"train.batch_size (prompts per step) must be >= 1, got {cfg.train.batch_size}")
+    cfg.sampling.validate()
+    validate_rewards(cfg)
+    return cfg
+
+
+def validate_rewards(cfg: RLConfig) -> None:
+    from xomni.rl.rewards import check_reward_names
+    check_reward_names(cfg.rewards)
+    total = sum(float(w) for w in cfg.rewards.values())
+    if any(not math.isfinite(float(w)) for w in cfg.rewards.values()):
+        raise XomniError(f"reward weights must be finite numbers, got {cfg.rewards}")
+    if abs(total) < 1e-12:
+        raise XomniError(f"reward weights sum to zero ({cfg.rewards}); the combined reward is sum(w * r) / sum(w)")
+    if total < 0:
+        raise XomniError(f"reward weights must sum to a positive number, got {total} ({cfg.rewards})")
+    if float(cfg.rewards.get("alignment", 0.0)) != 0.0 and not cfg.reward_judge:
+        raise XomniError("the alignment reward needs reward_judge: a judge trained separately from the evaluation "
+                         "judge (xomni train judge --data DATA --set train.seed=1 --out runs/reward_judge)")
+    if cfg.reward_judge and not Path(cfg.reward_judge).exists():
+        raise XomniError(f"reward_judge not found: {cfg.reward_judge}")
+    if cfg.preset:
+        from xomni.data.presets import get_preset
+        get_preset(cfg.preset)
+
+
+def load_rl_config(source: Any = None, overrides: list[str] | None = None) -> RLConfig:
+    """An RLConfig from: an RLConfig, a dict, a YAML file, an RL run dir (OUT/final/config.json 'rl' section, or
+    a pipeline's model_index.json 'rl' section written by `xomni train rl`), or None (defaults)."""
+    if isinstance(source, RLConfig):
+        cfg = source
+        if overrides:
+            cfg = load_config(RLConfig, None, overrides, base=dataclasses.asdict(source))
+        return validate(cfg)
+    if source is None or isinstance(source, dict):
+        base = base_config()
+        if isinstance(source, dict):
+            base = json.loads(json.dumps(source))
+        return validate(load_config(RLConfig, None, overrides, base=base))
+    p = Path(source)
+    if p.is_dir():
+        for cand, key in ((p / "final" / "config.json", "rl"), (p / "config.json", "rl"),
+                          (p / "model_index.json", "rl")):
+            if cand.is_file():
+                d = json.loads(cand.read_text())
+                if key in d:
+                    return validate(load_config(RLConfig, None, overrides, base=d[key]))
+        raise XomniError(f"{p} has no RL config (expected final/config.json or model_index.json with an 'rl' "
+                         f"section written by `xomni train rl`)")
+    if not p.is_file():
+        raise XomniError(f"reward config not found: {p}")
+    return validate(load_config(RLConfig, p, overrides, base=base_config()))

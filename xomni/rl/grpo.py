@@ -1,0 +1,262 @@
+"""GRPO on the unified AR policy (X-Omni's RL stage), as a `loss_fn` for the shared training loop.
+
+One optimizer step (`GRPOLoss.__call__(model, batch, gen)`, batch = this rank's prompts):
+  1. rollouts, no grad: for each prompt, G token grids from `xomni.ar.sampler.sample_images`, which also returns
+     log p_old(token) under the exact sampling distribution (`process_logits`: CFG -> temperature -> top-k -> top-p
+     -> min-p); decoded by the diffusion decoder; each group's images go to the reward pool at once, so OCR runs
+     in worker processes while the next group is sampled and decoded;
+  2. advantages: A = (r - mean_group(r)) / (std_group(r) + adv_eps) (population std), one value per rollout,
+     broadcast to its tokens; a group whose rewards are all equal gets A = 0 (only the KL term acts on it);
+  3. loss, with gradients through `model(prompts, codes, sampling)` = `sequence_logprobs` with the SAME
+     SamplingConfig as the sampler (so ratio == 1 exactly at the first inner step):
+        ratio_t = exp(lp_t - lp_old_t)
+        pg_t    = -min(ratio_t A, clip(ratio_t, 1 - eps, 1 + eps) A)
+        kl_t    = exp(ref_t - lp_t) - (ref_t - lp_t) - 1          (k3 estimator, >= 0, 0 when lp == ref)
+        loss    = mean over every token of every rollout of (pg_t + beta kl_t)
+     The reference log-probs use the same sampling transform on the frozen reference model, so the KL is between
+     the two sampling distributions and is exactly 0 while the policy equals the reference. Where the reference's
+     filters (min-p, top-k/p) exclude a token the policy drew, log-ratios are clamped to +-20 (as verl does), so
+     the penalty stays finite.
+
+Loss normalisation: every rollout has exactly h*w image tokens, so "mean over tokens within a sequence, then mean
+over sequences" (GRPO paper) and "mean over all tokens of the batch" (DAPO's token-level) are the same number; we
+take the token mean. Not the token *sum*: its gradient would grow with the grid size, so the learning rate would
+have to change with the resolution. With rewards normalised per group, each group contributes equally.
+
+DDP: `PolicyLogprobs` wraps the UnifiedAR (it registers the AR's own submodules, so its state_dict has the AR's
+keys and OUT/final is a drop-in `ar/` folder) and its `forward` is `sequence_logprobs`, so the gradient-carrying
+call goes through DistributedDataParallel's forward when run_training wraps it; sampling, the reference pass and
+the entropy pass use `xomni.train.unwrap(model).ar` under no_grad. The text head (unused by image log-probs) is
+frozen so DDP sees no unused parameters. The wrapper keeps the AR in eval mode (no dropout): the log-probs must be
+those of the policy that sampled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from xomni.ar.sampler import SamplingConfig, _left_pad, build_rows, process_logits, sample_images, sequence_logprobs
+from xomni.utils import log
+
+LOG_RATIO_CLAMP = 20.0
+
+
+# ------------------------------------------------------------------ math
+def group_advantages(rewards_PG: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Rewards of P groups x G rollouts -> advantages normalised within each group (population std + eps)."""
+    r = rewards_PG.double()
+    return ((r - r.mean(-1, keepdim=True)) / (r.std(-1, unbiased=False, keepdim=True) + eps)).float()
+
+
+def k3_kl(lp: torch.Tensor, ref_lp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(policy || reference) for tokens drawn from the policy: exp(d) - d - 1 with
+    d = ref - lp (clamped to +-20); >= 0, and 0 exactly when lp == ref."""
+    d = (ref_lp - lp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return torch.exp(d) - d - 1
+
+
+def grpo_token_loss(lp: torch.Tensor, old_lp: torch.Tensor, ref_lp: torch.Tensor, adv_B: torch.Tensor,
+                    clip_eps: float, beta: float) -> tuple[torch.Tensor, dict]:
+    """Clipped token-level policy-gradient loss + beta * k3 KL, averaged over all tokens (see module doc)."""
+    log_ratio = (lp - old_lp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    a = adv_B.to(lp.device).unsqueeze(-1)
+    pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    kl = k3_kl(lp, ref_lp)
+    loss = (pg + beta * kl).mean()
+    with torch.no_grad():
+        stats = {"kl": kl.mean().item(), "pg_loss": pg.mean().item(),
+                 "clip_frac": ((ratio - 1).abs() > clip_eps).float().mean().item(),
+                 "ratio_max_dev": (ratio - 1).abs().max().item()}
+    return loss, stats
+
+
+@torch.no_grad()
+def sampling_distribution_stats(model, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of each drawn token, entropy of the sampling distribution at each position), both B x N, from
+    one no-grad forward built exactly as `sequence_logprobs` builds it (a test checks the log-probs agree)."""
+    B, h, w = codes_BHW.shape
+    N = h * w
+    cfg_on = sampling.cfg_scale != 1.0
+    rows = build_rows(model, prompts, (h, w), sampling.cfg_scale)
+    img = (codes_BHW.reshape(B, N) + model.layout.image_offset).tolist()
+    rows = [r + img[i % B][:-1] for i, r in enumerate(rows)]
+    ids, mask = _left_pad(rows, model.layout.pad_id)
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    h_RLD, _ = model.hidden(ids, attention_mask=mask, position_ids=pos)
+    logits = model.image_logits(h_RLD[:, -N:])
+    V = logits.shape[-1]
+    lp = process_logits(logits[:B].reshape(B * N, V), logits[B:].reshape(B * N, V) if cfg_on else None, sampling)
+    finite = torch.isfinite(lp)
+    ent = -(lp.exp() * lp.where(finite, torch.zeros_like(lp))).sum(-1)
+    drawn = lp.gather(-1, codes_BHW.reshape(B * N, 1).to(device))
+    return drawn.view(B, N), ent.view(B, N)
+
+
+# ------------------------------------------------------------------ the policy wrapper
+class PolicyLogprobs(nn.Module):
+    """DDP-compatible view of a UnifiedAR: forward(prompts, codes, sampling) = sequence_logprobs (with grad).
+
+    The AR's submodules are registered directly (state_dict keys = the AR's), the AR object itself is reachable
+    as `.ar`; train() keeps everything in eval mode (no dropout), text_head is frozen (unused by image tokens)."""
+
+    def __init__(self, ar: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "ar", ar)  # not registered: its children are, below
+        for name, mod in ar.named_children():
+            self.add_module(name, mod)
+        ar.text_head.requires_grad_(False)
+        ar.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+        return sequence_logprobs(self.ar, prompts, codes_BHW, sampling)
+
+
+# ------------------------------------------------------------------ rollouts
+@dataclasses.dataclass
+class Rollouts:
+    ids: list[list[int]]          # prompt token ids per row (P*G rows, group-major)
+    codes: torch.Tensor           # P*G x h x w
+    old_lp: torch.Tensor          # P*G x N, log-probs under the sampling distribution at sampling time
+    total: torch.Tensor           # P*G combined rewards
+    comps: dict                   # name -> P*G tensor
+    adv: torch.Tensor             # P*G
+    times: dict                   # sample_s, decode_s, reward_wait_s, reward_cpu_s
+    uses: int = 0
+
+
+def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampling: SamplingConfig,
+                     decode_fn: Callable, pool, gen: torch.Generator, rollout_batch: int, adv_eps: float) -> Rollouts:
+    """Sample G grids per prompt (groups batched up to `rollout_batch` rows per call), decode, submit each chunk
+    of groups to the reward pool immediately, then collect rewards and normalise them per group."""
+    per_call = max(1, rollout_batch // G)
+    ids, codes, old_lp, futures, times = [], [], [], [], {"sample_s": 0.0, "decode_s": 0.0}
+    for s in range(0, len(batch), per_call):
+        chunk = batch[s:s + per_call]
+        rows = [b for b in chunk for _ in range(G)]
+        row_ids = [b["ids"] for b in rows]
+        t0 = time.time()
+        out = sample_images(ar, row_ids, tuple(grid), sampling, generator=gen)
+        t1 = time.time()
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
+        images = decode_fn(out.codes_BHW, seed)
+        t2 = time.time()
+        times["sample_s"] += t1 - t0
+        times["decode_s"] += t2 - t1
+        meta = {"text": [b.get("text") for b in rows]}
+        futures.append(pool.submit(images, [b["prompt"] for b in rows], meta))
+        ids.extend(row_ids)
+        codes.append(out.codes_BHW)
+        old_lp.append(out.logprobs_BN)
+    t0 = time.time()
+    total, comps, cpu = [], {}, 0.0
+    for f in futures:
+        t, c, cs = f.result()
+        total.extend(t)
+        cpu += cs
+        for k, v in c.items():
+            comps.setdefault(k, []).extend(v)
+    times["reward_wait_s"], times["reward_cpu_s"] = time.time() - t0, cpu
+    total_t = torch.tensor(total, dtype=torch.float32)
+    adv = group_advantages(total_t.view(-1, G), adv_eps).reshape(-1)
+    return Rollouts(ids=ids, codes=torch.cat(codes), old_lp=torch.cat(old_lp), total=total_t,
+                    comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times)
+
+
+# ------------------------------------------------------------------ the loss_fn
+class GRPOLoss:
+    """`loss_fn(model, batch, gen)` for xomni.train.run_training; `model` is a PolicyLogprobs, maybe DDP-wrapped.
+    batch: list of {"prompt": str, "ids": [int], "text": str | None}; `grid` = (h, w) of the token grids;
+    `decode_fn(codes_BHW, seed) -> list of PIL images`; `pool`: a RewardPool (or anything with that submit())."""
+
+    def __init__(self, cfg, reference: nn.Module, decode_fn: Callable, pool, grid: tuple[int, int], world: int = 1):
+        self.cfg, self.ref, self.decode_fn, self.pool, self.world = cfg, reference, decode_fn, pool, world
+        self.grid = tuple(grid)
+        self.cache: Rollouts | None = None
+        self._t_end: float | None = None
+        self._warned = False
+
+    def __call__(self, model, batch: list[dict], gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        from xomni.train import unwrap
+        cfg = self.cfg
+        t_start = time.time()
+        prev_update = t_start - self._t_end if self._t_end is not None else 0.0  # last step's backward + opt step
+        ar = unwrap(model).ar
+        fresh = self.cache is None or self.cache.uses >= cfg.inner_epochs
+        if fresh:
+            self.cache = collect_rollouts(ar, batch, self.grid, cfg.group_size, cfg.sampling, self.decode_fn,
+                                          self.pool, gen, cfg.rollout_batch, cfg.adv_eps)
+        ro = self.cache
+        ro.uses += 1
+        t_fwd = time.time()
+        ref_lp = self._no_grad_chunks(self.ref, ro, need_entropy=False)[0]
+        lp = model(ro.ids, ro.codes, cfg.sampling)
+        loss, st = grpo_token_loss(lp, ro.old_lp.to(lp.device), ref_lp.to(lp.device), ro.adv, cfg.clip_eps, cfg.beta)
+        if fresh:
+            if cfg.exact_entropy:
+                st["entropy"] = self._no_grad_chunks(ar, ro, need_entropy=True)[1].mean().item()
+            else:
+                st["entropy"] = (-ro.old_lp).mean().item()
+            st["ratio_dev_first"] = st["ratio_max_dev"]
+            if st["ratio_max_dev"] > 1e-3 and not self._warned:
+                self._warned = True
+                log(f"[rl] warning: at the first inner step the policy/sampler ratio deviates from 1 by "
+                    f"{st['ratio_max_dev']:.2e}: the loss log-probs are not those of the sampling distribution")
+        t_end = time.time()
+        m = {"reward": ro.total.mean().item(), "reward_max": ro.total.max().item(), **st,
+             "adv_abs": ro.adv.abs().mean().item(),
+             "zero_std_groups": (ro.total.view(-1, cfg.group_size).std(-1) == 0).float().mean().item()}
+        for k, v in ro.comps.items():
+            m[f"reward_{k}"], m[f"reward_{k}_max"] = v.mean().item(), v.max().item()
+        times = dict(ro.times) if fresh else {"sample_s": 0.0, "decode_s": 0.0, "reward_wait_s": 0.0,
+                                               "reward_cpu_s": 0.0}
+        times["update_s"] = (t_end - t_fwd) + prev_update
+        wall = sum(v for k, v in times.items() if k != "reward_cpu_s") or 1e-9
+        for k in ("sample", "decode", "reward_wait", "update"):
+            m[f"share_{k}"] = times[f"{k}_s"] / wall
+        m.update({k: v for k, v in times.items()})
+        m["tokens"] = float(ro.old_lp.numel())
+        m = self._reduce(m)
+        self._t_end = time.time()
+        return loss, m
+
+    @torch.no_grad()
+    def _no_grad_chunks(self, net, ro: Rollouts, need_entropy: bool):
+        lps, ents = [], []
+        n = self.cfg.rollout_batch
+        for s in range(0, len(ro.ids), n):
+            if need_entropy:
+                lp, ent = sampling_distribution_stats(net, ro.ids[s:s + n], ro.codes[s:s + n], self.cfg.sampling)
+                ents.append(ent)
+            else:
+                lp = sequence_logprobs(net, ro.ids[s:s + n], ro.codes[s:s + n], self.cfg.sampling)
+            lps.append(lp)
+        return torch.cat(lps), (torch.cat(ents) if ents else None)
+
+    def _reduce(self, m: dict) -> dict:
+        """Average metrics over ranks (max for *_max and ratio deviations) so rank 0 logs the global numbers."""
+        if self.world <= 1 or not dist.is_initialized():
+            return m
+        keys = sorted(k for k in m if k != "tokens")
+        is_max = [k.endswith("_max") or "ratio" in k for k in keys]
+        mean_t = torch.tensor([0.0 if mx else float(m[k]) for k, mx in zip(keys, is_max)], dtype=torch.float64)
+        max_t = torch.tensor([float(m[k]) if mx else -1e30 for k, mx in zip(keys, is_max)], dtype=torch.float64)
+        if torch.cuda.is_available():
+            mean_t, max_t = mean_t.cuda(), max_t.cuda()
+        dist.all_reduce(mean_t)
+        dist.all_reduce(max_t, op=dist.ReduceOp.MAX)
+        out = {k: (float(max_t[i]) if mx else float(mean_t[i]) / self.world) for i, (k, mx) in
+               enumerate(zip(keys, is_max))}
+        out["tokens"] = m["tokens"]
+        return out

