@@ -85,3 +85,12 @@ def test_broken_pipeline_dirs(smoke_pipeline, tmp_path):
     f.write_bytes(f.read_bytes()[:1000])
     r = xomni("generate", "hello", "--model", str(bad))
     assert r.returncode == 2 and "corrupt or truncated" in r.stderr
+
+
+def test_demo_with_a_model(smoke_pipeline, tmp_path):
+    out, _ = smoke_pipeline
+    r = xomni("demo", "--model", str(out / "pipeline"), "-o", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert Image.open(res["generated"]).size[1] >= 64
+    assert len(res["ocr"]) == 8 and (tmp_path / "demo" / "prompts.txt").is_file()

@@ -8,18 +8,8 @@ from xomni.eval import fid
 
 
 def _torchmetrics_fid(a: np.ndarray, b: np.ndarray) -> float:
-    tm_fid = pytest.importorskip("torchmetrics.image.fid")
-
-    class Identity(torch.nn.Module):  # feed precomputed features through the "feature extractor"
-        num_features = a.shape[1]
-
-        def forward(self, x):
-            return x
-
-    m = tm_fid.FrechetInceptionDistance(feature=Identity())
-    m.update(torch.tensor(a, dtype=torch.float64), real=True)
-    m.update(torch.tensor(b, dtype=torch.float64), real=False)
-    return float(m.compute())
+    pytest.importorskip("torchmetrics.image.fid")
+    return fid.torchmetrics_fid(a, b)  # identity "feature extractor" fed our features
 
 
 @pytest.mark.parametrize("n,d,singular", [(400, 32, False), (300, 64, False), (50, 128, True)])

@@ -78,17 +78,14 @@ def decoder_loss(model, batch, gen):
 
 
 def ocr_check(originals: list, recons: list, metas: list[dict]) -> dict:
-    """Tesseract exact match on reconstructions vs originals (the evaluation's OCR region and preprocessing)."""
+    """Tesseract exact match on reconstructions vs originals, read exactly as `xomni eval text` reads them (the
+    preset's OCR region, the same preprocessing)."""
     from xomni import ocr
-    region = None
-    try:
-        from xomni.eval.text import resolve_region
-        region = resolve_region(metas)
-    except ImportError:
-        pass
+    from xomni.eval.text import ocr_images, resolve_region
+    region = resolve_region(metas)
     targets = [m.get("text", "") for m in metas]
-    p_orig = ocr.tesseract_batch(originals, psm=7, region=region)
-    p_rec = ocr.tesseract_batch(recons, psm=7, region=region)
+    p_orig = ocr_images(originals, region=region)
+    p_rec = ocr_images(recons, region=region)
     em_o = float(np.mean([ocr.exact_match(p, t) for p, t in zip(p_orig, targets)]))
     em_r = float(np.mean([ocr.exact_match(p, t) for p, t in zip(p_rec, targets)]))
     return {"n": len(targets), "ocr_exact_originals": em_o, "ocr_exact_reconstructions": em_r,

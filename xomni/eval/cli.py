@@ -22,7 +22,8 @@ def register(apps: dict) -> None:
     @ev.command("text")
     def text_cmd(
         images: Optional[str] = typer.Option(None, "--images", help="Image dir, imagefolder or dataset (split dir)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Model dir (model_index.json): generate, then score."),
+        model: Optional[str] = typer.Option(None, "--model", help="Model dir (model_index.json): generate, "
+                                            "then score."),
         targets: Optional[str] = typer.Option(None, "--targets", help="Text file, one target string per line. With "
                                               "--images: images sorted by file name map to the lines in order."),
         split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root."),
@@ -155,6 +156,8 @@ def register(apps: dict) -> None:
         blur: str = typer.Option("1,3", "--blur", help="Gaussian blur radii (px) for the blurred-test rows."),
         inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Local InceptionV3 weights."),
         batch_size: int = typer.Option(16, "--batch-size", help="Feature batch size."),
+        check_torchmetrics: bool = typer.Option(False, "--check-torchmetrics", help="Also compute FID(val, test) "
+                                                "with torchmetrics on the same features (dev dependency)."),
         json_path: Optional[str] = JsonOpt,
     ):
         """Sanity table: FID(val, test) < FID(val, blurred test) < FID(val, noise). Table on stderr."""
@@ -165,7 +168,8 @@ def register(apps: dict) -> None:
             radii = tuple(float(r) for r in blur.split(",") if r.strip())
         except ValueError:
             raise XomniError(f"--blur expects comma-separated radii, got {blur!r}") from None
-        res = fid_sanity(data, n=n, inception_weights=inception_weights, blur_radii=radii, batch_size=batch_size)
+        res = fid_sanity(data, n=n, inception_weights=inception_weights, blur_radii=radii, batch_size=batch_size,
+                         check_torchmetrics=check_torchmetrics)
         log(format_table(res))
         emit_json(res, json_path)
 

@@ -177,8 +177,28 @@ class _Sized:
         return self.n
 
 
+def torchmetrics_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """The same distance by torchmetrics' FrechetInceptionDistance fed these features (a dev-only cross-check)."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except ImportError:
+        raise XomniError("--check-torchmetrics needs torchmetrics (a dev dependency: pip install -e '.[dev]')") \
+            from None
+
+    class _Identity(nn.Module):
+        num_features = a.shape[1]
+
+        def forward(self, x):
+            return x
+
+    m = FrechetInceptionDistance(feature=_Identity())
+    m.update(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)), real=True)
+    m.update(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64)), real=False)
+    return float(m.compute())
+
+
 def fid_sanity(data: str, n: int = 2000, inception_weights: str | None = None, blur_radii=(1.0, 3.0),
-               batch_size: int = 32, seed: int = 0) -> dict:
+               batch_size: int = 32, seed: int = 0, check_torchmetrics: bool = False) -> dict:
     """FID of val against: test, blurred test (each radius), uniform noise. Expected increasing order."""
     from xomni.eval.images import ImageSource
     val = ImageSource(data, split="val")
@@ -193,6 +213,11 @@ def fid_sanity(data: str, n: int = 2000, inception_weights: str | None = None, b
     test_items = [test[i] for i in range(nt)]
     ft, st = extract(test_items, ext, batch_size, desc="test")
     rows = [{"set": "test", "fid": fid_from_features(fv, ft), "n": len(ft)}]
+    check = None
+    if check_torchmetrics:
+        theirs = torchmetrics_fid(fv, ft)
+        check = {"pair": "val vs test", "ours": rows[0]["fid"], "torchmetrics": theirs,
+                 "rel_diff": abs(rows[0]["fid"] - theirs) / max(abs(theirs), 1e-12)}
     for r in blur_radii:
         fb, _ = extract(_Sized(blurred(test_items, r), nt), ext, batch_size, desc=f"blur{r}")
         rows.append({"set": f"test, gaussian blur r={r:g}px", "fid": fid_from_features(fv, fb), "n": len(fb)})
@@ -201,7 +226,7 @@ def fid_sanity(data: str, n: int = 2000, inception_weights: str | None = None, b
     rows.append({"set": "uniform noise", "fid": fid_from_features(fv, fn), "n": len(fn)})
     fids = [r["fid"] for r in rows]
     return {"reference": "val", "n_val": len(fv), "n_skipped": sv + st, "features": name,
-            "feature_dim": int(fv.shape[1]), "rows": rows,
+            "feature_dim": int(fv.shape[1]), "rows": rows, "torchmetrics_check": check,
             "increasing": all(a < b for a, b in zip(fids, fids[1:])),
             "note": "FID is biased at small n; numbers are comparable only at equal n and extractor"}
 

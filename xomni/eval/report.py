@@ -212,8 +212,8 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
             c.append(f"<img class=s src='{_save_img(ref.image, od / 'img' / f'r-{_safe(it.key)}.png', 2)}'>"
                      if ref is not None and ref.image is not None else "")
         ok = r["exact_match"] == 1.0
-        c += [html.escape(r["target"]), html.escape(r["ocr"]) or "<i style='color:#999'>(empty)</i>", f"<span class={'ok' if ok else 'bad'}>"
-              f"{'yes' if ok else 'no'}</span>", f"{r['cer']:.2f}", html.escape(str(r.get("font", "")))]
+        c += [html.escape(r["target"]), html.escape(r["ocr"]) or "<i style='color:#999'>(empty)</i>",
+              f"<span class={'ok' if ok else 'bad'}>{'yes' if ok else 'no'}</span>", f"{r['cer']:.2f}", html.escape(str(r.get("font", "")))]
         if comp:
             cr = comp_by_key.get(it.key)
             bad = [k for k, v in (cr or {}).get("checks", {}).items() if not v]

@@ -30,7 +30,9 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
     cfg = trainer_config(RLConfig, config, sets, out, base=base_config())
     from xomni.rl.trainer import train_rl as run
     from xomni.utils import emit_json
-    emit_json(run(cfg, resume=resume), json_path)
+    res = run(cfg, resume=resume)
+    if res.pop("rank", 0) == 0:  # under torchrun, one JSON result (rank 0's)
+        emit_json(res, json_path)
 
 
 def eval_rewards(images: str = typer.Option(..., "--images", help="Images with metadata (caption or prompt)."),

@@ -138,24 +138,23 @@ class Rollouts:
 
 def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampling: SamplingConfig,
                      decode_fn: Callable, pool, gen: torch.Generator, rollout_batch: int, adv_eps: float) -> Rollouts:
-    """Sample G grids per prompt (groups batched up to `rollout_batch` rows per call), decode, submit each chunk
-    of groups to the reward pool immediately, then collect rewards and normalise them per group."""
+    """Sample G grids per prompt (whole groups batched up to `rollout_batch` rows per sampler call), then decode
+    group by group and hand each group's images to the reward pool at once: OCR of group i runs in the workers
+    while group i+1 is decoded and the next chunk sampled. Then collect rewards and normalise them per group."""
     per_call = max(1, rollout_batch // G)
     ids, codes, old_lp, futures, times = [], [], [], [], {"sample_s": 0.0, "decode_s": 0.0}
     for s in range(0, len(batch), per_call):
         chunk = batch[s:s + per_call]
-        rows = [b for b in chunk for _ in range(G)]
-        row_ids = [b["ids"] for b in rows]
+        row_ids = [b["ids"] for b in chunk for _ in range(G)]
         t0 = time.time()
         out = sample_images(ar, row_ids, tuple(grid), sampling, generator=gen)
-        t1 = time.time()
-        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
-        images = decode_fn(out.codes_BHW, seed)
-        t2 = time.time()
-        times["sample_s"] += t1 - t0
-        times["decode_s"] += t2 - t1
-        meta = {"text": [b.get("text") for b in rows]}
-        futures.append(pool.submit(images, [b["prompt"] for b in rows], meta))
+        times["sample_s"] += time.time() - t0
+        for j, b in enumerate(chunk):
+            t0 = time.time()
+            seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
+            images = decode_fn(out.codes_BHW[j * G:(j + 1) * G], seed)
+            times["decode_s"] += time.time() - t0
+            futures.append(pool.submit(images, [b["prompt"]] * G, {"text": [b.get("text")] * G}))
         ids.extend(row_ids)
         codes.append(out.codes_BHW)
         old_lp.append(out.logprobs_BN)

@@ -322,10 +322,22 @@ _WORKER: RewardSet | None = None
 
 def _worker_init(spec: dict) -> None:
     global _WORKER
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported (lazily, by the rewards that need it)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import sys
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     _WORKER = build_from_spec(spec)
+
+
+def _warm() -> int:
+    """Build what the rewards load lazily (OCR engine, judge, MiniLM) by scoring one blank image."""
+    from PIL import Image
+    try:
+        _WORKER.scores([Image.new("RGB", (256, 64), (255, 255, 255))], ['a "x"'], text=["x"])
+    except Exception:  # the real call reports it
+        pass
+    return os.getpid()
 
 
 def _worker_score(images, prompts, meta) -> tuple[list[float], dict, float]:
@@ -348,6 +360,13 @@ class RewardPool:
         from concurrent.futures import ProcessPoolExecutor
         self._ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                        initializer=_worker_init, initargs=(spec,))
+
+    def warmup(self) -> None:
+        """Start the workers now and build their rewards (spawn, imports, OCR engine, judge: seconds), without
+        waiting. With several workers one of them may warm up twice and another not at all: harmless."""
+        if self._ex is not None:
+            for _ in range(self.workers):
+                self._ex.submit(_warm)
 
     def submit(self, images, prompts, meta: dict | None = None) -> Future:
         meta = meta or {}

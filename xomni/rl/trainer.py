@@ -133,14 +133,16 @@ def val_text_accuracy(ar, decode_fn, val: list[dict], grid, sampling, preset: st
 
 # ------------------------------------------------------------------ main
 def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
-    from xomni.pipeline import Pipeline
-    from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
-    from xomni.rl.rewards import RewardPool, reward_spec, warn_if_eval_judge
-    from xomni.train import dist_info, run_training, seed_everything
+    from xomni.rl.rewards import RewardPool, reward_spec
+    from xomni.train import dist_info
     t0 = time.time()
     validate(cfg)
     if not cfg.model:
         raise XomniError("train rl needs --model PIPELINE_DIR (the SFT pipeline whose AR model is tuned)")
+    if not (Path(cfg.model) / "model_index.json").is_file():
+        raise XomniError(f"--model {cfg.model} is not a pipeline directory (no model_index.json)")
+    if cfg.reference and not Path(cfg.reference).exists():
+        raise XomniError(f"reference not found: {cfg.reference}")
     train_rows, val_rows = load_prompts(cfg)
     if cfg.val_n and cfg.train.eval_every:
         from xomni.ocr import tesseract_cmd
@@ -151,6 +153,19 @@ def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
                          f"world size {world}")
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
+    pool = RewardPool(reward_spec(cfg, cfg.model), workers=cfg.reward_workers)
+    pool.warmup()  # the workers start while the pipeline loads
+    try:
+        return _train(cfg, resume, train_rows, val_rows, rank, world, pool, t0)
+    finally:
+        pool.close()
+
+
+def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -> dict:
+    from xomni.pipeline import Pipeline
+    from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
+    from xomni.rl.rewards import warn_if_eval_judge
+    from xomni.train import run_training, seed_everything
     pipe = Pipeline.from_pretrained(cfg.model)
     for r in train_rows + val_rows:
         r["ids"] = pipe.check_prompt(r["prompt"])
@@ -164,24 +179,21 @@ def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
     seed_everything(cfg.train.seed)
     policy = PolicyLogprobs(policy_ar)
     decode_fn = make_decode_fn(pipe, cfg.decode_steps)
-    pool = RewardPool(reward_spec(cfg, cfg.model), workers=cfg.reward_workers)
     loss_fn = GRPOLoss(cfg, ref, decode_fn, pool, pipe.grid, world=world)
     eval_fn = None
     if cfg.val_n and cfg.train.eval_every:
         def eval_fn(model, step):
             return val_text_accuracy(policy_ar, decode_fn, val_rows, pipe.grid, cfg.sampling, cfg.preset)
     config_dict = {"ar": to_dict(policy_ar.cfg), "grid": list(pipe.grid), "rl": to_dict(cfg)}
-    result: dict = {"out_dir": cfg.train.out_dir, "n_prompts": len(train_rows), "world_size": world}
-    try:
-        if eval_fn is not None and rank == 0 and not resume:
-            result["val_before"] = eval_fn(policy, 0)
-            log(f"[rl] val before: {result['val_before']}")
-        log(f"[rl] {len(train_rows)} prompts, G={cfg.group_size}, {cfg.train.batch_size} prompts/step, "
-            f"rewards {cfg.rewards}, {cfg.reward_workers} reward worker(s) per rank")
-        res = run_training(cfg.train, policy, train_rows, loss_fn, collate=list, config_dict=config_dict,
-                           resume=resume, eval_fn=eval_fn)
-    finally:
-        pool.close()
+    result: dict = {"out_dir": cfg.train.out_dir, "n_prompts": len(train_rows), "world_size": world, "rank": rank}
+    if eval_fn is not None and rank == 0 and not resume:
+        result["val_before"] = eval_fn(policy, 0)
+        log(f"[rl] val before: {result['val_before']}")
+    if rank == 0:
+        log(f"[rl] {len(train_rows)} prompts, G={cfg.group_size}, {cfg.train.batch_size} prompts/step over "
+            f"{world} rank(s), rewards {cfg.rewards}, {cfg.reward_workers} reward worker(s) per rank")
+    res = run_training(cfg.train, policy, train_rows, loss_fn, collate=list, config_dict=config_dict,
+                       resume=resume, eval_fn=eval_fn)
     if rank == 0:
         out = Path(cfg.train.out_dir)
         policy_ar.cpu()

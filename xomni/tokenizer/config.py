@@ -30,6 +30,9 @@ class TokenizerConfig:
     commitment_weight: float = field(0.25, help="Commitment loss weight of the quantiser.")
     dead_code_threshold: float = field(1.0, help="Codes whose EMA cluster size falls below this are replaced by "
                                                  "batch vectors (threshold_ema_dead_code; 0 disables).")
+    diversity_weight: float = field(0.0, help="Weight of the codebook diversity loss (negative entropy of the "
+                                              "batch-mean soft code assignment): pushes towards uniform usage.")
+    diversity_temp: float = field(100.0, help="Inverse temperature of the soft assignment (cosine similarities).")
     kmeans_init: bool = field(True, help="Initialise the codebook with k-means on the first batch.")
     text_dim: int = field(192, help="Width of the caption decoder (training objective only).")
     text_layers: int = field(2, help="Layers of the caption decoder.")

@@ -115,6 +115,13 @@ class ImageTokenizer(nn.Module):
         loss = ce + commit.sum()
         m = {"caption_ce": ce.item(), "commit": commit.sum().item(), "tokens": float(n_tok),
              "batch_codes_used": float(codes.unique().numel())}
+        if self.config.diversity_weight > 0:
+            # negative entropy of the batch-mean soft assignment: minimal when all K codes are equally used
+            sim = F.normalize(f.flatten(2).transpose(1, 2), dim=-1) @ self.codebook().t()
+            avg = (sim.flatten(0, 1) * self.config.diversity_temp).softmax(-1).mean(0)
+            neg_ent = (avg * avg.clamp_min(1e-9).log()).sum()
+            loss = loss + self.config.diversity_weight * neg_ent
+            m["batch_perplexity_soft"] = float(torch.exp(-neg_ent.detach()))
         if self.recon is not None:
             target = images_B3HW
             if self.config.recon_down > 1:

