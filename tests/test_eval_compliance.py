@@ -118,7 +118,7 @@ def test_tiny_judge_training_cli(tmp_path, cli_env):
     out = tmp_path / "judge"
     args = [sys.executable, "-m", "xomni.cli", "train", "judge", "--data", str(data), "--out", str(out),
             "--set", "train.steps=150", "--set", "train.batch_size=32", "--set", "train.progress=false",
-            "--set", "eval_n=60", "--set", "train.seed=3", "--set", "model.width=16"]
+            "--set", "eval_n=60", "--seed", "3", "--set", "model.width=16"]
     r = subprocess.run(args + ["--set", "train.ckpt_every=50"], capture_output=True, text=True, env=cli_env)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)

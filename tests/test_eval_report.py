@@ -17,6 +17,7 @@ def test_report(tmp_path):
     gen = [(render(m).filter(ImageFilter.GaussianBlur(4)) if i % 2 else render(m), m) for i, m in enumerate(metas)]
     write_imagefolder(tmp_path / "gen", gen)
     res = build_report(str(tmp_path / "gen"), str(tmp_path / "out"), reference=str(tmp_path / "ref"), fid=False)
+    assert res["fid"] is None
     assert res["n"] == 10 and res["n_skipped"] == 0
     assert 0.3 <= res["exact_match"] <= 0.7
     page = (tmp_path / "out" / "index.html").read_text()

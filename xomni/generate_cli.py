@@ -37,6 +37,9 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
              steps: Optional[int] = typer.Option(None, "--steps", help="Decoder sampling steps."),
              best_of: int = typer.Option(1, "--best-of", help="Sample N per image and keep the best by the RL "
                                                            "reward (needs the RL stage)."),
+             reward_config: Optional[str] = typer.Option(None, "--reward-config", help="RL config whose rewards "
+                                                         "pick the best (YAML, RL run dir or RL-tuned pipeline); "
+                                                         "default: the model's own RL config, else the RL defaults."),
              model: Optional[str] = ModelOpt,
              out: str = typer.Option("out.png", "--out", "-o", help="PNG (a grid when n > 1) or, with --prompts, "
                                                                     "a directory."),
@@ -48,8 +51,8 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
         raise XomniError("give a PROMPT or --prompts FILE")
     if not 1 <= n <= MAX_IMAGES:
         raise XomniError(f"--n must be between 1 and {MAX_IMAGES}, got {n}")
-    if best_of != 1:
-        raise XomniError("--best-of needs the RL reward configuration, which is not built yet (issue: RL stage)")
+    if best_of < 1:
+        raise XomniError(f"--best-of must be >= 1, got {best_of}")
     plist = [prompt] if prompt is not None else []
     if prompts:
         pf = Path(prompts)
@@ -70,13 +73,23 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     for p in plist:
         pipe.check_prompt(p)
     t0 = time.time()
-    images = pipe(plist, num_images=n, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                  cfg_scale=cfg, steps=steps)
+    scores = None
+    if best_of > 1:
+        from xomni.ar.sampler import SamplingConfig
+        from xomni.rl.bestofn import best_of_n
+        rc = reward_config or (str(pipe.path) if "rl" in pipe.index else None)
+        s = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg)
+        images, scores = best_of_n(pipe, [p for p in plist for _ in range(n)], best_of, rc, seed=seed,
+                                   sampling=s, steps=steps)
+    else:
+        images = pipe(plist, num_images=n, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+                      min_p=min_p, cfg_scale=cfg, steps=steps)
     dt = time.time() - t0
     outp = Path(out)
     if prompts:
         from xomni.data.io import write_imagefolder
-        rows = [(im, {"caption": plist[i // n], "prompt": plist[i // n], "seed": seed, "index": i % n})
+        rows = [(im, {"caption": plist[i // n], "prompt": plist[i // n], "seed": seed, "index": i % n,
+                      **({"reward": scores[i]} if scores is not None else {})})
                 for i, im in enumerate(images)]
         write_imagefolder(outp, rows)
         result = {"out": str(outp), "n_images": len(images)}
@@ -85,6 +98,8 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
         (images[0] if len(images) == 1 else _grid_image(images, cols=2 if len(images) >= 4 else len(images))).save(outp)
         result = {"out": str(outp), "n_images": len(images), "prompt": plist[0]}
     result.update({"seed": seed, "seconds": round(dt, 2), "model": str(pipe.path)})
+    if scores is not None:
+        result.update({"best_of": best_of, "rewards": [float(x) for x in scores]})
     log(f"wrote {outp}")
     emit_json(result, json_path)
 

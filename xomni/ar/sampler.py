@@ -68,7 +68,8 @@ def draw(logprobs_NV: torch.Tensor, generator: torch.Generator | None) -> torch.
     vocabulary entry and dominated decoding time on CPU). Same distribution."""
     probs = logprobs_NV.exp()
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    dev = generator.device if generator is not None else probs.device  # CPU generators also drive CUDA sampling
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=dev).to(probs.device) * cdf[:, -1:]
     idx = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
     # guard against landing on a zero-probability token through float ties at the end of the cdf
     bad = probs.gather(-1, idx) <= 0

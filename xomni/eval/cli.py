@@ -199,6 +199,8 @@ def register(apps: dict) -> None:
         out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (sets train.out_dir)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="'auto' or a checkpoint dir."),
         init: Optional[str] = typer.Option(None, "--init", help="Start from the weights of a judge dir."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Sets train.seed (init + data order): a different "
+                                           "seed gives an independent judge, e.g. one for RL rewards."),
         help_config: bool = typer.Option(False, "--help-config", help="List every config field and exit."),
         json_path: Optional[str] = JsonOpt,
     ):
@@ -208,8 +210,8 @@ def register(apps: dict) -> None:
         if help_config:
             print_config_help(JudgeConfig)
             return
-        cfg = trainer_config(JudgeConfig, config, (sets or []) + ([f"data={data}"] if data else []), out,
-                             base=base_config())
+        extra = ([f"data={data}"] if data else []) + ([f"train.seed={seed}"] if seed is not None else [])
+        cfg = trainer_config(JudgeConfig, config, (sets or []) + extra, out, base=base_config())
         emit_json(train_judge(cfg, resume=resume, init=init), json_path)
 
     @bench.command("ocr")

@@ -43,7 +43,8 @@ def _is_dataset(p: Path) -> bool:
         return True
     if any(p.glob("*.tar")):
         return True
-    return any((p / s).is_dir() and any((p / s).glob("*.tar")) for s in ("train", "val", "test"))
+    return any((p / s).is_dir() and (any((p / s).glob("*.tar")) or (p / s / "metadata.jsonl").is_file())
+               for s in ("train", "val", "test"))
 
 
 def _image_files(p: Path) -> list[Path]:

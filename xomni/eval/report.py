@@ -156,14 +156,16 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
     refs = _match_reference(items, reference, split)
     if reference and fid:
         from xomni.eval.fid import extract, fid_from_features, get_extractor
-        ext, name = get_extractor()
         ok = [it for it in items if it.image is not None]
-        fr, _ = extract([refs[it.key] for it in ok if it.key in refs] or [], ext, 16, "reference") if refs else \
-            (None, 0)
-        if fr is not None and len(fr) >= 2:
+        real = [refs[it.key] for it in ok if it.key in refs and refs[it.key].image is not None]
+        if len(real) >= 2 and len(ok) >= 2:
+            ext, name = get_extractor()
+            fr, _ = extract(real, ext, 16, "reference")
             ff, _ = extract(ok, ext, 16, "generated")
             metrics["fid"] = {"fid": fid_from_features(fr, ff), "n_real": len(fr), "n_fake": len(ff),
                               "features": name, "note": "small-n FID is biased; compare only at equal n"}
+        else:
+            log("report: fewer than 2 matched reference images, FID skipped")
 
     plots = []
     if text_res.get("by_length"):
@@ -213,7 +215,8 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
                      if ref is not None and ref.image is not None else "")
         ok = r["exact_match"] == 1.0
         c += [html.escape(r["target"]), html.escape(r["ocr"]) or "<i style='color:#999'>(empty)</i>",
-              f"<span class={'ok' if ok else 'bad'}>{'yes' if ok else 'no'}</span>", f"{r['cer']:.2f}", html.escape(str(r.get("font", "")))]
+              f"<span class={'ok' if ok else 'bad'}>{'yes' if ok else 'no'}</span>", f"{r['cer']:.2f}",
+              html.escape(str(r.get("font", "")))]
         if comp:
             cr = comp_by_key.get(it.key)
             bad = [k for k, v in (cr or {}).get("checks", {}).items() if not v]

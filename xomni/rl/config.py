@@ -44,7 +44,8 @@ class RLConfig:
     beta: float = field(0.01, help="KL penalty coefficient (k3 estimator against the frozen reference).")
     clip_eps: float = field(0.2, help="PPO clip range of the token-level ratio: [1 - eps, 1 + eps].")
     inner_epochs: int = field(1, help="Optimizer steps per batch of rollouts (1 = purely on-policy; E > 1 reuses "
-                                      "the rollouts of every E-th step for the next E-1 steps).")
+                                      "the rollouts of every E-th step for the next E-1 steps, whose prompts are "
+                                      "skipped; --resume is exact when train.ckpt_every is a multiple of E).")
     adv_eps: float = field(1e-4, help="Epsilon added to the group reward std when normalising advantages.")
     reference: str = field("", help="AR weights of the frozen KL reference (an ar/ dir, a pipeline dir or a "
                                     ".safetensors); '' = the initial policy itself.")
@@ -117,8 +118,8 @@ def load_rl_config(source: Any = None, overrides: list[str] | None = None) -> RL
         return validate(cfg)
     if source is None or isinstance(source, dict):
         base = base_config()
-        if isinstance(source, dict):
-            base = json.loads(json.dumps(source))
+        for k, v in json.loads(json.dumps(source or {})).items():  # a partial `train` keeps the RL defaults
+            base[k] = {**base[k], **v} if k == "train" and isinstance(v, dict) else v
         return validate(load_config(RLConfig, None, overrides, base=base))
     p = Path(source)
     if p.is_dir():

@@ -23,6 +23,9 @@ over sequences" (GRPO paper) and "mean over all tokens of the batch" (DAPO's tok
 take the token mean. Not the token *sum*: its gradient would grow with the grid size, so the learning rate would
 have to change with the resolution. With rewards normalised per group, each group contributes equally.
 
+Memory: the gradient-carrying forward covers all (prompts per rank) x G rollouts at once (run_training does one
+backward per step); lower train.batch_size for a large backbone. The no-grad passes are chunked by rollout_batch.
+
 DDP: `PolicyLogprobs` wraps the UnifiedAR (it registers the AR's own submodules, so its state_dict has the AR's
 keys and OUT/final is a drop-in `ar/` folder) and its `forward` is `sequence_logprobs`, so the gradient-carrying
 call goes through DistributedDataParallel's forward when run_training wraps it; sampling, the reference pass and
