@@ -101,3 +101,51 @@ def test_model_path_fails_clearly(tmp_path):
     except ImportError:
         with pytest.raises(XomniError, match="xomni.pipeline"):
             T.items_from_model(str(tmp_path), str(tmp_path / "t.txt"), 1, 0)
+
+
+class FakePipe:
+    """Stands in for xomni.pipeline.Pipeline: draws the quoted text of the caption in black on white."""
+    index = {"charset": " \"-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz"}
+    prompt_template = 'a white poster with the text "{text}" in black sans-serif letters'
+    charset = index["charset"]
+    calls = []
+
+    def caption_for_text(self, text):
+        return self.prompt_template.format(text=text)
+
+    def __call__(self, prompts, num_images=1, seed=0):
+        from PIL import ImageDraw, ImageFont
+
+        from xomni.data.fonts import font_path
+        self.calls.append((len(prompts), num_images, seed))
+        font = ImageFont.truetype(font_path("dejavu-sans"), 22)
+        out = []
+        for p in prompts:
+            for _ in range(num_images):
+                im = Image.new("RGB", (256, 64), "white")
+                ImageDraw.Draw(im).text((8, 18), p.split('"')[1], font=font, fill="black")
+                out.append(im)
+        return out
+
+
+def test_model_path_with_fake_pipeline(tmp_path, monkeypatch):
+    from xomni.eval import longtext as L
+    monkeypatch.setattr(T, "load_pipeline", lambda d: FakePipe())
+    FakePipe.calls = []
+    (tmp_path / "t.txt").write_text("HELLO\nOPEN 24\nsale now\n")
+    items, tg = T.items_from_model("m", str(tmp_path / "t.txt"), samples=2, seed=5, batch=2)
+    assert [it.meta["text"] for it in items] == ["HELLO", "HELLO", "OPEN 24", "OPEN 24", "sale now", "sale now"]
+    assert FakePipe.calls == [(2, 2, 5), (1, 2, 6)]  # chunk c of 2 strings: seed 5 + c
+    res, _ = T.score_items(items, tg, region=None, n_boot=50)
+    assert res["n"] == 6 and res["exact_match"] >= 5 / 6
+    (tmp_path / "bad.txt").write_text("CAFÉ\n")
+    with pytest.raises(XomniError, match="cannot draw"):
+        T.items_from_model("m", str(tmp_path / "bad.txt"), 1, 0)
+    # longtext subset: strings with characters outside the charset score 0, never dropped
+    bench = tmp_path / "b.jsonl"
+    bench.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt_id": 0, "prompt": "p", "text": ["OPEN NOW", "a very long string that is dropped"]},
+        {"prompt_id": 1, "prompt": "p", "text": ["Café!"]}]) + "\n")
+    res, rows = L.run_longtext(str(bench), model="m", max_chars=10, region="none")
+    assert res["n_kept"] == 2 and res["n_total"] == 3 and res["n_unsupported"] == 1
+    assert res["target_units"] == 3 and res["matched"] == 2 and res["official"] is False

@@ -201,3 +201,11 @@ def test_nan_steps_are_skipped_counted_and_abort(tmp_path):
                                                "progress=false", "max_bad_steps=3"])
     with pytest.raises(XomniError, match="3 steps had a NaN/inf"):
         run_training(cfg2, _tiny_model(), data, always_nan)
+
+
+def test_partial_nested_section_keeps_the_field_defaults():
+    from xomni.ar.train import ARTrainConfig
+    cfg = load_config(ARTrainConfig, overrides=["train.lr=0.5"])
+    default = ARTrainConfig()
+    assert cfg.train.lr == 0.5
+    assert cfg.train.steps == default.train.steps != TrainConfig().steps  # not reset to TrainConfig's default

@@ -114,6 +114,17 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
         path = f"{where}.{k}" if where else k
         if k not in names:
             raise XomniError(f"config: unknown key '{path}' (valid: {', '.join(sorted(names))})")
+        f = names[k]
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            # a partial section keeps the defaults of this field (its default_factory), not the section class's
+            if f.default_factory is not dataclasses.MISSING:
+                base = dataclasses.asdict(f.default_factory())
+            elif f.default is not dataclasses.MISSING and dataclasses.is_dataclass(f.default):
+                base = dataclasses.asdict(f.default)
+            else:
+                base = {}
+            _merge(base, v)
+            v = base
         kwargs[k] = _coerce(v, hints[k], path)
     return cls(**kwargs)
 

@@ -28,7 +28,8 @@ def register(apps: dict) -> None:
                                               "--images: images sorted by file name map to the lines in order."),
         split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root."),
         samples: int = typer.Option(4, "--samples", help="--model: images per target string."),
-        seed: int = typer.Option(0, "--seed", help="--model: base seed (string i, sample j: seed + 1000 i + j)."),
+        seed: int = typer.Option(0, "--seed", help="--model: base seed (chunk c of --batch strings: seed + c)."),
+        batch: int = typer.Option(8, "--batch", help="--model: target strings per generation call (x samples)."),
         ocr: str = typer.Option("tesseract", "--ocr", help="OCR engine: tesseract (the evaluator) | rapidocr."),
         psm: int = typer.Option(7, "--psm", help="Tesseract page segmentation mode (7 = one text line)."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Read the preset's OCR region (default: the "
@@ -48,7 +49,7 @@ def register(apps: dict) -> None:
         if model is not None:
             if targets is None:
                 raise XomniError("--model needs --targets FILE")
-            items, tg = T.items_from_model(model, targets, samples, seed, save_images)
+            items, tg = T.items_from_model(model, targets, samples, seed, save_images, batch)
         else:
             items, tg = T.pairs_from_images(images, targets, split)
         if limit is not None:
@@ -72,7 +73,8 @@ def register(apps: dict) -> None:
         ocr: Optional[str] = typer.Option(None, "--ocr", help="tesseract (default for en) | rapidocr (zh)."),
         psm: Optional[int] = typer.Option(None, "--psm", help="Tesseract psm (default 11 full bench, 7 subset)."),
         samples: int = typer.Option(1, "--samples", help="--model: images per unit."),
-        seed: int = typer.Option(0, "--seed", help="--model: base seed."),
+        seed: int = typer.Option(0, "--seed", help="--model: base seed (chunk c of --batch units: seed + c)."),
+        batch: int = typer.Option(8, "--batch", help="--model: units per generation call (x samples)."),
         keyword: Optional[List[str]] = typer.Option(None, "--strip-keyword", help="Remove every occurrence of this "
                                                     "OCR hallucination keyword (repeatable)."),
         preset: Optional[str] = typer.Option(None, "--preset", help="OCR region of this preset (subset runs)."),
@@ -85,7 +87,7 @@ def register(apps: dict) -> None:
         from xomni.eval.text import write_per_image
         res, rows = run_longtext(bench_file, images=images, model=model, lang=lang, max_chars=max_chars,
                                  engine=ocr, psm=psm, samples=samples, seed=seed, keywords=keyword or (),
-                                 preset=preset, region=region)
+                                 preset=preset, region=region, batch=batch)
         if per_image:
             write_per_image(rows, per_image)
         emit_json(res, json_path)

@@ -170,16 +170,25 @@ def _unit_images_from_dir(units: list[dict], images: str, max_chars: int | None)
     return {u["id"]: [src[i]] for i, u in enumerate(units)}, 0
 
 
-def _unit_images_from_model(units: list[dict], model: str, samples: int, seed: int):
+def _unit_images_from_model(units: list[dict], model: str, samples: int, seed: int, batch: int = 8):
+    """Generate for each unit: the bench prompt (full benchmark) or the model's template on the string (subset).
+    A unit whose text uses characters outside the model's charset gets no image: it scores 0 (never dropped)."""
     from xomni.eval.images import Item
-    from xomni.eval.text import caption_for, generate, load_pipeline
+    from xomni.eval.text import caption_for, generate, load_pipeline, model_preset, unsupported_chars
     pipe = load_pipeline(model)
-    out = {}
-    for i, u in enumerate(units):
+    out, todo, caps = {}, [], []
+    for u in units:
         cap = u["prompt"] if u["prompt"] else caption_for(pipe, u["targets"][0])
-        ims = generate(pipe, cap, samples, seed + i * 1000)
-        out[u["id"]] = [Item(f"{u['id']}-s{j}", im.convert("RGB") if im is not None else None,
-                             {"caption": cap, "sample": j}, None if im is not None else "generation failed")
+        if unsupported_chars(pipe, cap):
+            out[u["id"]] = [Item(f"{u['id']}-s{j}", None, {"caption": cap, "sample": j, "unsupported": True},
+                                 f"characters outside the model's charset: {unsupported_chars(pipe, cap)!r}")
+                            for j in range(samples)]
+        else:
+            todo.append(u)
+            caps.append(cap)
+    meta0 = {"preset": model_preset(pipe)} if model_preset(pipe) else {}
+    for u, cap, ims in zip(todo, caps, generate(pipe, caps, samples, seed, batch)):
+        out[u["id"]] = [Item(f"{u['id']}-s{j}", im.convert("RGB"), dict(meta0, caption=cap, sample=j))
                         for j, im in enumerate(ims)]
     return out, 0
 
@@ -187,7 +196,7 @@ def _unit_images_from_model(units: list[dict], model: str, samples: int, seed: i
 def run_longtext(bench: str, images: str | None = None, model: str | None = None, lang: str = "auto",
                  max_chars: int | None = None, engine: str | None = None, psm: int | None = None,
                  samples: int = 1, seed: int = 0, keywords: Iterable[str] = (), preset: str | None = None,
-                 region: str | None = None) -> tuple[dict, list[dict]]:
+                 region: str | None = None, batch: int = 8) -> tuple[dict, list[dict]]:
     from xomni.eval.text import ocr_images, resolve_region
     if (images is None) == (model is None):
         raise XomniError("pass exactly one of --images DIR or --model DIR")
@@ -209,9 +218,10 @@ def run_longtext(bench: str, images: str | None = None, model: str | None = None
     if images is not None:
         by_id, unmatched = _unit_images_from_dir(units, images, max_chars)
     else:
-        by_id, unmatched = _unit_images_from_model(units, model, samples, seed)
+        by_id, unmatched = _unit_images_from_model(units, model, samples, seed, batch)
     flat = [(u, it) for u in units for it in by_id.get(u["id"], [])]
     ok = [(u, it) for u, it in flat if it.image is not None]
+    zero = [(u, it) for u, it in flat if it.image is None and it.meta.get("unsupported")]
     reg = resolve_region([it.meta for _, it in ok], preset, region) if max_chars is not None or region else None
     texts = ocr_images([it.image for _, it in ok], engine=engine, psm=psm, region=reg)
     rows, matched, total, cats = [], 0, 0, {}
@@ -222,16 +232,23 @@ def run_longtext(bench: str, images: str | None = None, model: str | None = None
         c[0], c[1] = c[0] + m, c[1] + t
         rows.append({"id": u["id"], "key": it.key, "category": u.get("category"), "targets": u["targets"],
                      "ocr": txt, "matched": m, "target_units": t, "recall": m / t if t else None})
+    for u, it in zero:  # the model cannot draw these characters: it scores 0 on them
+        _, t = score_image(u["targets"], "", lang, keywords)
+        total += t
+        c = cats.setdefault(u.get("category") or "?", [0, 0])
+        c[1] += t
+        rows.append({"id": u["id"], "key": it.key, "category": u.get("category"), "targets": u["targets"],
+                     "ocr": "", "matched": 0, "target_units": t, "recall": 0.0, "unsupported": True})
     missing = [u["id"] for u in units if not by_id.get(u["id"])]
-    bad = [it.key for _, it in flat if it.image is None]
+    bad = [it.key for _, it in flat if it.image is None and not it.meta.get("unsupported")]
     n_skipped = len(missing) + len(bad)
     if not rows:
         raise XomniError("no readable image to score")
     res = {"score": matched / total if total else float("nan"), "matched": matched, "target_units": total,
            "lang": lang, **label(max_chars, n_skipped),
            "n_kept": sum(len(u["targets"]) for u in units), "n_total": n_total, "n_units": len(units),
-           "n_images": len(rows), "n_skipped": n_skipped, "missing_units": missing[:50], "unreadable": bad[:50],
-           "n_unmatched_images": unmatched,
+           "n_images": len(ok), "n_skipped": n_skipped, "missing_units": missing[:50], "unreadable": bad[:50],
+           "n_unmatched_images": unmatched, "n_unsupported": len(zero),
            "by_category": {k: v[0] / v[1] for k, v in sorted(cats.items()) if v[1]},
            "ocr": {"engine": engine, "psm": psm if engine == "tesseract" else None,
                    "region": reg.as_json() if reg is not None else None},

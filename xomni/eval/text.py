@@ -177,38 +177,61 @@ def caption_for(pipe, text: str) -> str:
     raise XomniError("the model has no prompt template (Pipeline.caption_for_text or prompt_template)")
 
 
-def generate(pipe, caption: str, k: int, seed: int) -> list[Image.Image]:
-    """K images for one caption with seeds seed..seed+K-1 (one call per seed, so each image is reproducible)."""
-    out = []
-    for j in range(k):
-        ims = pipe(caption, seed=seed + j, num_images=1)
-        im = ims[0] if isinstance(ims, (list, tuple)) else ims
-        out.append(im)
+def generate(pipe, captions: list[str], k: int, seed: int, batch: int = 8) -> list[list]:
+    """K images for each caption. Captions go `batch` at a time (batch x K images per call, seed + chunk index), so
+    results are reproducible for the same (seed, K, batch); batching is what makes AR decoding fast."""
+    out: list[list] = []
+    batch = max(1, batch)
+    for c, start in enumerate(range(0, len(captions), batch)):
+        chunk = captions[start:start + batch]
+        ims = pipe(chunk, num_images=k, seed=seed + c)
+        ims = list(ims) if isinstance(ims, (list, tuple)) else [ims]
+        if len(ims) != len(chunk) * k:
+            raise XomniError(f"the pipeline returned {len(ims)} images for {len(chunk)} prompts x {k} samples")
+        out.extend(ims[i * k:(i + 1) * k] for i in range(len(chunk)))  # prompt-major order
     return out
 
 
+def model_preset(pipe) -> str | None:
+    """The dataset preset a model was trained on (its images are read with that preset's OCR region)."""
+    idx = getattr(pipe, "index", None) or {}
+    return idx.get("data_preset") or idx.get("preset")
+
+
+def unsupported_chars(pipe, text: str) -> str:
+    """Characters of `text` outside the model's charset ('' when it has none or all are supported)."""
+    cs = getattr(pipe, "charset", None)
+    return "".join(sorted({c for c in text if c not in cs})) if cs else ""
+
+
 def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
-                     save_dir: str | None = None) -> tuple[list[Item], list[str]]:
+                     save_dir: str | None = None, batch: int = 8) -> tuple[list[Item], list[str]]:
     lines = read_targets(targets_file)
     if samples < 1:
         raise XomniError("--samples must be >= 1")
     pipe = load_pipeline(model_dir)
+    bad = [(i, t, unsupported_chars(pipe, t)) for i, t in enumerate(lines) if unsupported_chars(pipe, t)]
+    if bad:
+        i, t, chars = bad[0]
+        raise XomniError(f"{targets_file} line {i + 1} ({t!r}) has characters the model cannot draw: {chars!r} "
+                         f"({len(bad)} line(s) in all)")
+    caps = [caption_for(pipe, t) for t in lines]
+    log(f"generating {len(lines)} x {samples} images with {model_dir} ...")
+    images = generate(pipe, caps, samples, seed, batch)
     items, targets, saved = [], [], []
-    for i, t in enumerate(lines):
-        cap = caption_for(pipe, t)
-        for j, im in enumerate(generate(pipe, cap, samples, seed + i * 1000)):
+    for i, (t, cap, ims) in enumerate(zip(lines, caps, images)):
+        for j, im in enumerate(ims):
             key = f"t{i:04d}-s{j}"
-            meta = {"key": key, "text": t, "caption": cap, "sample": j, "seed": seed + i * 1000 + j,
+            meta = {"key": key, "text": t, "caption": cap, "sample": j, "seed": seed + i // max(1, batch),
                     "file_name": f"{key}.png"}
+            if model_preset(pipe):
+                meta["preset"] = model_preset(pipe)
             items.append(Item(key, im.convert("RGB") if im is not None else None, meta,
                               None if im is not None else "generation failed"))
             targets.append(t)
             if save_dir and im is not None:
                 saved.append((im, meta))
     if save_dir:
-        d = Path(save_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        for im, meta in saved:
-            im.save(d / meta["file_name"])
-        atomic_write_text(d / "metadata.jsonl", "".join(json.dumps(m) + "\n" for _, m in saved))
+        from xomni.data.io import write_imagefolder
+        write_imagefolder(save_dir, saved)
     return items, targets
