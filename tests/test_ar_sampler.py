@@ -1,4 +1,5 @@
 """The sampler's log-probabilities are exactly those of the distribution it sampled from."""
+import pytest
 import torch
 
 from xomni.ar.model import ARConfig, UnifiedAR
@@ -18,11 +19,12 @@ def _model(seed=0):
 PROMPTS = [[72, 73], [65, 66, 67, 68, 69], [70]]
 
 
-def test_sampler_logprobs_match_full_forward_with_cfg_minp_temperature():
+@pytest.mark.parametrize("hf_cache", [False, True])
+def test_sampler_logprobs_match_full_forward_with_cfg_minp_temperature(hf_cache):
     m = _model()
     s = SamplingConfig(temperature=0.7, min_p=0.05, top_p=0.95, top_k=30, cfg_scale=2.5)
     g = torch.Generator().manual_seed(0)
-    out = sample_images(m, PROMPTS, (3, 4), s, generator=g)
+    out = sample_images(m, PROMPTS, (3, 4), s, generator=g, hf_cache=hf_cache)
     assert out.codes_BHW.shape == (3, 3, 4)
     full = sequence_logprobs(m, PROMPTS, out.codes_BHW, s)
     assert torch.isfinite(full).all()
@@ -69,3 +71,12 @@ def test_inverse_cdf_draw_matches_distribution():
     freq = torch.bincount(draws, minlength=10).float() / n
     assert (freq - lp.exp()[0]).abs().max().item() < 0.012
     assert (freq[torch.isinf(lp[0])] == 0).all()  # filtered tokens are never drawn
+
+
+def test_fast_path_and_transformers_cache_draw_the_same_tokens():
+    m = _model()
+    s = SamplingConfig(temperature=0.8, cfg_scale=1.5)
+    a = sample_images(m, PROMPTS, (3, 4), s, generator=torch.Generator().manual_seed(2))
+    b = sample_images(m, PROMPTS, (3, 4), s, generator=torch.Generator().manual_seed(2), hf_cache=True)
+    assert torch.equal(a.codes_BHW, b.codes_BHW)
+    assert (a.logprobs_BN - b.logprobs_BN).abs().max().item() <= 1e-4

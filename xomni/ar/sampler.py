@@ -108,8 +108,11 @@ class SampleOutput:
 def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampling: SamplingConfig,
                   generator: torch.Generator | None = None,
                   callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
-                  static_cache: bool = False) -> SampleOutput:
-    """Sample one h x w token grid per prompt (prompt = list of text token ids, without <bos>)."""
+                  hf_cache: bool = False) -> SampleOutput:
+    """Sample one h x w token grid per prompt (prompt = list of text token ids, without <bos>).
+
+    Decoding uses the static-KV fast path for Qwen2/Llama backbones; `hf_cache=True` uses transformers' own
+    cache instead (the reference path; both are checked against a full forward in the tests)."""
     sampling.validate()
     model.eval()
     B, (h, w) = len(prompts), grid
@@ -124,11 +127,14 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
     device = next(model.parameters()).device
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    from xomni.ar import fastdecode
+    fast = fastdecode.supports(model) and not hf_cache
     cache = None
-    if static_cache:
-        from transformers import StaticCache
-        cache = StaticCache(config=model.backbone.config, max_cache_len=L0 + N)
-    h_RLD, cache = model.hidden(ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+    if fast:  # static KV cache over the backbone's own modules (see fastdecode.py)
+        dec = fastdecode.StaticKVDecoder(model, R, L0 + N, mask)
+        h_RLD = dec.step(ids, pos)
+    else:
+        h_RLD, cache = model.hidden(ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
     last = h_RLD[:, -1]
     codes = torch.empty(B, N, dtype=torch.long, device=device)
     logps = torch.empty(B, N, dtype=torch.float32, device=device)
@@ -145,8 +151,12 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
         if t + 1 == N:
             break
         step_ids = (tok + off).repeat(2 if cfg_on else 1)[:, None]
-        mask = torch.cat([mask, mask.new_ones(R, 1)], dim=1)
-        h_RLD, cache = model.hidden(step_ids, attention_mask=mask, position_ids=next_pos, cache=cache, use_cache=True)
+        if fast:
+            h_RLD = dec.step(step_ids, next_pos)
+        else:
+            mask = torch.cat([mask, mask.new_ones(R, 1)], dim=1)
+            h_RLD, cache = model.hidden(step_ids, attention_mask=mask, position_ids=next_pos, cache=cache,
+                                        use_cache=True)
         next_pos = next_pos + 1
         last = h_RLD[:, -1]
     return SampleOutput(codes.view(B, h, w), logps)
