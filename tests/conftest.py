@@ -18,3 +18,16 @@ def cli_env():
     env["OMP_NUM_THREADS"] = "1"
     env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+def shared_dir():
+    """../shared beside the checkout (as laid out for sessions and CI)."""
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    for cand in (repo.parent / "shared", repo / "shared", Path("/work/shared")):
+        if (cand / "benchmarks" / "longtext_bench").is_dir():
+            return cand
+    return repo.parent / "shared"
+
+
+BENCH_EN = str(shared_dir() / "benchmarks" / "longtext_bench" / "text_prompts_en.jsonl")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import BENCH_EN
 
 
 def run(args, env):
@@ -74,7 +75,7 @@ def test_text_and_longtext_happy_paths(tmp_path, cli_env):
 
     from xomni.data.fonts import font_path
     from xomni.eval.longtext import load_bench, select_units
-    units = select_units(load_bench("/work/shared/benchmarks/longtext_bench/text_prompts_en.jsonl"), max_chars=6)
+    units = select_units(load_bench(BENCH_EN), max_chars=6)
     d = tmp_path / "lt"
     d.mkdir()
     font = ImageFont.truetype(font_path("dejavu-sans"), 24)
@@ -82,7 +83,7 @@ def test_text_and_longtext_happy_paths(tmp_path, cli_env):
         im = Image.new("RGB", (256, 64), "white")
         ImageDraw.Draw(im).text((10, 18), u["targets"][0], font=font, fill="black")
         im.save(d / f"{i:04d}.png")
-    r = run(["eval", "longtext", "--bench", "/work/shared/benchmarks/longtext_bench/text_prompts_en.jsonl",
+    r = run(["eval", "longtext", "--bench", BENCH_EN,
              "--images", str(d), "--max-chars", "6", "--region", "none", "--json", str(tmp_path / "lt.json")], cli_env)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)

@@ -6,7 +6,7 @@ import pytest
 from xomni.errors import XomniError
 from xomni.eval import longtext as L
 
-BENCH = "/work/shared/benchmarks/longtext_bench/text_prompts_en.jsonl"
+from conftest import BENCH_EN as BENCH  # noqa: E402
 
 
 def test_units_english_normalisation():
