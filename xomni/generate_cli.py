@@ -49,6 +49,8 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     from xomni.utils import emit_json, log
     if prompt is None and prompts is None:
         raise XomniError("give a PROMPT or --prompts FILE")
+    if prompt is not None and not prompt.strip():
+        raise XomniError("the prompt is empty")
     if not 1 <= n <= MAX_IMAGES:
         raise XomniError(f"--n must be between 1 and {MAX_IMAGES}, got {n}")
     if best_of < 1:
