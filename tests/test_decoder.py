@@ -31,10 +31,21 @@ def test_decode_shapes_and_range():
     assert pil[0].size == (256, 64)
 
 
-@pytest.mark.parametrize("shuffle,grid,size", [(1, [4, 16], [64, 256]), (4, [2, 8], [64, 256]), (2, [4, 4], [64, 64])])
-def test_other_geometries(shuffle, grid, size):
-    dec = tiny_decoder(shuffle=shuffle, grid=grid, image_size=size)
+@pytest.mark.parametrize("shuffle,grid,size,pred", [(1, [4, 16], [64, 256], "x0"), (4, [2, 8], [64, 256], "x0"),
+                                                    (2, [4, 4], [64, 64], "velocity")])
+def test_other_geometries_and_velocity_prediction(shuffle, grid, size, pred):
+    dec = tiny_decoder(shuffle=shuffle, grid=grid, image_size=size, prediction=pred)
     assert dec.decode(torch.zeros(1, *grid, dtype=torch.long), steps=1).shape == (1, 3, *size)
+    loss, m = dec(torch.zeros(2, *grid, dtype=torch.long), torch.zeros(2, 3, *size), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and set(m) == {"flow_mse", "preview_mse"}
+
+
+def test_x0_prediction_starts_at_the_preview():
+    dec = tiny_decoder()
+    codes = torch.randint(0, 64, (2, 4, 16))
+    _, preview = dec.cond(codes)
+    x = dec.decode(codes, steps=3)  # zero-initialised UNet output: every step's clean estimate is the preview
+    assert torch.allclose(x, torch.nn.functional.pixel_shuffle(preview, 4).clamp(-1, 1), atol=1e-4)
 
 
 @pytest.mark.parametrize("codes,match", [

@@ -17,13 +17,13 @@ class DecoderConfig:
     grid: list[int] = field(default_factory=lambda: [4, 16], help="Token grid [h, w] (from the tokenizer).")
     codebook_size: int = field(1024, help="Vocabulary size K (from the tokenizer).")
     code_dim: int = field(32, help="Code embedding width (initialised from the tokenizer's codebook).")
-    cond_channels: list[int] = field(default_factory=lambda: [128, 96, 64, 48],
+    cond_channels: list[int] = field(default_factory=lambda: [128, 96, 64],
                                      help="Conditioning upsampler widths: grid level, then one per 2x upsampling "
                                           "(missing levels repeat the last).")
     cond_blocks: int = field(2, help="Residual blocks at the grid level of the conditioning network.")
     cond_out: int = field(32, help="Channels of the conditioning map concatenated to the noisy input.")
-    shuffle: int = field(2, help="Pixel-(un)shuffle factor: the UNet runs at H/s x W/s with 3*s*s channels.")
-    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128], help="UNet2DModel block_out_channels.")
+    shuffle: int = field(4, help="Pixel-(un)shuffle factor: the UNet runs at H/s x W/s with 3*s*s channels.")
+    unet_channels: list[int] = field(default_factory=lambda: [48, 96, 192], help="UNet2DModel block_out_channels.")
     layers_per_block: int = field(1, help="UNet2DModel layers_per_block.")
     unet_attention: bool = field(False, help="Self-attention in the lowest UNet level.")
     steps: int = field(8, help="Default sampling steps (flow matching, Euler).")
@@ -31,6 +31,11 @@ class DecoderConfig:
     preview_weight: float = field(0.5, help="Weight of the auxiliary loss making the conditioning map predict the "
                                             "clean image (a deterministic preview; speeds up learning glyphs).")
     t_sampling: str = field("logit_normal", help="Training noise levels: logit_normal | uniform.")
+    prediction: str = field("x0", help="x0: the UNet predicts the clean image as preview + residual (zero-init "
+                                       "output; the scheduler gets v = (x_t - x0_hat) / sigma) | velocity: the UNet "
+                                       "predicts v = noise - x0 directly.")
+    loss_sigma_min: float = field(0.2, help="prediction=x0: the loss is ((x0_hat - x0) / max(sigma, this))^2, a "
+                                            "velocity loss with its low-noise weight capped.")
 
     def validate(self) -> "DecoderConfig":
         h, w = self.image_size
@@ -45,6 +50,8 @@ class DecoderConfig:
         ratio = h // self.shuffle // self.grid[0]
         if ratio < 1 or ratio & (ratio - 1) or ratio * self.grid[1] * self.shuffle != w:
             raise XomniError("decoder: (image_size / shuffle) / grid must be the same power of 2 on both axes")
+        if self.prediction not in ("x0", "velocity"):
+            raise XomniError(f"prediction must be x0 or velocity, got {self.prediction!r}")
         if self.t_sampling not in ("logit_normal", "uniform"):
             raise XomniError(f"t_sampling must be logit_normal or uniform, got {self.t_sampling!r}")
         if self.steps < 1:

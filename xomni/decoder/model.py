@@ -4,7 +4,10 @@ Conditioning: a code embedding table (initialised from the tokenizer's codebook)
 grid -> nearest-upsampling conv stages to the UNet's resolution -> concatenated to the noisy input. The UNet runs
 on the pixel-unshuffled image (H/s x W/s x 3s^2): the same pixels at a quarter of the convolution cost for s=2.
 An auxiliary head makes the conditioning map predict the clean image (`preview_weight`), so glyph shapes are learnt
-by a deterministic path first and the diffusion model refines them.
+by a deterministic path first; with `prediction=x0` (default) the UNet predicts the clean image as that preview plus
+a residual (output layer zero-initialised) and the scheduler receives the implied velocity (x_t - x0_hat) / sigma.
+Measured: after 200 steps a velocity-prediction UNet still left visible noise in 8-step samples, while the preview
+already showed the word shapes.
 
 API::
 
@@ -75,6 +78,9 @@ class Decoder(nn.Module):
             out_channels=c_img, block_out_channels=tuple(cfg.unet_channels), layers_per_block=cfg.layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=math.gcd(8, cfg.unet_channels[0]),
             add_attention=cfg.unet_attention, attention_head_dim=32)
+        if cfg.prediction == "x0":  # start as the preview: x0_hat = preview + 0
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
 
     @property
     def codebook_size(self) -> int:
@@ -106,8 +112,13 @@ class Decoder(nn.Module):
         from diffusers import FlowMatchEulerDiscreteScheduler
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.config.shift)
 
-    def velocity(self, x_t, sigma_B, cond):
-        return self.unet(torch.cat([x_t, cond], 1), sigma_B * 1000).sample
+    def predict(self, x_t, sigma_B, cond, preview):
+        """(velocity for the scheduler, clean-image estimate or None)."""
+        out = self.unet(torch.cat([x_t, cond], 1), sigma_B * 1000).sample
+        if self.config.prediction == "velocity":
+            return out, None
+        x0_hat = preview + out
+        return (x_t - x0_hat) / sigma_B.clamp_min(1e-6).view(-1, 1, 1, 1), x0_hat
 
     @torch.no_grad()
     def decode(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -121,14 +132,14 @@ class Decoder(nn.Module):
         dev = next(self.parameters()).device
         codes = codes.to(dev)
         s, (H, W) = self.config.shuffle, self.config.image_size
-        cond, _ = self.cond(codes)
+        cond, preview = self.cond(codes)
         x = torch.randn((codes.shape[0], 3 * s * s, H // s, W // s), generator=generator,
                         device=generator.device if generator is not None else dev).to(dev)
         sch = self._scheduler()
         sch.set_timesteps(steps, device=dev)
         for i, t in enumerate(sch.timesteps):
             sigma = sch.sigmas[i].to(dev).expand(x.shape[0])
-            v = self.velocity(x, sigma, cond)
+            v, _ = self.predict(x, sigma, cond, preview)
             x = sch.step(v, t, x).prev_sample
         self.train(was)
         return F.pixel_shuffle(x, s).clamp(-1, 1) if s > 1 else x.clamp(-1, 1)
@@ -144,8 +155,9 @@ class Decoder(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, codes_BHW, images_B3HW, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """Flow-matching loss: x_t = (1 - sigma) x0 + sigma noise, target velocity noise - x0 (the convention of
-        FlowMatchEulerDiscreteScheduler), plus the preview loss."""
+        """Flow-matching loss: x_t = (1 - sigma) x0 + sigma noise, velocity noise - x0 (the convention of
+        FlowMatchEulerDiscreteScheduler). prediction=x0: the velocity error (x0 - x0_hat) / sigma with sigma
+        capped below at loss_sigma_min; prediction=velocity: plain velocity MSE. Plus the preview loss."""
         cfg = self.config
         x0 = F.pixel_unshuffle(images_B3HW, cfg.shuffle) if cfg.shuffle > 1 else images_B3HW
         B = x0.shape[0]
@@ -158,8 +170,12 @@ class Decoder(nn.Module):
         s4 = sigma.view(B, 1, 1, 1)
         x_t = (1 - s4) * x0 + s4 * noise
         cond, preview = self.cond(codes_BHW)
-        v = self.velocity(x_t, sigma, cond)
-        fm = F.mse_loss(v, noise - x0)
+        v, x0_hat = self.predict(x_t, sigma, cond, preview)
+        if x0_hat is None:
+            fm = F.mse_loss(v, noise - x0)
+        else:
+            w = s4.clamp_min(cfg.loss_sigma_min)
+            fm = (((x0_hat - x0) / w) ** 2).mean()
         pv = F.mse_loss(preview, x0)
         loss = fm + cfg.preview_weight * pv
         return loss, {"flow_mse": fm.item(), "preview_mse": pv.item()}

@@ -9,8 +9,8 @@ from xomni.train import TrainConfig
 
 ENCODERS = ("conv", "vit", "effnet", "hf")
 # The tokenizer's training-loop defaults (passed as `base` to load_config so that --set train.x keeps the rest).
-TRAIN_DEFAULTS = dict(out_dir="runs/tokenizer", steps=1500, batch_size=32, lr=1e-3, warmup_steps=100,
-                      ckpt_every=250, log_every=10)
+TRAIN_DEFAULTS = dict(out_dir="runs/tokenizer", steps=400, batch_size=32, lr=1e-3, warmup_steps=50,
+                      ckpt_every=50, log_every=10, eval_every=100)
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class TokenizerConfig:
     commitment_weight: float = field(0.25, help="Commitment loss weight of the quantiser.")
     dead_code_threshold: float = field(1.0, help="Codes whose EMA cluster size falls below this are replaced by "
                                                  "batch vectors (threshold_ema_dead_code; 0 disables).")
-    diversity_weight: float = field(0.0, help="Weight of the codebook diversity loss (negative entropy of the "
+    diversity_weight: float = field(0.1, help="Weight of the codebook diversity loss (negative entropy of the "
                                               "batch-mean soft code assignment): pushes towards uniform usage.")
     diversity_temp: float = field(100.0, help="Inverse temperature of the soft assignment (cosine similarities).")
     kmeans_init: bool = field(True, help="Initialise the codebook with k-means on the first batch.")
@@ -38,7 +38,7 @@ class TokenizerConfig:
     text_layers: int = field(2, help="Layers of the caption decoder.")
     text_heads: int = field(4, help="Attention heads of the caption decoder.")
     max_caption_bytes: int = field(192, help="Longest caption (UTF-8 bytes) the caption decoder handles.")
-    recon_weight: float = field(0.0, help="Weight of the auxiliary pixel reconstruction loss (0 = off).")
+    recon_weight: float = field(1.0, help="Weight of the auxiliary pixel reconstruction loss (0 = off).")
     recon_down: int = field(2, help="The auxiliary reconstruction target is the image downsampled by this factor.")
 
     @property
