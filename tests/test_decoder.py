@@ -156,3 +156,37 @@ def test_reconstruct_mismatched_models(tmp_path, models):
     Decoder(DecoderConfig(**DEC, codebook_size=32)).save_pretrained(tmp_path / "dec32")
     with pytest.raises(XomniError, match="do not match"):
         reconstruct(str(tmp_path), str(tmp_path / "o"), str(models[0]), str(tmp_path / "dec32"))
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path, cli_env):
+    """synth -> train tokenizer -> eval tokenizer -> train decoder -> reconstruct -> eval text, through the CLI."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "xomni.cli", *args], capture_output=True, text=True, env=cli_env,
+                           cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout)
+
+    run("data", "synth", "--out", "data", "--n", "32", "--seed", "1")
+    tiny = ["--set", "train.progress=false", "--set", "train.warmup_steps=1", "--set", "train.batch_size=8"]
+    res = run("train", "tokenizer", "--data", "data", "--out", "tok", "--set", "train.steps=3", "--set", "n_val=8",
+              "--set", "model.width=32", "--set", "model.text_dim=32", "--set", "model.text_layers=1",
+              "--set", "train.eval_every=0", *tiny)
+    assert res["steps"] == 3 and 0 < res["val"]["usage"] <= 1
+    ev = run("eval", "tokenizer", "--model", "tok", "--data", "data", "--n", "8")
+    assert {"usage", "perplexity", "caption_exact", "text_exact"} <= set(ev)
+    res = run("train", "decoder", "--tokenizer", "tok", "--data", "data", "--out", "dec", "--set", "train.steps=3",
+              "--set", "n_val=0", "--set", "model.unet_channels=[16,32]", *tiny)
+    assert res["steps"] == 3
+    rec = run("reconstruct", "data", "--split", "val", "--n", "4", "-o", "rec", "--tokenizer", "tok",
+              "--decoder", "dec", "--steps", "2")
+    assert rec["written"] == 4
+    txt = run("eval", "text", "--images", "rec")
+    assert txt["n"] == 4
+    bad = subprocess.run([sys.executable, "-m", "xomni.cli", "reconstruct", "data", "--split", "val", "-o", "x",
+                          "--tokenizer", "tok", "--decoder", "tok"], capture_output=True, text=True, env=cli_env,
+                         cwd=tmp_path)
+    assert bad.returncode == 2 and "not a decoder config" in bad.stderr

@@ -27,7 +27,9 @@ def train_decoder_cmd(
     cfg = trainer_config(DecoderTrainConfig, config, sets, out, base={"train": dict(TRAIN_DEFAULTS)})
     from xomni.decoder.trainer import train_decoder
     from xomni.utils import emit_json
-    emit_json(train_decoder(cfg, resume=resume, init=init), json_path)
+    res = train_decoder(cfg, resume=resume, init=init)
+    if res is not None:  # rank 0 only under torchrun
+        emit_json(res, json_path)
 
 
 def bench_decoder_cmd(

@@ -6,6 +6,7 @@ tokenizer weights and the data), so a training step costs only the decoder.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def cached_codes(tok: ImageTokenizer, tok_dir: Path, images: ImageSet, cache: Pa
             pass
     codes = encode_set(tok, images)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp")
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
     save_file({"codes": codes.to(torch.int32), "digest": torch.tensor(list(digest.encode()), dtype=torch.uint8)},
               str(tmp))
     tmp.replace(cache)
@@ -103,8 +104,9 @@ def reconstruct_set(tok: ImageTokenizer, dec: Decoder, images: ImageSet, steps: 
     return out
 
 
-def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str | None = None) -> dict:
-    from xomni.train import run_training, seed_everything
+def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str | None = None) -> dict | None:
+    """Train, then OCR-check reconstructions of val images; returns the JSON result (None on ranks > 0)."""
+    from xomni.train import dist_info, run_training, seed_everything
     t0 = time.time()
     tok_dir = _tok_dir(cfg.tokenizer)
     tok = ImageTokenizer.from_pretrained(tok_dir)
@@ -119,6 +121,8 @@ def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str 
     config_dict = {**model.config_dict(), "tokenizer": str(tok_dir), "trainer": to_dict(cfg)}
     res = run_training(cfg.train, model, CodedImages(train_set, codes), decoder_loss, config_dict=config_dict,
                        resume=resume, init=init)
+    if dist_info()[0] != 0:
+        return None
     out = {"out_dir": str(res.out_dir / "final"), "steps": res.step, "wall_time_s": round(time.time() - t0, 1),
            "params": sum(p.numel() for p in model.parameters()), "train_images": len(train_set),
            "skipped_images": train_set.skipped, "sampling_steps": mcfg.steps, "last_train_metrics": res.last_metrics}

@@ -26,7 +26,9 @@ def train_tokenizer_cmd(
     cfg = trainer_config(TokenizerTrainConfig, config, sets, out, base={"train": dict(TRAIN_DEFAULTS)})
     from xomni.tokenizer.trainer import train_tokenizer
     from xomni.utils import emit_json
-    emit_json(train_tokenizer(cfg, resume=resume, init=init), json_path)
+    res = train_tokenizer(cfg, resume=resume, init=init)
+    if res is not None:  # rank 0 only under torchrun
+        emit_json(res, json_path)
 
 
 def eval_tokenizer_cmd(

@@ -42,8 +42,9 @@ def tokenizer_loss(model, batch, gen):
     return model(images, batch["caption"])
 
 
-def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: str | None = None) -> dict:
-    from xomni.train import run_training, seed_everything
+def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: str | None = None) -> dict | None:
+    """Train, then evaluate on the val split; returns the JSON result (None on ranks > 0 under torchrun)."""
+    from xomni.train import dist_info, run_training, seed_everything
     t0 = time.time()
     mcfg = cfg.model.validate()
     train_set = load_split(cfg.data, cfg.train_split, mcfg.image_size, cfg.n_train, desc="load train")
@@ -61,6 +62,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
     res = run_training(cfg.train, model, CaptionedImages(train_set, mcfg.max_caption_bytes), tokenizer_loss,
                        config_dict=config_dict, resume=resume, init=init, eval_fn=eval_fn)
     t_train = time.time() - t0
+    if dist_info()[0] != 0:  # under torchrun only rank 0 (whose weights were saved) evaluates and reports
+        return None
     metrics = evaluate(model, val_set)
     out = {"out_dir": str(res.out_dir / "final"), "steps": res.step, "trainable_params": n_params,
            "grid": list(mcfg.grid), "codebook_size": mcfg.codebook_size, "encoder": mcfg.encoder,
