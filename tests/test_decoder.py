@@ -48,6 +48,25 @@ def test_x0_prediction_starts_at_the_preview():
     assert torch.allclose(x, torch.nn.functional.pixel_shuffle(preview, 4).clamp(-1, 1), atol=1e-4)
 
 
+@pytest.mark.parametrize("patch,down", [(8, 1), (16, 2)])
+def test_recon_hint_starts_at_the_tokenizers_reconstruction(patch, down):
+    """recon_hint: after init_from_tokenizer, decoding = the tokenizer's own pixel reconstruction of the codes."""
+    torch.manual_seed(0)
+    tok = ImageTokenizer(TokenizerConfig(codebook_size=64, patch=patch, recon_down=down, **TOK)).eval()
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok))
+    assert dec.config.recon_hint and dec.cond.hint is not None
+    dec.init_from_tokenizer(tok)
+    codes = torch.randint(0, 64, (2, *tok.grid))
+    with torch.no_grad():
+        rec = tok.recon(tok.code_vectors(codes).permute(0, 3, 1, 2))
+        rec = torch.nn.functional.interpolate(rec, size=(64, 256), mode="bilinear") if down > 1 else rec
+    assert torch.allclose(dec.decode(codes, steps=2), rec.clamp(-1, 1), atol=1e-4)
+    plain = Decoder(config_for_tokenizer(DecoderConfig(**DEC, recon_hint=False), tok))
+    assert plain.cond.hint is None
+    no_recon = ImageTokenizer(TokenizerConfig(codebook_size=64, patch=patch, recon_weight=0, **TOK))
+    assert Decoder(config_for_tokenizer(DecoderConfig(**DEC), no_recon)).cond.hint is None
+
+
 @pytest.mark.parametrize("codes,match", [
     (torch.zeros(2, 4, 15, dtype=torch.long), r"shape \[B, 4, 16\].*vocabulary size 64.*got shape \[2, 4, 15\]"),
     (torch.zeros(16, 4, dtype=torch.long), r"shape \[B, 4, 16\].*vocabulary size 64"),

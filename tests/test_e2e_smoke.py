@@ -94,3 +94,40 @@ def test_demo_with_a_model(smoke_pipeline, tmp_path):
     res = json.loads(r.stdout)
     assert Image.open(res["generated"]).size[1] >= 64
     assert len(res["ocr"]) == 8 and (tmp_path / "demo" / "prompts.txt").is_file()
+
+
+def test_model_sampling_defaults_come_from_model_index(smoke_pipeline, tmp_path):
+    """model_index.json "sampling" sets the defaults of generate/eval; explicit arguments override them."""
+    import shutil
+
+    from xomni.pipeline import Pipeline
+    out, _ = smoke_pipeline
+    d = tmp_path / "greedy"
+    shutil.copytree(out / "pipeline", d)
+    index = json.loads((d / "model_index.json").read_text())
+    index["sampling"] = {"top_k": 1, "unknown_setting": 3}
+    (d / "model_index.json").write_text(json.dumps(index))
+    pipe = Pipeline.from_pretrained(d)
+    assert pipe.sampling_config().top_k == 1 and pipe.sampling_config(top_k=0).top_k == 0
+    prompt = ['a white poster with the text "HELLO" in black sans-serif letters']
+    greedy = [pipe.generate_codes(prompt * 2, seed=s).codes_BHW for s in (0, 1)]
+    assert torch_equal(greedy[0][0], greedy[0][1]) and torch_equal(greedy[0], greedy[1])  # greedy: seed-free
+    sampled = [pipe.generate_codes(prompt, seed=s, sampling=pipe.sampling_config(top_k=0, temperature=5.0)).codes_BHW
+               for s in (0, 1)]
+    assert not torch_equal(sampled[0], sampled[1])
+    r = xomni("eval", "text", "--model", str(d), "--targets", str(_targets(tmp_path)), "--samples", "1",
+              "--temperature", "0.5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["sampling"] == {"temperature": 0.5, "top_k": 1, "top_p": 1.0, "min_p": 0.03,
+                                                "cfg_scale": 1.0}
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return bool(torch.equal(a, b))
+
+
+def _targets(tmp_path):
+    p = tmp_path / "targets.txt"
+    p.write_text("HELLO\nHOLE\n")
+    return p

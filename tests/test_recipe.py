@@ -2,14 +2,25 @@
 import pytest
 
 from xomni.errors import XomniError
-from xomni.recipe import charset_of, load_recipe
+from xomni.recipe import charset_of, load_recipe, train_wall_s
 
 
 def test_presets_load_with_their_stage_settings():
     tiny = load_recipe("tiny", None, None)
-    assert tiny.tokenizer.model.codebook_size == 1024 and tiny.tokenizer.model.patch == 16
     assert tiny.decoder.model.steps <= 10  # the decoder samples in few steps
-    assert tiny.ar.model.n_layers == 6 and tiny.ar.train.steps == 3000
+    # the recipe's stages use exactly the settings of the standalone stage configs in configs/
+    from pathlib import Path
+
+    import yaml
+
+    from xomni.config import to_dict
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for stage in ("tokenizer", "decoder", "ar"):
+        want = yaml.safe_load((root / f"{stage}_tiny.yaml").read_text())
+        got = to_dict(getattr(tiny, stage))
+        for section in ("model", "train"):
+            for k, v in want[section].items():
+                assert got[section][k] == v, f"recipe_tiny {stage}.{section}.{k}={got[section][k]} != configs: {v}"
     # a partial section keeps the stage's own defaults for the fields it does not name
     assert load_recipe("smoke", None, None).ar.train.weight_decay == 0.05  # ARTrainConfig default, not TrainConfig 0.01
     smoke = load_recipe("smoke", None, ["ar.train.steps=2"])
@@ -25,3 +36,11 @@ def test_bad_preset_and_key():
 
 def test_charset():
     assert charset_of(["ab", "ba!"]) == "!ab"
+
+
+def test_train_wall_s_skips_resume_gaps(tmp_path):
+    assert train_wall_s(tmp_path) is None
+    rows = [{"step": 10, "time": 100.0}, {"step": 20, "time": 110.0}, {"step": 20, "eval": {}},
+            {"step": 30, "time": 125.0}, {"step": 40, "time": 5000.0}, {"step": 50, "time": 5010.0}]
+    (tmp_path / "log.jsonl").write_text("\n".join(__import__("json").dumps(r) for r in rows) + "\nnot json\n")
+    assert train_wall_s(tmp_path) == 35.0  # 10 + 15 + 10; the 4875 s gap (killed, resumed later) is left out

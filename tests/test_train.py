@@ -1,4 +1,5 @@
 """The shared training loop: exact resume after SIGKILL, torchrun equivalence, checkpoint errors, config, NaN guard."""
+import json
 import os
 import shutil
 import signal
@@ -73,6 +74,22 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference_run):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "final").exists()
+    _run(out, "--resume", "auto")
+    _assert_bitwise_equal(reference_run, _params(out))
+
+
+def test_sigterm_saves_a_checkpoint_then_resume_is_bitwise_identical(tmp_path, reference_run):
+    """SIGTERM (or Ctrl-C) finishes the current step, checkpoints it even between ckpt_every steps, exits 143."""
+    out = tmp_path / "run"
+    proc = _start(out, _env(XOMNI_TEST_CKPT_DELAY="0.3"))
+    log_path = out / "log.jsonl"
+    _wait_for(lambda: log_path.is_file() and len(log_path.read_text().splitlines()) >= 12, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not (out / "final").exists()
+    steps = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
+    last_logged = json.loads(log_path.read_text().splitlines()[-1])["step"]
+    assert steps[-1] == last_logged and 12 <= steps[-1] < 40  # the step it stopped at, not only multiples of 5
     _run(out, "--resume", "auto")
     _assert_bitwise_equal(reference_run, _params(out))
 
@@ -177,6 +194,16 @@ def test_config_yaml_and_overrides(tmp_path):
         load_config(TrainConfig, overrides=["steps=abc"])
     for name, _, help_text in help_rows(TrainConfig):
         assert len(help_text) > 10, f"field {name} has no help text"
+
+
+def test_help_config_shows_each_trainers_own_defaults():
+    from xomni.decoder.config import DecoderTrainConfig
+    from xomni.tokenizer.config import TokenizerTrainConfig
+    dec = {n: d for n, d, _ in help_rows(DecoderTrainConfig)}
+    tok = {n: d for n, d, _ in help_rows(TokenizerTrainConfig)}
+    assert dec["train.steps"] == "3000" and dec["train.batch_size"] == "16"
+    assert tok["train.steps"] == "400" and tok["train.batch_size"] == "32"
+    assert {n: d for n, d, _ in help_rows(TrainConfig)}["train.steps".split(".")[1]] == repr(TrainConfig().steps)
 
 
 def test_nan_steps_are_skipped_counted_and_abort(tmp_path):

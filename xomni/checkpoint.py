@@ -84,6 +84,20 @@ def load_state_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], path
     module.load_state_dict({k: sd[k].to(own[k].dtype) for k in own}, strict=True)
 
 
+def read_model_dir(path: str | Path, kind: str, what: str, train_cmd: str) -> tuple[Path, dict]:
+    """(model dir, config dict) of a saved `kind` model: `path` itself or its run's final/; a clear XomniError
+    when there is no config.json or it belongs to another kind of model."""
+    p = Path(path)
+    if (p / "final" / "config.json").is_file() and not (p / "config.json").is_file():
+        p = p / "final"
+    if not (p / "config.json").is_file():
+        raise XomniError(f"{path} is not a {what} directory (no config.json; train one with `{train_cmd}`)")
+    d = read_json(p / "config.json")
+    if d.get("kind") != kind:
+        raise XomniError(f"{p / 'config.json'} is not a {what} config (kind={d.get('kind')!r})")
+    return p, d
+
+
 def load_model_weights(module: torch.nn.Module, path: str | Path) -> None:
     """Load weights from a .safetensors file, a model dir (model.safetensors) or a run dir (final/)."""
     p = Path(path)

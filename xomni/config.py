@@ -187,16 +187,20 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True))
 
 
-def help_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, help) for every field, recursing into nested configs."""
+def help_rows(cls: type, prefix: str = "", obj: Any = None) -> list[tuple[str, str, str]]:
+    """(dotted name, default, help) for every field, recursing into nested configs. The defaults of a nested config
+    are those of its field's default_factory (e.g. a trainer's own TrainConfig defaults), not its class's."""
     rows = []
     for f in dataclasses.fields(cls):
         tp = typing.get_type_hints(cls)[f.name]
         name = f"{prefix}{f.name}"
+        if obj is not None:
+            default = getattr(obj, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
         if dataclasses.is_dataclass(tp):
-            rows.extend(help_rows(tp, name + "."))
+            rows.extend(help_rows(tp, name + ".", default if dataclasses.is_dataclass(default) else None))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
         rows.append((name, repr(default), f.metadata.get("help", "")))
     return rows

@@ -31,9 +31,12 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
              n: int = typer.Option(4, "--n", help="Images per prompt."),
              seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same images)."),
              size: Optional[str] = typer.Option(None, "--size", help="HxW in pixels; must match the model."),
-             temperature: float = typer.Option(1.0, "--temperature"), top_k: int = typer.Option(0, "--top-k"),
-             top_p: float = typer.Option(1.0, "--top-p"), min_p: float = typer.Option(0.03, "--min-p"),
-             cfg: float = typer.Option(1.0, "--cfg", help="Classifier-free guidance scale (1 = off)."),
+             temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the model's."),
+             top_k: Optional[int] = typer.Option(None, "--top-k", help="Default: the model's (0 = off)."),
+             top_p: Optional[float] = typer.Option(None, "--top-p", help="Default: the model's (1 = off)."),
+             min_p: Optional[float] = typer.Option(None, "--min-p", help="Default: the model's (X-Omni: 0.03)."),
+             cfg: Optional[float] = typer.Option(None, "--cfg", help="Classifier-free guidance scale (1 = off; "
+                                                                     "default: the model's)."),
              steps: Optional[int] = typer.Option(None, "--steps", help="Decoder sampling steps."),
              best_of: int = typer.Option(1, "--best-of", help="Sample N per image and keep the best by the RL "
                                                            "reward (needs the RL stage)."),
@@ -77,10 +80,9 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     t0 = time.time()
     scores = None
     if best_of > 1:
-        from xomni.ar.sampler import SamplingConfig
         from xomni.rl.bestofn import best_of_n
         rc = reward_config or (str(pipe.path) if "rl" in pipe.index else None)
-        s = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg)
+        s = pipe.sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg)
         images, scores = best_of_n(pipe, [p for p in plist for _ in range(n)], best_of, rc, seed=seed,
                                    sampling=s, steps=steps)
     else:

@@ -29,6 +29,19 @@ def default_model_dir() -> Path:
     return BUNDLED
 
 
+def resolve_sampling(index: dict, **overrides):
+    """SamplingConfig from a model_index's "sampling" entry (unknown names ignored) and non-None overrides."""
+    import dataclasses
+
+    from xomni.ar.sampler import SamplingConfig
+    names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    kw = {k: v for k, v in (index.get("sampling") or {}).items() if k in names}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    s = SamplingConfig(**kw)
+    s.validate()
+    return s
+
+
 class Pipeline:
     def __init__(self, text_tokenizer, image_tokenizer, ar, decoder, index: dict | None = None,
                  path: str | Path | None = None):
@@ -103,6 +116,11 @@ class Pipeline:
     def prompt_template(self) -> str:
         return self.index.get("prompt_template", DEFAULT_TEMPLATE)
 
+    def sampling_config(self, **overrides):
+        """The model's default sampling settings (`model_index.json` "sampling", chosen by its eval), with any
+        non-None keyword overriding them."""
+        return resolve_sampling(self.index, **overrides)
+
     def caption_for_text(self, text: str) -> str:
         """The model's own prompt template for a target string (used by `xomni eval text --model`)."""
         return self.prompt_template.format(text=text)
@@ -129,8 +147,8 @@ class Pipeline:
     @torch.no_grad()
     def generate_codes(self, prompts: list[str], seed: int = 0, sampling=None,
                        callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0):
-        from xomni.ar.sampler import SamplingConfig, sample_images
-        sampling = sampling or SamplingConfig()
+        from xomni.ar.sampler import sample_images
+        sampling = sampling or self.sampling_config()
         ids = [self.check_prompt(p) for p in prompts]
         g = torch.Generator().manual_seed(seed)
         return sample_images(self.ar, ids, self.grid, sampling, generator=g, callback=callback,
@@ -141,18 +159,18 @@ class Pipeline:
         g = torch.Generator().manual_seed(seed + 1_000_003)
         return self.decoder.decode_pil(codes_BHW, steps=steps, generator=g)
 
-    def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int = 0, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.03, cfg_scale: float = 1.0,
-                 steps: int | None = None, callback=None, stream_every: int = 0) -> list:
-        """Generate `num_images` images per prompt; returns PIL images (prompt-major order)."""
-        from xomni.ar.sampler import SamplingConfig
+    def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int = 0, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                 cfg_scale: float | None = None, steps: int | None = None, callback=None, stream_every: int = 0) -> list:
+        """Generate `num_images` images per prompt; returns PIL images (prompt-major order). Sampling settings left
+        at None take the model's defaults (`model_index.json` "sampling", else SamplingConfig's)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise XomniError("no prompts given")
         if not 1 <= num_images <= MAX_IMAGES:
             raise XomniError(f"num_images must be between 1 and {MAX_IMAGES}, got {num_images}")
         rows = [p for p in prompts for _ in range(num_images)]
-        s = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg_scale)
+        s = self.sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg_scale)
         out = self.generate_codes(rows, seed=seed, sampling=s, callback=callback, stream_every=stream_every)
         return self.decode(out.codes_BHW, steps=steps, seed=seed)
 

@@ -57,6 +57,24 @@ def charset_of(captions: list[str]) -> str:
     return "".join(sorted(set("".join(captions))))
 
 
+def train_wall_s(run_dir: Path, max_gap_s: float = 600.0) -> float | None:
+    """Training time of a stage from its log.jsonl time stamps (gaps over `max_gap_s`, i.e. a stopped run that was
+    resumed later, are not counted), or None without a log: how long a stage took even when it ran outside this
+    recipe (for example side by side with another stage)."""
+    log_path = Path(run_dir) / "log.jsonl"
+    if not log_path.is_file():
+        return None
+    ts = []
+    for line in log_path.read_text().splitlines():
+        try:
+            t = json.loads(line).get("time")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(t, (int, float)):
+            ts.append(float(t))
+    return round(sum(b - a for a, b in zip(ts, ts[1:]) if 0 <= b - a <= max_gap_s), 1) if len(ts) > 1 else None
+
+
 def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     import torch
 
@@ -118,6 +136,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     index = json.loads((pipe_dir / "model_index.json").read_text())
     index["eval"] = ev
     index["durations_s"] = {k: round(v, 1) for k, v in times.items()}
+    index["train_wall_s"] = {st: train_wall_s(out / st) for st in ("tokenizer", "decoder", "ar")}
     atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
     return {"pipeline": str(pipe_dir), "eval": ev, "durations_s": index["durations_s"], "stages": results}
 

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -228,6 +229,7 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     metrics: dict = {}
     t_last, tokens_acc = time.time(), 0.0
     step = start_step
+    stop = _StopSignals()
     try:
         while step < cfg.steps:
             lr = lr_at(step, cfg)
@@ -289,14 +291,21 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                 ev = eval_fn(model, step)
                 logf.write(json.dumps({"step": step, "eval": ev}) + "\n")
                 logf.flush()
-            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+            stopping = stop.requested(world)
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps or stopping:
                 if rank == 0:
                     save_checkpoint(ckpt_root, step, model, optimizer,
                                     {"step": step, "bad_steps": bad_steps, "config": config_dict or {},
                                      "train": to_dict(cfg), "world_size": world}, keep_last=cfg.keep_last)
                 if world > 1:
                     dist.barrier()
+            if stopping:
+                if rank == 0:
+                    log(f"[train] stopped by {stop.name} after step {step}: checkpoint saved in {ckpt_root}; "
+                        f"continue with --resume auto")
+                raise SystemExit(128 + stop.signum)
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
         if logf is not None:
@@ -306,6 +315,39 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     if world > 1:
         dist.barrier()
     return TrainResult(model=model, step=step, bad_steps=bad_steps, last_metrics=metrics, out_dir=out)
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT during training: finish the current step, write a checkpoint, exit with 128 + signal
+    (no work lost; `--resume auto` continues). Under torchrun the ranks agree by an all-reduce each step."""
+
+    def __init__(self):
+        import signal
+        self.signum, self.old = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        import signal
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def requested(self, world: int) -> bool:
+        if world > 1:
+            x = torch.tensor([float(self.signum)])
+            dist.all_reduce(x, op=dist.ReduceOp.MAX)
+            self.signum = int(x.item())
+        return self.signum != 0
+
+    def restore(self) -> None:
+        import signal
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        self.old = {}
 
 
 def _all_reduce_min(x: torch.Tensor, world: int) -> torch.Tensor:

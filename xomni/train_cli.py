@@ -13,6 +13,22 @@ OutOpt = typer.Option(None, "--out", "-o", help="Output directory (sets train.ou
 ResumeOpt = typer.Option(None, "--resume", help="'auto' (latest checkpoint in the output dir) or a checkpoint dir.")
 InitOpt = typer.Option(None, "--init", help="Start from the weights of a trained model directory.")
 HelpConfigOpt = typer.Option(False, "--help-config", help="List every config field with its default and help.")
+JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+
+
+def run_trainer_cli(cls: type, train_fn, config: Optional[str], sets: Optional[List[str]], out: Optional[str],
+                    resume: Optional[str], init: Optional[str], help_config: bool, json_path: Optional[str],
+                    base: dict | None = None) -> None:
+    """The body of a `xomni train STAGE` command: --help-config, or build the config (defaults <- base <- YAML <-
+    --set <- --out), run `train_fn(cfg, resume=, init=)` and print its JSON result (rank 0 only under torchrun)."""
+    if help_config:
+        print_config_help(cls)
+        return
+    cfg = trainer_config(cls, config, sets, out, base=base)
+    res = train_fn(cfg, resume=resume, init=init)
+    if res is not None:
+        from xomni.utils import emit_json
+        emit_json(res, json_path)
 
 
 def trainer_config(cls: type, config: Optional[str], sets: Optional[List[str]], out: Optional[str],

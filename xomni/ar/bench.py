@@ -90,6 +90,29 @@ def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5) -> dict:
     return res
 
 
+def bench_generate_impl(pipe, prompt: str, n_images: int = 4, runs: int = 5, steps: int | None = None) -> dict:
+    """End-to-end latency of one `n_images` generation (AR sampling + diffusion decoding), split by stage; the
+    first call is a warm-up and is not counted."""
+    import torch
+
+    def once(seed: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        out = pipe.generate_codes([prompt] * n_images, seed=seed, sampling=pipe.sampling_config())
+        t1 = time.perf_counter()
+        pipe.decode(out.codes_BHW, steps=steps, seed=seed)
+        return t1 - t0, time.perf_counter() - t1
+
+    once(0)
+    ar_s, dec_s = zip(*(once(1 + i) for i in range(runs)))
+    total = [a + d for a, d in zip(ar_s, dec_s)]
+    p50 = statistics.median(total)
+    return {"prompt": prompt, "n_images": n_images, "runs": runs, "threads": torch.get_num_threads(),
+            "decoder_steps": int(steps or pipe.decoder.config.steps), "grid": list(pipe.grid),
+            "latency_p50_s": p50, "ar_p50_s": statistics.median(ar_s), "decoder_p50_s": statistics.median(dec_s),
+            "ar_fraction": statistics.median(a / t for a, t in zip(ar_s, total)),
+            "images_per_s": n_images / p50, "latency_s": total, "ar_s": list(ar_s), "decoder_s": list(dec_s)}
+
+
 def register_bench(apps: dict) -> None:
     bench = apps["bench"]
 
@@ -120,5 +143,26 @@ def register_bench(apps: dict) -> None:
         from xomni.utils import emit_json
         pipe = Pipeline.from_pretrained(model_dir)
         out = bench_sample_impl(pipe.ar, pipe.grid, repeats=repeats)
+        out["model"] = str(pipe.path)
+        emit_json(out, json_path)
+
+    @bench.command("generate")
+    def bench_generate(model_dir: Optional[str] = typer.Option(None, "--model", help="Pipeline directory "
+                                                                   "(default: the bundled model)."),
+                       prompt: str = typer.Option('a white poster with the text "HELLO" in black sans-serif letters',
+                                                  "--prompt", help="Prompt to generate."),
+                       n: int = typer.Option(4, "--n", help="Images per generation."),
+                       runs: int = typer.Option(5, "--runs", help="Timed runs after one warm-up (p50 reported)."),
+                       steps: Optional[int] = typer.Option(None, "--steps", help="Decoder steps (default: the "
+                                                                                  "decoder's)."),
+                       json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
+        """End-to-end latency of one n-image generation, p50, split between the AR sampler and the decoder."""
+        from xomni.errors import XomniError
+        from xomni.pipeline import Pipeline
+        from xomni.utils import emit_json
+        if n < 1 or runs < 1:
+            raise XomniError(f"--n and --runs must be >= 1, got {n} and {runs}")
+        pipe = Pipeline.from_pretrained(model_dir)
+        out = bench_generate_impl(pipe, prompt, n_images=n, runs=runs, steps=steps)
         out["model"] = str(pipe.path)
         emit_json(out, json_path)

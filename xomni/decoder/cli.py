@@ -5,9 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, OutOpt, ResumeOpt, SetOpt
-
-JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
 
 
 def train_decoder_cmd(
@@ -19,17 +17,10 @@ def train_decoder_cmd(
 ):
     """Train the diffusion decoder (token grid -> pixels, flow matching); JSON with a val OCR check at the end."""
     from xomni.decoder.config import TRAIN_DEFAULTS, DecoderTrainConfig
-    from xomni.train_cli import print_config_help, trainer_config
-    if help_config:
-        print_config_help(DecoderTrainConfig)
-        return
-    sets = list(set_ or []) + ([f"data={data}"] if data else []) + ([f"tokenizer={tokenizer}"] if tokenizer else [])
-    cfg = trainer_config(DecoderTrainConfig, config, sets, out, base={"train": dict(TRAIN_DEFAULTS)})
     from xomni.decoder.trainer import train_decoder
-    from xomni.utils import emit_json
-    res = train_decoder(cfg, resume=resume, init=init)
-    if res is not None:  # rank 0 only under torchrun
-        emit_json(res, json_path)
+    sets = list(set_ or []) + ([f"data={data}"] if data else []) + ([f"tokenizer={tokenizer}"] if tokenizer else [])
+    run_trainer_cli(DecoderTrainConfig, train_decoder, config, sets, out, resume, init, help_config, json_path,
+                    base={"train": dict(TRAIN_DEFAULTS)})
 
 
 def bench_decoder_cmd(

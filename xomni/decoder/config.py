@@ -34,6 +34,12 @@ class DecoderConfig:
     prediction: str = field("x0", help="x0: the UNet predicts the clean image as preview + residual (zero-init "
                                        "output; the scheduler gets v = (x_t - x0_hat) / sigma) | velocity: the UNet "
                                        "predicts v = noise - x0 directly.")
+    recon_hint: bool = field(True, help="Add the tokenizer's pixel-reconstruction head (copied from the tokenizer, "
+                                        "then trained on) to the preview, so the decoder starts from the tokenizer's "
+                                        "deterministic reconstruction and the UNet learns the rest.")
+    tokenizer_patch: int = field(16, help="recon_hint: the tokenizer's patch size (from the tokenizer).")
+    tokenizer_recon_down: int = field(1, help="recon_hint: the tokenizer's reconstruction downsampling factor "
+                                              "(from the tokenizer).")
     loss_sigma_min: float = field(0.2, help="prediction=x0: the loss is ((x0_hat - x0) / max(sigma, this))^2, a "
                                             "velocity loss with its low-noise weight capped.")
 

@@ -40,6 +40,11 @@ def register(apps: dict) -> None:
         per_image: Optional[str] = typer.Option(None, "--per-image", help="Write per-image results (JSONL)."),
         save_images: Optional[str] = typer.Option(None, "--save-images", help="--model: save the samples here "
                                                   "(imagefolder)."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help="--model: sampling temperature "
+                                                    "(default: the model's)."),
+        top_k: Optional[int] = typer.Option(None, "--top-k", help="--model: top-k (1 = greedy; default: the model's)."),
+        min_p: Optional[float] = typer.Option(None, "--min-p", help="--model: min-p (default: the model's)."),
+        cfg: Optional[float] = typer.Option(None, "--cfg", help="--model: CFG scale (default: the model's)."),
         json_path: Optional[str] = JsonOpt,
     ):
         """Text accuracy by OCR: exact match, word recall, CER with 95 % bootstrap intervals."""
@@ -49,7 +54,8 @@ def register(apps: dict) -> None:
         if model is not None:
             if targets is None:
                 raise XomniError("--model needs --targets FILE")
-            items, tg = T.items_from_model(model, targets, samples, seed, save_images, batch)
+            sampling = {"temperature": temperature, "top_k": top_k, "min_p": min_p, "cfg_scale": cfg}
+            items, tg = T.items_from_model(model, targets, samples, seed, save_images, batch, sampling)
         else:
             items, tg = T.pairs_from_images(images, targets, split)
         if limit is not None:
@@ -57,6 +63,14 @@ def register(apps: dict) -> None:
         reg = T.resolve_region([it.meta for it in items], preset, region)
         res, rows = T.score_items(items, tg, engine=ocr, psm=psm, region=reg)
         res["source"] = images or model
+        if model is not None:
+            import dataclasses
+            import json
+            from pathlib import Path
+
+            from xomni.pipeline import resolve_sampling
+            index = json.loads((Path(model) / "model_index.json").read_text())
+            res["sampling"] = dataclasses.asdict(resolve_sampling(index, **sampling))
         if per_image:
             T.write_per_image(rows, per_image)
         emit_json(res, json_path)

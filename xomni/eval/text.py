@@ -177,14 +177,14 @@ def caption_for(pipe, text: str) -> str:
     raise XomniError("the model has no prompt template (Pipeline.caption_for_text or prompt_template)")
 
 
-def generate(pipe, captions: list[str], k: int, seed: int, batch: int = 8) -> list[list]:
+def generate(pipe, captions: list[str], k: int, seed: int, batch: int = 8, sampling: dict | None = None) -> list[list]:
     """K images for each caption. Captions go `batch` at a time (batch x K images per call, seed + chunk index), so
     results are reproducible for the same (seed, K, batch); batching is what makes AR decoding fast."""
     out: list[list] = []
     batch = max(1, batch)
     for c, start in enumerate(range(0, len(captions), batch)):
         chunk = captions[start:start + batch]
-        ims = pipe(chunk, num_images=k, seed=seed + c)
+        ims = pipe(chunk, num_images=k, seed=seed + c, **(sampling or {}))
         ims = list(ims) if isinstance(ims, (list, tuple)) else [ims]
         if len(ims) != len(chunk) * k:
             raise XomniError(f"the pipeline returned {len(ims)} images for {len(chunk)} prompts x {k} samples")
@@ -205,7 +205,10 @@ def unsupported_chars(pipe, text: str) -> str:
 
 
 def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
-                     save_dir: str | None = None, batch: int = 8) -> tuple[list[Item], list[str]]:
+                     save_dir: str | None = None, batch: int = 8,
+                     sampling: dict | None = None) -> tuple[list[Item], list[str]]:
+    """Generate `samples` images per target string with the model's prompt template and its default sampling
+    settings, overridden by the non-None entries of `sampling` (temperature, top_k, top_p, min_p, cfg_scale)."""
     lines = read_targets(targets_file)
     if samples < 1:
         raise XomniError("--samples must be >= 1")
@@ -217,7 +220,7 @@ def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
                          f"({len(bad)} line(s) in all)")
     caps = [caption_for(pipe, t) for t in lines]
     log(f"generating {len(lines)} x {samples} images with {model_dir} ...")
-    images = generate(pipe, caps, samples, seed, batch)
+    images = generate(pipe, caps, samples, seed, batch, sampling)
     items, targets, saved = [], [], []
     for i, (t, cap, ims) in enumerate(zip(lines, caps, images)):
         for j, im in enumerate(ims):

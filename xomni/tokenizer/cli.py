@@ -5,9 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, OutOpt, ResumeOpt, SetOpt
-
-JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
 
 
 def train_tokenizer_cmd(
@@ -18,17 +16,10 @@ def train_tokenizer_cmd(
 ):
     """Train the semantic VQ tokenizer (caption-from-codes objective); prints val metrics as JSON at the end."""
     from xomni.tokenizer.config import TRAIN_DEFAULTS, TokenizerTrainConfig
-    from xomni.train_cli import print_config_help, trainer_config
-    if help_config:
-        print_config_help(TokenizerTrainConfig)
-        return
-    sets = list(set_ or []) + ([f"data={data}"] if data else [])
-    cfg = trainer_config(TokenizerTrainConfig, config, sets, out, base={"train": dict(TRAIN_DEFAULTS)})
     from xomni.tokenizer.trainer import train_tokenizer
-    from xomni.utils import emit_json
-    res = train_tokenizer(cfg, resume=resume, init=init)
-    if res is not None:  # rank 0 only under torchrun
-        emit_json(res, json_path)
+    sets = list(set_ or []) + ([f"data={data}"] if data else [])
+    run_trainer_cli(TokenizerTrainConfig, train_tokenizer, config, sets, out, resume, init, help_config, json_path,
+                    base={"train": dict(TRAIN_DEFAULTS)})
 
 
 def eval_tokenizer_cmd(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xomni.checkpoint import load_model_weights, read_json, save_model_dir
+from xomni.checkpoint import load_model_weights, read_model_dir, save_model_dir
 from xomni.config import config_from_dict, to_dict
 from xomni.errors import XomniError
 from xomni.tokenizer.config import TokenizerConfig
@@ -140,15 +140,7 @@ class ImageTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "ImageTokenizer":
-        p = Path(path)
-        if (p / "final" / "config.json").is_file() and not (p / "config.json").is_file():
-            p = p / "final"
-        if not (p / "config.json").is_file():
-            raise XomniError(f"{path} is not a tokenizer directory (no config.json; train one with "
-                             f"`xomni train tokenizer`)")
-        d = read_json(p / "config.json")
-        if d.get("kind") != KIND:
-            raise XomniError(f"{p / 'config.json'} is not a tokenizer config (kind={d.get('kind')!r})")
+        p, d = read_model_dir(path, KIND, "tokenizer", "xomni train tokenizer")
         model = cls(config_from_dict(TokenizerConfig, d["model"]))
         load_model_weights(model, p)
         return model.eval()
