@@ -122,6 +122,17 @@ def test_model_sampling_defaults_come_from_model_index(smoke_pipeline, tmp_path)
                                                 "cfg_scale": 1.0}
 
 
+def test_eval_caption_on_ground_truth_renders(smoke_pipeline, tmp_path):
+    out, _ = smoke_pipeline
+    r = xomni("eval", "caption", "--model", str(out / "pipeline"), "--data", str(out / "data"), "--split", "test",
+              "--n", "4", "--per-image", str(tmp_path / "rows.jsonl"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["n"] == 4 and 0 <= res["caption_exact"] <= 1 and set(res["per_attribute"]) >= {"text", "background"}
+    rows = [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["exact"] == (r["predicted"].strip() == r["caption"].strip()) for r in rows)
+
+
 def torch_equal(a, b) -> bool:
     import torch
     return bool(torch.equal(a, b))

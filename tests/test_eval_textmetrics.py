@@ -62,3 +62,14 @@ def test_aggregate_and_breakdowns():
     assert by_font["a"]["n"] == 2 and by_font["b"]["exact_match"] == 0.0
     by_len = tm.breakdown(rows, "length_bucket")
     assert list(by_len) == [k for k in tm.LENGTH_ORDER if k in by_len]
+
+
+def test_caption_scores_exact_and_per_attribute():
+    from xomni.eval.captioning import caption_scores
+    t1 = 'a white poster with the text "HELLO" in black sans-serif letters'
+    t2 = 'a black banner with the text "AROMA" in white bold serif letters'
+    wrong_text = t2.replace("AROMA", "AROMAS")
+    res = caption_scores([t1, wrong_text, "garbage"], [t1, t2, t2])
+    assert res["n"] == 3 and abs(res["caption_exact"] - 1 / 3) < 1e-9
+    assert abs(res["text_exact"] - 1 / 3) < 1e-9  # only the first caption has the right string
+    assert abs(res["per_attribute"]["background"] - 2 / 3) < 1e-9  # the garbage caption has no attributes

@@ -189,6 +189,23 @@ def register(apps: dict) -> None:
         log(format_table(res))
         emit_json(res, json_path)
 
+    @ev.command("caption")
+    def caption_cmd(
+        data: str = typer.Option(..., "--data", help="Dataset with ground-truth captions (e.g. a synth output)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Pipeline dir (default: the bundled model)."),
+        split: str = typer.Option("test", "--split", help="Split (test = words never trained on)."),
+        n: int = typer.Option(200, "--n", help="First N images (0 = all)."),
+        per_image: Optional[str] = typer.Option(None, "--per-image", help="Write per-image results (JSONL)."),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Image understanding: the model's own captions of ground-truth renders vs. the true captions."""
+        from xomni.eval.captioning import evaluate_captions
+        from xomni.eval.text import write_per_image
+        res, rows = evaluate_captions(model, data, split, n)
+        if per_image:
+            write_per_image(rows, per_image)
+        emit_json(res, json_path)
+
     @ev.command("all")
     def all_cmd(
         images: str = typer.Option(..., "--images", help="Generated images with metadata (text, caption)."),
