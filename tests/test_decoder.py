@@ -91,6 +91,19 @@ def test_save_load_same_samples(tmp_path):
         Decoder.from_pretrained(tmp_path / "missing")
 
 
+def test_save_float16_halves_the_file_and_loads_back_close(tmp_path):
+    dec = tiny_decoder()
+    dec.save_pretrained(tmp_path / "f32")
+    dec.save_pretrained(tmp_path / "f16", dtype=torch.float16)
+    a, b = (tmp_path / "f32" / "model.safetensors").stat().st_size, (tmp_path / "f16" / "model.safetensors").stat().st_size
+    assert b < 0.6 * a
+    back = Decoder.from_pretrained(tmp_path / "f16")
+    assert all(p.dtype == torch.float32 for p in back.parameters())
+    codes = torch.randint(0, 64, (2, 4, 16))
+    x, y = (m.decode(codes, steps=2, generator=torch.Generator().manual_seed(0)) for m in (dec, back))
+    assert 0 < float((x - y).abs().max()) < 1e-2  # rounded weights, nearly the same samples
+
+
 def test_config_validation():
     with pytest.raises(XomniError, match="shuffle"):
         DecoderConfig(shuffle=3).validate()

@@ -53,11 +53,13 @@ def read_json(path: str | Path) -> dict:
         raise XomniError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
 
 
-def _state_for_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _state_for_save(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     sd = module.state_dict()
     out, seen = {}, {}
     for k, v in sd.items():
         v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
         key = v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)
         out[k] = v.clone() if key in seen else v.contiguous()  # tied weights: safetensors refuses shared storage
         seen[key] = k
@@ -112,13 +114,14 @@ def load_model_weights(module: torch.nn.Module, path: str | Path) -> None:
 
 
 def save_model_dir(out: str | Path, module: torch.nn.Module, config: dict,
-                   extra_files: dict[str, str] | None = None) -> None:
-    """model.safetensors + config.json (+ extra text files), atomically replacing `out`."""
+                   extra_files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> None:
+    """model.safetensors + config.json (+ extra text files), atomically replacing `out`. `dtype` (e.g.
+    torch.float16) stores floating-point tensors at that precision; loading casts them back to the model's."""
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_state_for_save(module), str(tmp / "model.safetensors"))
+    save_file(_state_for_save(module, dtype), str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text)

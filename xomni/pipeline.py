@@ -83,17 +83,23 @@ class Pipeline:
                              f"tokenizer has {text_tok.vocab_size}")
         return cls(text_tok, image_tok, ar.eval(), decoder, index=index, path=p)
 
-    def save_pretrained(self, out: str | Path, index_update: dict | None = None) -> Path:
+    def save_pretrained(self, out: str | Path, index_update: dict | None = None, dtype: str | None = None) -> Path:
+        """Write the pipeline directory; `dtype` "float16" halves the weight files (loading casts them back to
+        float32; evaluate the saved pipeline, not the one in memory)."""
         from xomni.config import to_dict
+        dt = {None: None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if dtype not in dt:
+            raise XomniError(f"save dtype must be float32, float16 or bfloat16, got {dtype!r}")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.text_tokenizer.save_pretrained(out / "text_tokenizer")
-        self.image_tokenizer.save_pretrained(out / "image_tokenizer")
-        self.decoder.save_pretrained(out / "decoder")
-        save_model_dir(out / "ar", self.ar, {"ar": to_dict(self.ar.cfg), "grid": list(self.grid)})
+        self.image_tokenizer.save_pretrained(out / "image_tokenizer", dtype=dt[dtype])
+        self.decoder.save_pretrained(out / "decoder", dtype=dt[dtype])
+        save_model_dir(out / "ar", self.ar, {"ar": to_dict(self.ar.cfg), "grid": list(self.grid)}, dtype=dt[dtype])
         index = dict(self.index)
         index.update(index_update or {})
         index.setdefault("_class_name", "xomni.Pipeline")
+        index["weights_dtype"] = dtype or "float32"
         import xomni
         index["xomni_version"] = xomni.__version__
         index["torch_version"] = torch.__version__

@@ -135,8 +135,8 @@ class ImageTokenizer(nn.Module):
     def config_dict(self) -> dict:
         return {"kind": KIND, "model": to_dict(self.config)}
 
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        save_model_dir(out_dir, self, self.config_dict())
+    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
+        save_model_dir(out_dir, self, self.config_dict(), dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "ImageTokenizer":
