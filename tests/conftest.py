@@ -31,3 +31,20 @@ def shared_dir():
 
 
 BENCH_EN = str(shared_dir() / "benchmarks" / "longtext_bench" / "text_prompts_en.jsonl")
+
+
+def run_inproc(args, monkeypatch, capsys):
+    """The CLI's own main() in this process (fast): a CompletedProcess with the exit code, stdout and stderr."""
+    import subprocess
+    import sys
+
+    import xomni.cli
+    monkeypatch.setattr(sys, "argv", ["xomni", *args])
+    code = 0
+    try:
+        xomni.cli.main()
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+

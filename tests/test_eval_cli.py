@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BENCH_EN
+from conftest import BENCH_EN, run_inproc
 
 
 def run(args, env):
@@ -18,19 +18,6 @@ def assert_one_line_error(r, *needles):
     for n in needles:
         assert n in lines[0], lines[0]
     assert r.stdout == ""
-
-
-def run_inproc(args, monkeypatch, capsys):
-    """The CLI's own main() in this process (fast): returns (exit code, stdout, stderr)."""
-    import xomni.cli
-    monkeypatch.setattr(sys, "argv", ["xomni", *args])
-    code = 0
-    try:
-        xomni.cli.main()
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def test_bad_inputs_exit_2_subprocess(tmp_path, cli_env):

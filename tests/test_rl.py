@@ -364,16 +364,9 @@ def test_caption_similarity_with_offline_minilm():
 
 
 def _run_cli(args, monkeypatch, capsys):
-    import sys
-    import xomni.cli
-    monkeypatch.setattr(sys, "argv", ["xomni", *args])
-    code = 0
-    try:
-        xomni.cli.main()
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    from conftest import run_inproc
+    r = run_inproc(args, monkeypatch, capsys)
+    return r.returncode, r.stdout, r.stderr
 
 
 def test_cli_bad_input_one_line_and_eval_rewards(tmp_path, monkeypatch, capsys):
