@@ -32,8 +32,6 @@ ev() { $X eval text --model "$MODEL" --targets "$OUT/targets.txt" --samples 1 --
 ev --json "$OUT/text_default.json" --save-images "$OUT/gen_default" > /dev/null
 ev --top-k 1 --json "$OUT/text_greedy.json" > /dev/null
 ev --temperature 0.7 --json "$OUT/text_t07.json" > /dev/null
-$X eval text --model "$MODEL" --targets "$OUT/targets.txt" --samples 8 --seed 0 --preset tiny \
-  --json "$OUT/text_default_8samples.json" > /dev/null
 $X generate --prompts "$OUT/captions.txt" --n 1 --seed 0 --model "$MODEL" -o "$OUT/gen_captions" > /dev/null
 $X eval text --images "$OUT/gen_captions" --preset tiny --json "$OUT/text_captions.json" > /dev/null
 if [ -d "$JUDGE" ]; then
