@@ -142,3 +142,15 @@ def _targets(tmp_path):
     p = tmp_path / "targets.txt"
     p.write_text("HELLO\nHOLE\n")
     return p
+
+
+def test_bench_generate_reports_the_split(smoke_pipeline):
+    out, _ = smoke_pipeline
+    r = xomni("bench", "generate", "--model", str(out / "pipeline"), "--n", "2", "--runs", "2", "--steps", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["n_images"] == 2 and len(res["latency_s"]) == 2 and res["decoder_steps"] == 1
+    assert abs(res["latency_p50_s"] - sorted(res["latency_s"])[0] / 2 - sorted(res["latency_s"])[1] / 2) < 1e-9
+    assert 0 < res["ar_fraction"] < 1 and res["images_per_s"] > 0
+    r = xomni("bench", "generate", "--model", str(out / "pipeline"), "--n", "0")
+    assert r.returncode == 2 and "--n and --runs must be >= 1" in r.stderr
