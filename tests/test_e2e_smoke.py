@@ -100,6 +100,8 @@ def test_model_sampling_defaults_come_from_model_index(smoke_pipeline, tmp_path)
     """model_index.json "sampling" sets the defaults of generate/eval; explicit arguments override them."""
     import shutil
 
+    import torch
+
     from xomni.pipeline import Pipeline
     out, _ = smoke_pipeline
     d = tmp_path / "greedy"
@@ -111,10 +113,10 @@ def test_model_sampling_defaults_come_from_model_index(smoke_pipeline, tmp_path)
     assert pipe.sampling_config().top_k == 1 and pipe.sampling_config(top_k=0).top_k == 0
     prompt = ['a white poster with the text "HELLO" in black sans-serif letters']
     greedy = [pipe.generate_codes(prompt * 2, seed=s).codes_BHW for s in (0, 1)]
-    assert torch_equal(greedy[0][0], greedy[0][1]) and torch_equal(greedy[0], greedy[1])  # greedy: seed-free
+    assert torch.equal(greedy[0][0], greedy[0][1]) and torch.equal(greedy[0], greedy[1])  # greedy: seed-free
     sampled = [pipe.generate_codes(prompt, seed=s, sampling=pipe.sampling_config(top_k=0, temperature=5.0)).codes_BHW
                for s in (0, 1)]
-    assert not torch_equal(sampled[0], sampled[1])
+    assert not torch.equal(sampled[0], sampled[1])
     r = xomni("eval", "text", "--model", str(d), "--targets", str(_targets(tmp_path)), "--samples", "1",
               "--temperature", "0.5")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -131,11 +133,6 @@ def test_eval_caption_on_ground_truth_renders(smoke_pipeline, tmp_path):
     assert res["n"] == 4 and 0 <= res["caption_exact"] <= 1 and set(res["per_attribute"]) >= {"text", "background"}
     rows = [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["exact"] == (r["predicted"].strip() == r["caption"].strip()) for r in rows)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-    return bool(torch.equal(a, b))
 
 
 def _targets(tmp_path):

@@ -113,11 +113,16 @@ class FakePipe:
     def caption_for_text(self, text):
         return self.prompt_template.format(text=text)
 
-    def __call__(self, prompts, num_images=1, seed=0):
+    def sampling_config(self, **overrides):
+        from xomni.ar.sampler import SamplingConfig
+        return SamplingConfig(**{k: v for k, v in overrides.items() if v is not None})
+
+    def __call__(self, prompts, num_images=1, seed=0, **sampling):
         from PIL import ImageDraw, ImageFont
 
         from xomni.data.fonts import font_path
         self.calls.append((len(prompts), num_images, seed))
+        FakePipe.sampling = sampling
         font = ImageFont.truetype(font_path("dejavu-sans"), 22)
         out = []
         for p in prompts:
@@ -133,9 +138,13 @@ def test_model_path_with_fake_pipeline(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "load_pipeline", lambda d: FakePipe())
     FakePipe.calls = []
     (tmp_path / "t.txt").write_text("HELLO\nOPEN 24\nsale now\n")
-    items, tg = T.items_from_model("m", str(tmp_path / "t.txt"), samples=2, seed=5, batch=2)
+    items, tg = T.items_from_model("m", str(tmp_path / "t.txt"), samples=2, seed=5, batch=2,
+                                   sampling={"temperature": 0.5, "top_k": None})
     assert [it.meta["text"] for it in items] == ["HELLO", "HELLO", "OPEN 24", "OPEN 24", "sale now", "sale now"]
     assert FakePipe.calls == [(2, 2, 5), (1, 2, 6)]  # chunk c of 2 strings: seed 5 + c
+    # the resolved settings (override + the model's defaults) are what the pipeline got and what the metadata says
+    assert FakePipe.sampling == items[0].meta["sampling"] == {"temperature": 0.5, "top_k": 0, "top_p": 1.0,
+                                                              "min_p": 0.03, "cfg_scale": 1.0}
     res, _ = T.score_items(items, tg, region=None, n_boot=50)
     assert res["n"] == 6 and res["exact_match"] >= 5 / 6
     (tmp_path / "bad.txt").write_text("CAFÉ\n")

@@ -203,7 +203,7 @@ def test_help_config_shows_each_trainers_own_defaults():
     tok = {n: d for n, d, _ in help_rows(TokenizerTrainConfig)}
     assert dec["train.steps"] == "3000" and dec["train.batch_size"] == "16"
     assert tok["train.steps"] == "400" and tok["train.batch_size"] == "32"
-    assert {n: d for n, d, _ in help_rows(TrainConfig)}["train.steps".split(".")[1]] == repr(TrainConfig().steps)
+    assert {n: d for n, d, _ in help_rows(TrainConfig)}["steps"] == repr(TrainConfig().steps)
 
 
 def test_nan_steps_are_skipped_counted_and_abort(tmp_path):

@@ -29,19 +29,6 @@ def default_model_dir() -> Path:
     return BUNDLED
 
 
-def resolve_sampling(index: dict, **overrides):
-    """SamplingConfig from a model_index's "sampling" entry (unknown names ignored) and non-None overrides."""
-    import dataclasses
-
-    from xomni.ar.sampler import SamplingConfig
-    names = {f.name for f in dataclasses.fields(SamplingConfig)}
-    kw = {k: v for k, v in (index.get("sampling") or {}).items() if k in names}
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    s = SamplingConfig(**kw)
-    s.validate()
-    return s
-
-
 class Pipeline:
     def __init__(self, text_tokenizer, image_tokenizer, ar, decoder, index: dict | None = None,
                  path: str | Path | None = None):
@@ -124,8 +111,16 @@ class Pipeline:
 
     def sampling_config(self, **overrides):
         """The model's default sampling settings (`model_index.json` "sampling", chosen by its eval), with any
-        non-None keyword overriding them."""
-        return resolve_sampling(self.index, **overrides)
+        non-None keyword overriding them; unknown names in the index are ignored."""
+        import dataclasses
+
+        from xomni.ar.sampler import SamplingConfig
+        names = {f.name for f in dataclasses.fields(SamplingConfig)}
+        kw = {k: v for k, v in (self.index.get("sampling") or {}).items() if k in names}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        s = SamplingConfig(**kw)
+        s.validate()
+        return s
 
     def caption_for_text(self, text: str) -> str:
         """The model's own prompt template for a target string (used by `xomni eval text --model`)."""

@@ -91,13 +91,14 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     times: dict[str, float] = {}
     results: dict[str, dict] = {}
 
+    # stages skipped because their result exists get no entry here (see train_wall_s for their training time)
     # 1. data
     data = out / "data"
     t = time.time()
     if not (data / "dataset.json").is_file():
         log(f"[recipe] 1/5 data: rendering {cfg.n_train} training images (+ val/test) -> {data}")
         synth(str(data), cfg.n_train, seed=cfg.data_seed, preset=cfg.data_preset, split="all", command=command)
-    times["data_s"] = time.time() - t
+        times["data_s"] = time.time() - t
 
     # 2. tokenizer
     tok = out / "tokenizer"
@@ -107,7 +108,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
         c = dataclasses.replace(cfg.tokenizer, data=str(data),
                                 train=dataclasses.replace(cfg.tokenizer.train, out_dir=str(tok)))
         results["tokenizer"] = train_tokenizer(c, resume="auto")
-    times["tokenizer_s"] = time.time() - t
+        times["tokenizer_s"] = time.time() - t
 
     # 3. decoder
     dec = out / "decoder"
@@ -117,7 +118,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
         c = dataclasses.replace(cfg.decoder, data=str(data), tokenizer=str(tok / "final"),
                                 train=dataclasses.replace(cfg.decoder.train, out_dir=str(dec)))
         results["decoder"] = train_decoder(c, resume="auto")
-    times["decoder_s"] = time.time() - t
+        times["decoder_s"] = time.time() - t
 
     # 4. AR
     ar = out / "ar"
@@ -126,7 +127,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
         log("[recipe] 4/5 unified AR model (SFT)")
         c = dataclasses.replace(cfg.ar, train=dataclasses.replace(cfg.ar.train, out_dir=str(ar)))
         results["ar"] = train_ar_main(c, str(data), str(tok / "final"), resume="auto")
-    times["ar_s"] = time.time() - t
+        times["ar_s"] = time.time() - t
 
     # 5. assemble + evaluate
     log("[recipe] 5/5 assemble the pipeline and evaluate")

@@ -6,8 +6,8 @@ tokenizer weights and the data), so a training step costs only the decoder.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import time
 from pathlib import Path
 

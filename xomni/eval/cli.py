@@ -63,14 +63,8 @@ def register(apps: dict) -> None:
         reg = T.resolve_region([it.meta for it in items], preset, region)
         res, rows = T.score_items(items, tg, engine=ocr, psm=psm, region=reg)
         res["source"] = images or model
-        if model is not None:
-            import dataclasses
-            import json
-            from pathlib import Path
-
-            from xomni.pipeline import resolve_sampling
-            index = json.loads((Path(model) / "model_index.json").read_text())
-            res["sampling"] = dataclasses.asdict(resolve_sampling(index, **sampling))
+        if model is not None and items:
+            res["sampling"] = items[0].meta["sampling"]
         if per_image:
             T.write_per_image(rows, per_image)
         emit_json(res, json_path)

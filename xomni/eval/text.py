@@ -9,6 +9,8 @@ Sources of (image, target) pairs:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 from typing import Sequence
@@ -152,17 +154,13 @@ def write_per_image(rows: list[dict], path: str | Path) -> None:
 
 # ---------------------------------------------------------------- model path
 def load_pipeline(model_dir: str):
-    """Load a model through xomni.pipeline; a clear error while no model/pipeline exists."""
+    """Load a pipeline directory; a clear error when it is missing or has no model_index.json."""
     p = Path(model_dir)
     if not p.is_dir():
         raise XomniError(f"model directory not found: {p}")
     if not (p / "model_index.json").is_file():
         raise XomniError(f"{p} is not a model directory (no model_index.json)")
-    try:
-        from xomni.pipeline import Pipeline
-    except ImportError:
-        raise XomniError("--model needs xomni.pipeline, which this build does not have yet; "
-                         "generate images and use --images") from None
+    from xomni.pipeline import Pipeline
     return Pipeline.from_pretrained(str(p))
 
 
@@ -219,14 +217,15 @@ def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
         raise XomniError(f"{targets_file} line {i + 1} ({t!r}) has characters the model cannot draw: {chars!r} "
                          f"({len(bad)} line(s) in all)")
     caps = [caption_for(pipe, t) for t in lines]
+    used = dataclasses.asdict(pipe.sampling_config(**(sampling or {})))  # recorded in every item's metadata
     log(f"generating {len(lines)} x {samples} images with {model_dir} ...")
-    images = generate(pipe, caps, samples, seed, batch, sampling)
+    images = generate(pipe, caps, samples, seed, batch, used)
     items, targets, saved = [], [], []
     for i, (t, cap, ims) in enumerate(zip(lines, caps, images)):
         for j, im in enumerate(ims):
             key = f"t{i:04d}-s{j}"
             meta = {"key": key, "text": t, "caption": cap, "sample": j, "seed": seed + i // max(1, batch),
-                    "file_name": f"{key}.png"}
+                    "file_name": f"{key}.png", "sampling": used}
             if model_preset(pipe):
                 meta["preset"] = model_preset(pipe)
             items.append(Item(key, im.convert("RGB") if im is not None else None, meta,
