@@ -124,6 +124,19 @@ def test_model_sampling_defaults_come_from_model_index(smoke_pipeline, tmp_path)
                                                 "cfg_scale": 1.0}
 
 
+def test_generate_prompts_file_writes_an_imagefolder_eval_text_reads(smoke_pipeline, tmp_path):
+    out, _ = smoke_pipeline
+    pf = tmp_path / "prompts.txt"
+    pf.write_text('a white poster with the text "HELLO" in black sans-serif letters\na white poster\n')
+    r = xomni("generate", "--prompts", str(pf), "--n", "2", "--model", str(out / "pipeline"), "-o",
+              str(tmp_path / "gen"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "gen" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["p0000-s0", "p0000-s1", "p0001-s0", "p0001-s1"]
+    assert [r.get("text") for r in rows] == ["HELLO", "HELLO", None, None]
+    assert all((tmp_path / "gen" / r["file_name"]).is_file() for r in rows)
+
+
 def test_eval_caption_on_ground_truth_renders(smoke_pipeline, tmp_path):
     out, _ = smoke_pipeline
     r = xomni("eval", "caption", "--model", str(out / "pipeline"), "--data", str(out / "data"), "--split", "test",

@@ -94,7 +94,8 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
         from xomni.data.io import write_imagefolder
         from xomni.data.caption import parse_caption
         texts = [parse_caption(p).get("text") for p in plist]  # quoted text: `xomni eval text --images` reads it
-        rows = [(im, {"caption": plist[i // n], "prompt": plist[i // n], "seed": seed, "index": i % n,
+        rows = [(im, {"key": f"p{i // n:04d}-s{i % n}", "caption": plist[i // n], "prompt": plist[i // n],
+                      "seed": seed, "index": i % n,
                       **({"text": texts[i // n]} if texts[i // n] else {}),
                       **({"reward": scores[i]} if scores is not None else {})})
                 for i, im in enumerate(images)]
