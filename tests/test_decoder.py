@@ -48,6 +48,32 @@ def test_x0_prediction_starts_at_the_preview():
     assert torch.allclose(x, torch.nn.functional.pixel_shuffle(preview, 4).clamp(-1, 1), atol=1e-4)
 
 
+def test_strength_starts_from_the_noised_preview():
+    """strength < 1 starts from the preview noised to that level: closer to the preview the lower it is; 1 is the
+    default pure-noise start; out-of-range values are refused."""
+    dec = tiny_decoder()
+    torch.manual_seed(1)
+    for p in dec.unet.parameters():  # a UNet with a non-zero output, so that the sampler moves away from the preview
+        p.data.add_(0.05 * torch.randn_like(p))
+    codes = torch.randint(0, 64, (2, 4, 16))
+    with torch.no_grad():
+        preview = torch.nn.functional.pixel_shuffle(dec.cond(codes)[1], 4).clamp(-1, 1)
+
+    def dist(strength):
+        x = dec.decode(codes, steps=4, generator=torch.Generator().manual_seed(0), strength=strength)
+        return float((x - preview).abs().mean())
+
+    d_full, d_half, d_low = dist(1.0), dist(0.5), dist(0.05)
+    assert d_low < d_half < d_full
+    default = dec.decode(codes, steps=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(default, dec.decode(codes, steps=4, generator=torch.Generator().manual_seed(0), strength=1.0))
+    for bad in (0.0, 1.5):
+        with pytest.raises(XomniError, match="strength"):
+            dec.decode(codes, steps=2, strength=bad)
+    with pytest.raises(XomniError, match="strength"):
+        DecoderConfig(strength=0).validate()
+
+
 @pytest.mark.parametrize("patch,down", [(8, 1), (16, 2)])
 def test_recon_hint_starts_at_the_tokenizers_reconstruction(patch, down):
     """recon_hint: after init_from_tokenizer, decoding = the tokenizer's own pixel reconstruction of the codes."""

@@ -155,3 +155,37 @@ def test_hf_encoder_from_local_dir(tmp_path):
 def test_vit_encoder_shapes():
     tok = ImageTokenizer(TokenizerConfig(encoder="vit", codebook_size=32, **{**TINY, "width": 64}))
     assert tok.encode(torch.zeros(1, 3, 64, 256)).shape == (1, 4, 16)
+
+
+def test_recon_ocr_reads_the_heads_pixels():
+    """recon_ocr runs Tesseract on what the reconstruction head draws: a head that returns the originals scores as
+    the originals; a blank head scores 0."""
+    from xomni.tokenizer.metrics import recon_ocr
+    imgs, metas = rendered(6, split="val")
+    iset = ImageSet(np.stack([np.asarray(im) for im in imgs]), metas)
+    tok = ImageTokenizer(TokenizerConfig(codebook_size=64, patch=8, recon_down=1, **TINY)).eval()
+    codes = tok.encode(iset.tensor(list(range(6))))
+
+    class Echo(torch.nn.Module):  # returns the next images of the set, in order
+        def __init__(self):
+            super().__init__()
+            self.i = 0
+
+        def forward(self, q):
+            out = iset.tensor(list(range(self.i, self.i + len(q))))
+            self.i += len(q)
+            return out
+
+    class Blank(torch.nn.Module):
+        def forward(self, q):
+            return torch.ones(len(q), 3, 64, 256)
+
+    tok.recon = Echo()
+    echo = recon_ocr(tok, iset, codes, 6)
+    assert echo["n"] == 6 and echo["original_exact"] >= 0.8
+    assert echo["recon_exact"] == echo["original_exact"] and echo["recon_cer"] == echo["original_cer"]
+    tok.recon = Blank()
+    blank = recon_ocr(tok, iset, codes, 6)
+    assert blank["recon_exact"] == 0 and blank["recon_cer"] >= 0.9
+    tok.recon = None
+    assert recon_ocr(tok, iset, codes, 6) is None

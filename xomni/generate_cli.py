@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 
 from xomni.errors import XomniError
+from xomni.train_cli import JsonOpt
 
 ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled tiny model).")
-JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
 
 
 def _grid_image(images, cols: int):

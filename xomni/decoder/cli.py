@@ -45,6 +45,8 @@ def reconstruct_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root (train/val/test)."),
     n: int = typer.Option(0, "--n", help="First N images only (0 = all)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the decoder's)."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="Start noise level in (0, 1] (default: the "
+                                                                        "decoder's; 1 = pure noise)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
@@ -54,7 +56,7 @@ def reconstruct_cmd(
     from xomni.decoder.reconstruct import reconstruct
     from xomni.utils import emit_json, set_threads
     set_threads(threads)
-    emit_json(reconstruct(inputs, out, tokenizer, decoder, split, n, steps, seed, batch_size), json_path)
+    emit_json(reconstruct(inputs, out, tokenizer, decoder, split, n, steps, seed, batch_size, strength), json_path)
 
 
 def register(apps: dict) -> None:

@@ -27,6 +27,9 @@ class DecoderConfig:
     layers_per_block: int = field(1, help="UNet2DModel layers_per_block.")
     unet_attention: bool = field(False, help="Self-attention in the lowest UNet level.")
     steps: int = field(8, help="Default sampling steps (flow matching, Euler).")
+    strength: float = field(1.0, help="Noise level the sampler starts from, in (0, 1]: 1 = pure noise; below 1 the "
+                                       "sampler starts from the deterministic preview noised to this level (as "
+                                       "diffusers' img2img strength) and runs `steps` steps from there.")
     shift: float = field(1.0, help="FlowMatchEulerDiscreteScheduler shift (timestep schedule).")
     preview_weight: float = field(0.5, help="Weight of the auxiliary loss making the conditioning map predict the "
                                             "clean image (a deterministic preview; speeds up learning glyphs).")
@@ -60,6 +63,8 @@ class DecoderConfig:
             raise XomniError(f"prediction must be x0 or velocity, got {self.prediction!r}")
         if self.t_sampling not in ("logit_normal", "uniform"):
             raise XomniError(f"t_sampling must be logit_normal or uniform, got {self.t_sampling!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise XomniError(f"decoder strength must be in (0, 1], got {self.strength}")
         if self.steps < 1:
             raise XomniError(f"decoder steps must be >= 1, got {self.steps}")
         return self

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,12 +138,17 @@ class Decoder(nn.Module):
         return (x_t - x0_hat) / sigma_B.clamp_min(1e-6).view(-1, 1, 1, 1), x0_hat
 
     @torch.no_grad()
-    def decode(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Token grid -> images_B3HW in [-1, 1] with `steps` Euler steps (default config.steps)."""
+    def decode(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None,
+               strength: float | None = None) -> torch.Tensor:
+        """Token grid -> images_B3HW in [-1, 1] with `steps` Euler steps (default config.steps), starting from noise
+        level `strength` (default config.strength; 1 = pure noise, below 1 = the preview noised to that level)."""
         codes = self.check_codes(codes_BHW)
         steps = int(steps or self.config.steps)
         if steps < 1:
             raise XomniError(f"decoder steps must be >= 1, got {steps}")
+        strength = float(self.config.strength if strength is None else strength)
+        if not 0.0 < strength <= 1.0:
+            raise XomniError(f"decoder strength must be in (0, 1], got {strength}")
         was = self.training
         self.eval()
         dev = next(self.parameters()).device
@@ -152,7 +158,11 @@ class Decoder(nn.Module):
         x = torch.randn((codes.shape[0], 3 * s * s, H // s, W // s), generator=generator,
                         device=generator.device if generator is not None else dev).to(dev)
         sch = self._scheduler()
-        sch.set_timesteps(steps, device=dev)
+        if strength < 1.0:
+            x = (1 - strength) * preview + strength * x
+            sch.set_timesteps(sigmas=np.linspace(strength, strength / steps, steps).tolist(), device=dev)
+        else:
+            sch.set_timesteps(steps, device=dev)
         for i, t in enumerate(sch.timesteps):
             sigma = sch.sigmas[i].to(dev).expand(x.shape[0])
             v, _ = self.predict(x, sigma, cond, preview)
@@ -160,9 +170,10 @@ class Decoder(nn.Module):
         self.train(was)
         return F.pixel_shuffle(x, s).clamp(-1, 1) if s > 1 else x.clamp(-1, 1)
 
-    def decode_pil(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None) -> list:
+    def decode_pil(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None,
+                   strength: float | None = None) -> list:
         from xomni.tokenizer.images import tensor_to_pil
-        return tensor_to_pil(self.decode(codes_BHW, steps, generator))
+        return tensor_to_pil(self.decode(codes_BHW, steps, generator, strength))
 
     @staticmethod
     def to_pil(images_B3HW) -> list:

@@ -74,7 +74,8 @@ def _skip(counts: dict, why: str) -> None:
 
 
 def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | None = None, n: int = 0,
-                steps: int | None = None, seed: int = 0, batch_size: int = 16) -> dict:
+                steps: int | None = None, seed: int = 0, batch_size: int = 16,
+                strength: float | None = None) -> dict:
     from xomni.data.io import write_imagefolder
     from xomni.decoder.model import Decoder
     from xomni.tokenizer.model import ImageTokenizer
@@ -101,7 +102,7 @@ def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | N
     def items():
         for buf in batches():
             x = images_to_tensor([im for im, _ in buf], tok.config.image_size, warner)
-            rec = tensor_to_pil(dec.decode(tok.encode(x), steps=steps, generator=g))
+            rec = tensor_to_pil(dec.decode(tok.encode(x), steps=steps, generator=g, strength=strength))
             for img, (_, meta) in zip(rec, buf):
                 counts["written"] += 1
                 yield img, meta
@@ -111,5 +112,6 @@ def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | N
         raise XomniError(f"no readable images in {inp} ({counts['skipped']} unreadable)")
     dt = time.time() - t0
     return {"out": str(out), "written": counts["written"], "skipped": counts["skipped"],
-            "steps": int(steps or dec.config.steps), "seed": seed, "seconds": round(dt, 2),
+            "steps": int(steps or dec.config.steps),
+            "strength": float(dec.config.strength if strength is None else strength), "seed": seed, "seconds": round(dt, 2),
             "images_per_s": counts["written"] / dt}

@@ -5,9 +5,8 @@ from typing import List, Optional
 
 import typer
 
+from xomni.train_cli import JsonOpt
 from xomni.utils import emit_json
-
-JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
 
 
 def _require_one(images, model):

@@ -5,9 +5,8 @@ from typing import List, Optional
 
 import typer
 
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, OutOpt, ResumeOpt, SetOpt
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
 
-JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
 
 
 def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipeline directory: its AR model is "

@@ -28,14 +28,17 @@ def eval_tokenizer_cmd(
     split: str = typer.Option("val", "--split", help="Split to evaluate (val = unseen words)."),
     n: int = typer.Option(0, "--n", help="First N samples (0 = all)."),
     captions: int = typer.Option(0, "--captions", help="Greedy-decode captions for the first N only (0 = all)."),
+    ocr: int = typer.Option(200, "--ocr", help="Tesseract on the reconstruction head's output (and the originals) "
+                                               "for the first N (0 = skip)."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
     json_path: Optional[str] = JsonOpt,
 ):
-    """Codebook usage/perplexity (argmin) and caption / text exact-match decoded from codes."""
+    """Codebook usage/perplexity (argmin), caption / text exact-match decoded from codes, Tesseract on the
+    reconstruction head's pixels."""
     from xomni.tokenizer.trainer import eval_tokenizer
     from xomni.utils import emit_json, set_threads
     set_threads(threads)
-    emit_json(eval_tokenizer(model, data, split, n, captions), json_path)
+    emit_json(eval_tokenizer(model, data, split, n, captions, ocr), json_path)
 
 
 def bench_tokenizer_cmd(

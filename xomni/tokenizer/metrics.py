@@ -1,4 +1,6 @@
-"""Tokenizer metrics: codebook usage / perplexity of argmin assignments, and caption accuracy decoded from codes."""
+"""Tokenizer metrics: codebook usage / perplexity of argmin assignments, caption accuracy decoded from codes, and
+(with a reconstruction head) Tesseract on the head's deterministic reconstructions vs on the originals: how much of
+the text the codes carry in pixels, an upper-bound proxy for what a decoder can draw from them."""
 from __future__ import annotations
 
 import math
@@ -52,9 +54,42 @@ def _safe_parse(fn, s: str) -> dict:
 
 
 @torch.no_grad()
-def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0) -> dict:
+def recon_ocr(tokenizer, imageset, codes_BHW: torch.Tensor, n: int) -> dict | None:
+    """Tesseract exact match / CER on the reconstruction head's output for the first `n` images, and on the
+    originals (same preset crop). None without a head or without target texts."""
+    import numpy as np
+    from PIL import Image
+    from xomni.data.check import ocr_region_for
+    from xomni.eval.textmetrics import cer
+    from xomni.ocr import exact_match, tesseract_batch
+    from xomni.tokenizer.images import tensor_to_pil
+    metas = imageset.metas[:n]
+    if tokenizer.recon is None or not metas or any(m.get("text") is None for m in metas):
+        return None
+    h, w = tokenizer.config.image_size
+    recs = []
+    for i in range(0, len(metas), 64):
+        q = tokenizer.code_vectors(codes_BHW[i:i + 64]).permute(0, 3, 1, 2)
+        r = tokenizer.recon(q)
+        if tuple(r.shape[-2:]) != (h, w):
+            r = torch.nn.functional.interpolate(r, size=(h, w), mode="bilinear", align_corners=False)
+        recs += tensor_to_pil(r)
+    region = ocr_region_for(metas[0], (w, h))
+    origs = [Image.fromarray(np.asarray(a), "RGB") for a in imageset.images[:len(metas)]]
+    targets = [m["text"] for m in metas]
+    out = {"n": len(metas)}
+    for name, imgs in (("recon", recs), ("original", origs)):
+        ocr = tesseract_batch(imgs, region=region)
+        out[f"{name}_exact"] = sum(exact_match(o, t) for o, t in zip(ocr, targets)) / len(metas)
+        out[f"{name}_cer"] = sum(cer(o, t) for o, t in zip(ocr, targets)) / len(metas)
+    return out
+
+
+@torch.no_grad()
+def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0, max_ocr: int = 0) -> dict:
     """Codes (argmin) for every image of `imageset`; usage/perplexity over all of them; greedy captions for the
-    first `max_caption` (0 = all) and their scores."""
+    first `max_caption` (0 = all) and their scores; Tesseract on the head's reconstructions of the first `max_ocr`
+    (0 = skip)."""
     was = tokenizer.training
     tokenizer.eval()
     codes, preds = [], []
@@ -70,6 +105,12 @@ def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0) ->
     codes_t = torch.cat(codes)
     out = {"n_images": n, **codebook_stats(codes_t, tokenizer.codebook_size)}
     out.update(caption_scores(preds, imageset.metas[:n_cap]))
+    if max_ocr > 0:
+        ro = recon_ocr(tokenizer, imageset, codes_t, min(n, max_ocr))
+        if ro is not None:
+            out["recon_ocr"] = ro
+            log(f"[tokenizer eval] Tesseract exact on head reconstructions {ro['recon_exact']:.3f} "
+                f"(originals {ro['original_exact']:.3f}, n={ro['n']})")
     out["examples"] = [{"target": m.get("caption"), "decoded": p} for p, m in zip(preds[:3], imageset.metas)]
     log(f"[tokenizer eval] usage {out['usage']:.3f} ppl {out['perplexity']:.0f}/{tokenizer.codebook_size} "
         f"caption_exact {out['caption_exact']:.3f} text_exact {out['text_exact']:.3f}")

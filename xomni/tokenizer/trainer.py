@@ -64,7 +64,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
     t_train = time.time() - t0
     if dist_info()[0] != 0:  # under torchrun only rank 0 (whose weights were saved) evaluates and reports
         return None
-    metrics = evaluate(model, val_set)
+    metrics = evaluate(model, val_set, max_ocr=200)
     out = {"out_dir": str(res.out_dir / "final"), "steps": res.step, "trainable_params": n_params,
            "grid": list(mcfg.grid), "codebook_size": mcfg.codebook_size, "encoder": mcfg.encoder,
            "train_images": len(train_set), "skipped_images": train_set.skipped, "wall_time_s": round(t_train, 1),
@@ -76,12 +76,13 @@ def _short(m: dict) -> dict:
     return {k: m[k] for k in ("usage", "perplexity", "caption_exact", "text_exact")}
 
 
-def eval_tokenizer(model_dir: str, data: str, split: str = "val", n: int = 0, max_caption: int = 0) -> dict:
+def eval_tokenizer(model_dir: str, data: str, split: str = "val", n: int = 0, max_caption: int = 0,
+                   max_ocr: int = 200) -> dict:
     tok = ImageTokenizer.from_pretrained(model_dir)
     val = load_split(data, split, tok.config.image_size, n, desc=f"load {split}")
     out = {"model": str(model_dir), "data": str(data), "split": split, "skipped_images": val.skipped,
            "grid": list(tok.grid)}
-    out.update(evaluate(tok, val, max_caption=max_caption))
+    out.update(evaluate(tok, val, max_caption=max_caption, max_ocr=max_ocr))
     return out
 
 
