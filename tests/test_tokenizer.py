@@ -182,10 +182,12 @@ def test_recon_ocr_reads_the_heads_pixels():
 
     tok.recon = Echo()
     echo = recon_ocr(tok, iset, codes, 6)
-    assert echo["n"] == 6 and echo["original_exact"] >= 0.8
-    assert echo["recon_exact"] == echo["original_exact"] and echo["recon_cer"] == echo["original_cer"]
+    assert echo["n"] == 6 and echo["original"]["exact_match"] >= 0.8
+    assert echo["recon"] == echo["original"]
     tok.recon = Blank()
     blank = recon_ocr(tok, iset, codes, 6)
-    assert blank["recon_exact"] == 0 and blank["recon_cer"] >= 0.9
+    assert blank["recon"]["exact_match"] == 0 and blank["recon"]["cer"] >= 0.9
     tok.recon = None
     assert recon_ocr(tok, iset, codes, 6) is None
+    with pytest.raises(XomniError, match="no reconstruction head"):
+        tok.reconstruct(codes)

@@ -11,6 +11,13 @@ TRAIN_DEFAULTS = dict(out_dir="runs/decoder", steps=3000, batch_size=16, lr=5e-4
                       ckpt_every=200, log_every=10)
 
 
+def check_strength(strength: float) -> float:
+    """The sampler's start noise level as a float in (0, 1]; XomniError otherwise."""
+    if not 0.0 < float(strength) <= 1.0:
+        raise XomniError(f"decoder strength must be in (0, 1], got {strength}")
+    return float(strength)
+
+
 @dataclasses.dataclass
 class DecoderConfig:
     image_size: list[int] = field(default_factory=lambda: [64, 256], help="Output size [H, W] (from the tokenizer).")
@@ -63,8 +70,7 @@ class DecoderConfig:
             raise XomniError(f"prediction must be x0 or velocity, got {self.prediction!r}")
         if self.t_sampling not in ("logit_normal", "uniform"):
             raise XomniError(f"t_sampling must be logit_normal or uniform, got {self.t_sampling!r}")
-        if not 0.0 < self.strength <= 1.0:
-            raise XomniError(f"decoder strength must be in (0, 1], got {self.strength}")
+        check_strength(self.strength)
         if self.steps < 1:
             raise XomniError(f"decoder steps must be >= 1, got {self.steps}")
         return self

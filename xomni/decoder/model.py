@@ -29,7 +29,7 @@ from torch import nn
 
 from xomni.checkpoint import load_model_weights, read_model_dir, save_model_dir
 from xomni.config import config_from_dict, to_dict
-from xomni.decoder.config import DecoderConfig
+from xomni.decoder.config import DecoderConfig, check_strength
 from xomni.errors import XomniError
 from xomni.tokenizer.encoders import ResBlock
 
@@ -146,9 +146,7 @@ class Decoder(nn.Module):
         steps = int(steps or self.config.steps)
         if steps < 1:
             raise XomniError(f"decoder steps must be >= 1, got {steps}")
-        strength = float(self.config.strength if strength is None else strength)
-        if not 0.0 < strength <= 1.0:
-            raise XomniError(f"decoder strength must be in (0, 1], got {strength}")
+        strength = check_strength(self.config.strength if strength is None else strength)
         was = self.training
         self.eval()
         dev = next(self.parameters()).device

@@ -113,5 +113,6 @@ def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | N
     dt = time.time() - t0
     return {"out": str(out), "written": counts["written"], "skipped": counts["skipped"],
             "steps": int(steps or dec.config.steps),
-            "strength": float(dec.config.strength if strength is None else strength), "seed": seed, "seconds": round(dt, 2),
+            "strength": float(dec.config.strength if strength is None else strength), "seed": seed,
+            "seconds": round(dt, 2),
             "images_per_s": counts["written"] / dt}

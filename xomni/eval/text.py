@@ -10,7 +10,6 @@ Sources of (image, target) pairs:
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 from typing import Sequence

@@ -8,7 +8,6 @@ import typer
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
 
 
-
 def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipeline directory: its AR model is "
                                                                        "the initial policy (and the reference)."),
              prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file, one prompt per line."),

@@ -28,8 +28,8 @@ def eval_tokenizer_cmd(
     split: str = typer.Option("val", "--split", help="Split to evaluate (val = unseen words)."),
     n: int = typer.Option(0, "--n", help="First N samples (0 = all)."),
     captions: int = typer.Option(0, "--captions", help="Greedy-decode captions for the first N only (0 = all)."),
-    ocr: int = typer.Option(200, "--ocr", help="Tesseract on the reconstruction head's output (and the originals) "
-                                               "for the first N (0 = skip)."),
+    ocr: Optional[int] = typer.Option(None, "--ocr", help="Tesseract on the reconstruction head's output (and the "
+                                                          "originals) for the first N (default 200; 0 = skip)."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
     json_path: Optional[str] = JsonOpt,
 ):

@@ -11,6 +11,7 @@ ENCODERS = ("conv", "vit", "effnet", "hf")
 # The tokenizer's training-loop defaults (passed as `base` to load_config so that --set train.x keeps the rest).
 TRAIN_DEFAULTS = dict(out_dir="runs/tokenizer", steps=400, batch_size=32, lr=1e-3, warmup_steps=50,
                       ckpt_every=50, log_every=10, eval_every=100)
+OCR_N = 200  # default number of val images whose head reconstructions Tesseract reads (train and eval)
 
 
 @dataclasses.dataclass
@@ -74,3 +75,5 @@ class TokenizerTrainConfig:
     val_split: str = field("val", help="Split for the final metrics (unseen words).")
     n_train: int = field(0, help="Use only the first N training samples (0 = all).")
     n_val: int = field(500, help="Samples of the val split for the final metrics (0 = all).")
+    n_ocr: int = field(OCR_N, help="Final metrics: Tesseract reads the reconstruction head's pixels (and the "
+                                 "originals) for this many val images (0 = skip).")

@@ -55,33 +55,24 @@ def _safe_parse(fn, s: str) -> dict:
 
 @torch.no_grad()
 def recon_ocr(tokenizer, imageset, codes_BHW: torch.Tensor, n: int) -> dict | None:
-    """Tesseract exact match / CER on the reconstruction head's output for the first `n` images, and on the
-    originals (same preset crop). None without a head or without target texts."""
-    import numpy as np
+    """Tesseract on the reconstruction head's pixels for the first `n` images and on the originals, scored as
+    `xomni eval text` scores (same crop: the preset in the metadata; exact match, word recall, CER, 95 % CIs).
+    None without a head or without target texts."""
     from PIL import Image
-    from xomni.data.check import ocr_region_for
-    from xomni.eval.textmetrics import cer
-    from xomni.ocr import exact_match, tesseract_batch
+    from xomni.eval import textmetrics as tm
+    from xomni.eval.text import ocr_images, resolve_region
     from xomni.tokenizer.images import tensor_to_pil
     metas = imageset.metas[:n]
     if tokenizer.recon is None or not metas or any(m.get("text") is None for m in metas):
         return None
-    h, w = tokenizer.config.image_size
-    recs = []
-    for i in range(0, len(metas), 64):
-        q = tokenizer.code_vectors(codes_BHW[i:i + 64]).permute(0, 3, 1, 2)
-        r = tokenizer.recon(q)
-        if tuple(r.shape[-2:]) != (h, w):
-            r = torch.nn.functional.interpolate(r, size=(h, w), mode="bilinear", align_corners=False)
-        recs += tensor_to_pil(r)
-    region = ocr_region_for(metas[0], (w, h))
-    origs = [Image.fromarray(np.asarray(a), "RGB") for a in imageset.images[:len(metas)]]
+    recs = [im for i in range(0, len(metas), 64) for im in tensor_to_pil(tokenizer.reconstruct(codes_BHW[i:i + 64]))]
+    origs = [Image.fromarray(a, "RGB") for a in imageset.images[:len(metas)]]
+    region = resolve_region(metas)
     targets = [m["text"] for m in metas]
     out = {"n": len(metas)}
     for name, imgs in (("recon", recs), ("original", origs)):
-        ocr = tesseract_batch(imgs, region=region)
-        out[f"{name}_exact"] = sum(exact_match(o, t) for o, t in zip(ocr, targets)) / len(metas)
-        out[f"{name}_cer"] = sum(cer(o, t) for o, t in zip(ocr, targets)) / len(metas)
+        agg = tm.aggregate(tm.score_rows(ocr_images(imgs, region=region), targets))
+        out[name] = {k: agg[k] for k in ("exact_match", "word_recall", "cer", "ci95")}
     return out
 
 
@@ -109,8 +100,8 @@ def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0, ma
         ro = recon_ocr(tokenizer, imageset, codes_t, min(n, max_ocr))
         if ro is not None:
             out["recon_ocr"] = ro
-            log(f"[tokenizer eval] Tesseract exact on head reconstructions {ro['recon_exact']:.3f} "
-                f"(originals {ro['original_exact']:.3f}, n={ro['n']})")
+            log(f"[tokenizer eval] Tesseract exact on head reconstructions {ro['recon']['exact_match']:.3f} "
+                f"(originals {ro['original']['exact_match']:.3f}, n={ro['n']})")
     out["examples"] = [{"target": m.get("caption"), "decoded": p} for p, m in zip(preds[:3], imageset.metas)]
     log(f"[tokenizer eval] usage {out['usage']:.3f} ppl {out['perplexity']:.0f}/{tokenizer.codebook_size} "
         f"caption_exact {out['caption_exact']:.3f} text_exact {out['text_exact']:.3f}")

@@ -9,6 +9,7 @@ Inference API (used by the decoder and the AR model)::
     codes_BHW = tok.encode(images_B3HW)          # images in [-1, 1], long codes in [0, K)
     tok.config.grid, tok.codebook_size
     tok.code_vectors(codes_BHW) -> B x H x W x code_dim (unit-norm codebook entries)
+    tok.reconstruct(codes_BHW) -> images_B3HW      # the auxiliary head's pixels (when recon_weight > 0)
     tok.captions(codes_BHW) -> list[str]        # greedy caption decoding from codes
 """
 from __future__ import annotations
@@ -93,6 +94,18 @@ class ImageTokenizer(nn.Module):
 
     def code_vectors(self, codes_BHW: torch.Tensor) -> torch.Tensor:
         return self.codebook()[codes_BHW]
+
+    @torch.no_grad()
+    def reconstruct(self, codes_BHW: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's deterministic pixels for `codes_BHW`: images_B3HW at the tokenizer's image size
+        (bilinear upsampling when recon_down > 1), clamped to [-1, 1]."""
+        if self.recon is None:
+            raise XomniError("this tokenizer has no reconstruction head (trained with recon_weight=0)")
+        img = self.recon(self.code_vectors(codes_BHW).permute(0, 3, 1, 2))
+        size = tuple(self.config.image_size)
+        if tuple(img.shape[-2:]) != size:
+            img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+        return img.clamp(-1, 1)
 
     @torch.no_grad()
     def captions(self, codes_BHW: torch.Tensor, max_new: int | None = None) -> list[str]:

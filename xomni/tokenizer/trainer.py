@@ -11,7 +11,7 @@ import time
 import torch
 
 from xomni.config import to_dict
-from xomni.tokenizer.config import TokenizerTrainConfig
+from xomni.tokenizer.config import OCR_N, TokenizerTrainConfig
 from xomni.tokenizer.images import ImageSet, load_split
 from xomni.tokenizer.metrics import evaluate
 from xomni.tokenizer.model import ImageTokenizer
@@ -64,7 +64,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
     t_train = time.time() - t0
     if dist_info()[0] != 0:  # under torchrun only rank 0 (whose weights were saved) evaluates and reports
         return None
-    metrics = evaluate(model, val_set, max_ocr=200)
+    metrics = evaluate(model, val_set, max_ocr=cfg.n_ocr)
     out = {"out_dir": str(res.out_dir / "final"), "steps": res.step, "trainable_params": n_params,
            "grid": list(mcfg.grid), "codebook_size": mcfg.codebook_size, "encoder": mcfg.encoder,
            "train_images": len(train_set), "skipped_images": train_set.skipped, "wall_time_s": round(t_train, 1),
@@ -77,12 +77,13 @@ def _short(m: dict) -> dict:
 
 
 def eval_tokenizer(model_dir: str, data: str, split: str = "val", n: int = 0, max_caption: int = 0,
-                   max_ocr: int = 200) -> dict:
+                   max_ocr: int | None = None) -> dict:
+    """`xomni eval tokenizer`: the metrics of `evaluate`; max_ocr None = OCR_N images read by Tesseract."""
     tok = ImageTokenizer.from_pretrained(model_dir)
     val = load_split(data, split, tok.config.image_size, n, desc=f"load {split}")
     out = {"model": str(model_dir), "data": str(data), "split": split, "skipped_images": val.skipped,
            "grid": list(tok.grid)}
-    out.update(evaluate(tok, val, max_caption=max_caption, max_ocr=max_ocr))
+    out.update(evaluate(tok, val, max_caption=max_caption, max_ocr=OCR_N if max_ocr is None else max_ocr))
     return out
 
 
