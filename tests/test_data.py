@@ -140,6 +140,23 @@ def test_scene_constraints():
     assert 140 < with_shapes < 260
 
 
+def test_mini_preset_scenes_and_tesseract_reads_them():
+    """The bundled model's domain: one word or number (<= 10 characters) in one bold sans font, no shapes, inside
+    the text box; Tesseract reads its ground-truth renders (the evaluator must not be the bottleneck)."""
+    from xomni.data.presets import MINI
+    from xomni.data.render import render
+    from xomni.ocr import exact_match, tesseract_batch
+    metas = [sample_scene(MINI, 0, "val", i) for i in range(48)]
+    for m in metas:
+        assert len(m["text"]) <= 10 and " " not in m["text"] and not m["shapes"]
+        assert (m["width"], m["height"]) == (128, 32) and m["font"] == "dejavu-sans-bold"
+        tb = m["text_box"]
+        assert MINI.text_box[0] <= tb[0] and MINI.text_box[1] <= tb[1] and tb[2] <= MINI.text_box[2] \
+            and tb[3] <= MINI.text_box[3]
+    reads = tesseract_batch([render(m) for m in metas], region=MINI.ocr_region)
+    assert sum(exact_match(r, m["text"]) for r, m in zip(reads, metas)) >= 46
+
+
 def test_nouns_have_distinct_frames():
     base = sample_scene(TINY, 0, "val", 0)
     base = {**base, "shapes": []}
@@ -315,6 +332,9 @@ def test_cli_synth_check_preview_and_demo(tmp_path, capsys, monkeypatch):
                           "4"], capsys, monkeypatch)
     assert code == 0 and Image.open(json.loads(out)["grid"]).size[0] > 256
     assert len((tmp_path / "p" / "captions.txt").read_text().splitlines()) == 4
+    # a build without a bundled model: `xomni demo` previews the dataset instead (the model path: test_bundled.py)
+    import xomni.pipeline
+    monkeypatch.setattr(xomni.pipeline, "BUNDLED", tmp_path / "no-model")
     code, out, _ = _main(["demo", "-o", str(tmp_path / "demo")], capsys, monkeypatch)
     res = json.loads(out)
     assert code == 0 and Path(res["preview"]).is_file() and len(Path(res["captions"]).read_text().splitlines()) == 16

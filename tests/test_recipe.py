@@ -6,8 +6,6 @@ from xomni.recipe import charset_of, load_recipe, train_wall_s
 
 
 def test_presets_load_with_their_stage_settings():
-    tiny = load_recipe("tiny", None, None)
-    assert tiny.decoder.model.steps <= 10  # the decoder samples in few steps
     # the recipe's stages use exactly the settings of the standalone stage configs in configs/
     from pathlib import Path
 
@@ -15,12 +13,17 @@ def test_presets_load_with_their_stage_settings():
 
     from xomni.config import to_dict
     root = Path(__file__).resolve().parents[1] / "configs"
-    for stage in ("tokenizer", "decoder", "ar"):
-        want = yaml.safe_load((root / f"{stage}_tiny.yaml").read_text())
-        got = to_dict(getattr(tiny, stage))
-        for section in ("model", "train"):
-            for k, v in want[section].items():
-                assert got[section][k] == v, f"recipe_tiny {stage}.{section}.{k}={got[section][k]} != configs: {v}"
+    for preset in ("tiny", "mini"):
+        rec = load_recipe(preset, None, None)
+        assert rec.decoder.model.steps <= 10  # the decoder samples in few steps
+        assert rec.data_preset == preset
+        for stage in ("tokenizer", "decoder", "ar"):
+            want = yaml.safe_load((root / f"{stage}_{preset}.yaml").read_text())
+            got = to_dict(getattr(rec, stage))
+            for section in ("model", "train"):
+                for k, v in want[section].items():
+                    assert got[section][k] == v, \
+                        f"recipe_{preset} {stage}.{section}.{k}={got[section][k]} != configs: {v}"
     # a partial section keeps the stage's own defaults for the fields it does not name
     assert load_recipe("smoke", None, None).ar.train.weight_decay == 0.05  # ARTrainConfig default, not TrainConfig 0.01
     smoke = load_recipe("smoke", None, ["ar.train.steps=2"])
@@ -28,7 +31,7 @@ def test_presets_load_with_their_stage_settings():
 
 
 def test_bad_preset_and_key():
-    with pytest.raises(XomniError, match="unknown recipe preset 'huge'; available: smoke, tiny"):
+    with pytest.raises(XomniError, match="unknown recipe preset 'huge'; available: mini, smoke, tiny"):
         load_recipe("huge", None, None)
     with pytest.raises(XomniError, match="unknown key 'ar.nope'"):
         load_recipe("smoke", None, ["ar.nope=1"])

@@ -49,9 +49,35 @@ def test_config_validation():
         TokenizerConfig(codebook_size=70000).validate()
     with pytest.raises(XomniError, match="divisible"):
         TokenizerConfig(image_size=[40, 256]).validate()
+    with pytest.raises(XomniError, match="recon_loss"):
+        TokenizerConfig(recon_loss="l2").validate()
     tok = ImageTokenizer(TokenizerConfig(codebook_size=64, **TINY))
     with pytest.raises(XomniError, match=r"\[B, 3, 64, 256\]"):
         tok.encode(torch.zeros(1, 3, 32, 32))
+
+
+def test_recon_loss_l1_is_the_heads_mean_absolute_error():
+    """recon_loss=l1 trains the head on |pred - target| (the mse figure is still logged); same weights and inputs
+    give losses that differ by exactly recon_weight x (l1 - mse)."""
+    torch.manual_seed(0)
+    kw = dict(codebook_size=64, patch=8, recon_down=1, recon_weight=2.0, diversity_weight=0.0, kmeans_init=False,
+              **TINY)
+    a = ImageTokenizer(TokenizerConfig(recon_loss="mse", **kw)).eval()
+    b = ImageTokenizer(TokenizerConfig(recon_loss="l1", **kw)).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 64, 256) * 2 - 1
+    caps = torch.stack([encode_caption('a sign with the text "HI"', 48)] * 2)
+    la, ma = a(x, caps)
+    lb, mb = b(x, caps)
+    with torch.no_grad():
+        f = a.features(x)
+        B, D, H, W = f.shape
+        q, _, _ = a.vq(f.flatten(2).transpose(1, 2))
+        pred = a.recon(q.transpose(1, 2).reshape(B, D, H, W))
+    l1, mse = float((pred - x).abs().mean()), float(((pred - x) ** 2).mean())
+    assert ma["recon_mse"] == pytest.approx(mse, rel=1e-5) and mb["recon_mse"] == pytest.approx(mse, rel=1e-5)
+    assert float((lb - la).detach()) == pytest.approx(2.0 * (l1 - mse), rel=1e-4, abs=1e-6)
+    assert abs(l1 - mse) > 1e-3   # the two losses really differ on these inputs
 
 
 def test_save_load_roundtrip_identical_codes(tmp_path):

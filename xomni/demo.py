@@ -1,6 +1,6 @@
 """`xomni demo` (what `make demo` runs).
 
-With the bundled model (xomni/pretrained/tiny): generate images for a few prompts — including a word that was never
+With the bundled model (xomni/pretrained/mini): generate images for a few prompts — including a word that was never
 in training — into OUT/generated.png, with OUT/prompts.txt and an OCR read-back of each image.
 Without a bundled model: render 16 dataset samples into OUT/preview.png + OUT/captions.txt.
 """
@@ -14,12 +14,21 @@ import typer
 
 from xomni.utils import emit_json, log
 
-DEMO_PROMPTS = [
-    'a white poster with the text "HELLO" in black sans-serif letters',
-    'a yellow sign with the text "OPEN 24" in blue bold serif letters, a red circle at the top left',
-    'a black banner with the text "AROMA" in white bold sans-serif letters',   # "aroma" is a test-split word (never trained on)
-    'a pink label with the text "Cake & Tea" in black serif letters',
-]
+# Per dataset preset (the prompts follow the caption grammar the model was trained on).
+DEMO_PROMPTS = {
+    "mini": [
+        'a white poster with the text "HELLO" in black bold sans-serif letters',
+        'a yellow sign with the text "OPEN" in blue bold sans-serif letters',    # "open" is in no split's word list
+        'a black poster with the text "Aroma" in white bold sans-serif letters',  # "aroma": a test-split word
+        'a blue sign with the text "cake" in white bold sans-serif letters',
+    ],
+    "tiny": [
+        'a white poster with the text "HELLO" in black sans-serif letters',
+        'a yellow sign with the text "OPEN 24" in blue bold serif letters, a red circle at the top left',
+        'a black banner with the text "AROMA" in white bold sans-serif letters',   # "aroma" is a test-split word
+        'a pink label with the text "Cake & Tea" in black serif letters',
+    ],
+}
 
 
 def run_preview(out_dir: str = "demo_out", n: int = 16, seed: int = 0) -> dict:
@@ -46,11 +55,11 @@ def run_generate(out_dir: str, model: str | None, seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     pipe = Pipeline.from_pretrained(model)
-    prompts = [p for p in DEMO_PROMPTS if all(c in (pipe.charset or c) for c in p)]
+    preset = pipe.index.get("data_preset", "tiny")
+    prompts = [p for p in DEMO_PROMPTS.get(preset, DEMO_PROMPTS["tiny"]) if all(c in (pipe.charset or c) for c in p)]
     images = pipe(prompts, num_images=2, seed=seed)
     dt = time.time() - t0
     _grid_image(images, cols=2).save(out / "generated.png")
-    preset = pipe.index.get("data_preset", "tiny")
     region = get_preset(preset).ocr_region
     reads = tesseract_batch(images, region=region)
     lines = [f"{i}\t{prompts[i // 2]}\tOCR: {reads[i]!r}" for i in range(len(images))]

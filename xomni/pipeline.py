@@ -1,6 +1,6 @@
 """`Pipeline`: prompt -> text tokens -> AR sampler -> image token grid -> diffusion decoder -> PIL images.
 
-    pipe = Pipeline.from_pretrained()            # the bundled tiny model, or a directory
+    pipe = Pipeline.from_pretrained()            # the bundled mini model, or a directory
     images = pipe('a yellow poster with the text "OPEN 24 HOURS" in black bold serif letters', num_images=4, seed=0)
     pipe.caption(images)                         # image -> text with the same AR weights
     pipe.save_pretrained("my_model")
@@ -19,10 +19,10 @@ import torch
 from xomni.checkpoint import load_model_weights, read_json, save_model_dir
 from xomni.errors import XomniError
 
-BUNDLED = Path(__file__).resolve().parent / "pretrained" / "tiny"
+BUNDLED = Path(__file__).resolve().parent / "pretrained" / "mini"   # trained by the mini recipe
 COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
 MAX_IMAGES = 64
-DEFAULT_TEMPLATE = 'a white poster with the text "{text}" in black sans-serif letters'
+DEFAULT_TEMPLATE = 'a white poster with the text "{text}" in black sans-serif letters'  # = presets.TINY's
 
 
 def default_model_dir() -> Path:

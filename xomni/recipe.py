@@ -151,7 +151,8 @@ def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
     from xomni.config import config_from_dict
     from xomni.data.text_tokenizer import load_text_tokenizer
     from xomni.decoder.model import Decoder
-    from xomni.pipeline import DEFAULT_TEMPLATE, Pipeline
+    from xomni.data.presets import get_preset
+    from xomni.pipeline import Pipeline
     from xomni.tokenizer import ImageTokenizer
     ar_cfg = read_json(out / "ar" / "final" / "config.json")
     ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"]))
@@ -161,7 +162,7 @@ def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
                     ar.eval(), Decoder.from_pretrained(out / "decoder"))
     index = {"command": command, "commit": _git_commit(), "data_seed": cfg.data_seed, "data_preset": cfg.data_preset,
              "n_train": cfg.n_train, "recipe": to_dict(cfg), "charset": charset_of(captions),
-             "prompt_template": DEFAULT_TEMPLATE, "durations_s": {k: round(v, 1) for k, v in times.items()},
+             "prompt_template": get_preset(cfg.data_preset).prompt_template, "durations_s": {k: round(v, 1) for k, v in times.items()},
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return pipe.save_pretrained(out / "pipeline", index_update=index, dtype=cfg.save_dtype)
 

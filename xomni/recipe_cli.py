@@ -8,8 +8,10 @@ import typer
 from xomni.train_cli import ConfigOpt, SetOpt
 
 
-def pipeline_cmd(preset: str = typer.Option("tiny", "--preset", help="Recipe preset: tiny (about 2 h on 2 cores) "
-                                                                      "or smoke (minutes; the CI end-to-end test)."),
+def pipeline_cmd(preset: str = typer.Option("tiny", "--preset", help="Recipe preset: mini (the bundled model's "
+                                                                      "domain, about 2 h on 2 cores), tiny (harder, "
+                                                                      "longer) or smoke (minutes; the CI end-to-end "
+                                                                      "test)."),
                  out: str = typer.Option("runs/tiny", "--out", "-o", help="Output directory (stages resume here)."),
                  config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
                  json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here.")):

@@ -41,6 +41,8 @@ class Preset:
     p_comma: float = 0.08                   # "," after the first of several tokens
     p_amp: float = 0.06                     # " & " between the last two tokens
     cases: tuple[str, ...] = ("upper", "title", "lower")
+    # the prompt a model of this preset gets for a bare string (`xomni eval text --targets`, best-of-N, RL val)
+    prompt_template: str = 'a white poster with the text "{text}" in black sans-serif letters'
 
 
 TINY = Preset(
@@ -57,7 +59,22 @@ TINY = Preset(
                    "bottom left": (22, 53), "bottom center": (128, 53), "bottom right": (234, 53)},
 )
 
-PRESETS = {"tiny": TINY}
+# The mini preset: the bundled CPU model's domain, small enough to learn on 2 cores in a session (a 4x16 grid of 64
+# image tokens, a prompt of ~75 bytes). One line of one word or number (<= 10 characters, three cases) in one bold
+# sans font, centred in a 120x24 box (20 px, shrunk to >= 14 px for long words); no shapes; posters and signs in four
+# colours (8 readable text/background pairs). Fewer colour pairs leave the tokenizer more codes per glyph piece: with
+# the tiny palette's 22 pairs its reconstructions read 0.33 exact, with these 8 pairs 0.50 (same K=1024 tokenizer,
+# configs/tokenizer_mini.yaml). The tiny preset stays the harder benchmark (12 fonts, up to 3 tokens, shapes).
+MINI = Preset(
+    name="mini", width=128, height=32,
+    fonts=("dejavu-sans-bold",),
+    colors=("black", "white", "yellow", "blue"), min_contrast=4.5, max_chars=10, font_size=(20, 20), min_font_size=14,
+    text_box=(4, 4, 124, 28), shape_size=(0, 0), ocr_region=(3, 3, 125, 29), shape_centers={}, p_shapes=0.0, max_shapes=0,
+    nouns=("poster", "sign"), n_words=(1.0,), p_number=0.1, p_end_punct=0.0, p_comma=0.0, p_amp=0.0,
+    prompt_template='a white poster with the text "{text}" in black bold sans-serif letters',
+)
+
+PRESETS = {"tiny": TINY, "mini": MINI}
 
 
 def get_preset(name: str) -> Preset:

