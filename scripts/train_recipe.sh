@@ -8,15 +8,23 @@
 # from the finished stages, evaluates it and writes runs/PRESET/pipeline (copy it to xomni/pretrained/$P to ship it).
 set -euo pipefail
 P=${1:-mini}
-case "$P" in
-  mini) N=40000 ;;
-  tiny) N=20000 ;;
-  *) echo "unknown preset $P (mini | tiny)" >&2; exit 2 ;;
-esac
 OUT=${OUT:-runs/$P}
 X=${XOMNI:-.venv/bin/xomni}
+PYTHON=${PYTHON:-.venv/bin/python}
+# the recipe's own data preset and training-set size (an unknown recipe fails here with the list of valid ones)
+read -r DP N < <($PYTHON -c "
+import sys
+from xomni.errors import XomniError
+from xomni.recipe import load_recipe
+try:
+    r = load_recipe(sys.argv[1], None, None)
+except XomniError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+print(r.data_preset, r.n_train)" "$P") || exit 2
+[ -n "${N:-}" ] || exit 2
 mkdir -p "$OUT"
-[ -f "$OUT/data/dataset.json" ] || $X data synth --preset "$P" --out "$OUT/data" --n $N --seed 0 --workers 2
+[ -f "$OUT/data/dataset.json" ] || $X data synth --preset "$DP" --out "$OUT/data" --n "$N" --seed 0 --workers 2
 [ -f "$OUT/tokenizer/final/model.safetensors" ] || \
   $X train tokenizer --config configs/tokenizer_$P.yaml --data "$OUT/data" --out "$OUT/tokenizer" --resume auto \
     --json "$OUT/tokenizer.json"

@@ -50,12 +50,13 @@ def run_generate(out_dir: str, model: str | None, seed: int = 0) -> dict:
     from xomni.ocr import tesseract_batch
     from xomni.pipeline import Pipeline
     from xomni.data.presets import get_preset
+    from xomni.eval.text import model_preset
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     pipe = Pipeline.from_pretrained(model)
-    preset = pipe.index.get("data_preset", "tiny")
+    preset = model_preset(pipe) or "tiny"
     prompts = [p for p in DEMO_PROMPTS.get(preset, DEMO_PROMPTS["tiny"]) if all(c in (pipe.charset or c) for c in p)]
     images = pipe(prompts, num_images=2, seed=seed)
     dt = time.time() - t0

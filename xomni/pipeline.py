@@ -1,7 +1,7 @@
 """`Pipeline`: prompt -> text tokens -> AR sampler -> image token grid -> diffusion decoder -> PIL images.
 
     pipe = Pipeline.from_pretrained()            # the bundled mini model, or a directory
-    images = pipe('a yellow poster with the text "OPEN 24 HOURS" in black bold serif letters', num_images=4, seed=0)
+    images = pipe('a yellow poster with the text "OPEN" in blue bold sans-serif letters', num_images=4, seed=0)
     pipe.caption(images)                         # image -> text with the same AR weights
     pipe.save_pretrained("my_model")
 
@@ -22,7 +22,6 @@ from xomni.errors import XomniError
 BUNDLED = Path(__file__).resolve().parent / "pretrained" / "mini"   # trained by the mini recipe
 COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
 MAX_IMAGES = 64
-DEFAULT_TEMPLATE = 'a white poster with the text "{text}" in black sans-serif letters'  # = presets.TINY's
 
 
 def default_model_dir() -> Path:
@@ -107,7 +106,9 @@ class Pipeline:
 
     @property
     def prompt_template(self) -> str:
-        return self.index.get("prompt_template", DEFAULT_TEMPLATE)
+        """model_index.json "prompt_template", else the template of the model's data preset (tiny's if none)."""
+        from xomni.data.presets import get_preset
+        return self.index.get("prompt_template") or get_preset(self.index.get("data_preset") or "tiny").prompt_template
 
     def sampling_config(self, **overrides):
         """The model's default sampling settings (`model_index.json` "sampling", chosen by its eval), with any

@@ -162,7 +162,8 @@ def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
                     ar.eval(), Decoder.from_pretrained(out / "decoder"))
     index = {"command": command, "commit": _git_commit(), "data_seed": cfg.data_seed, "data_preset": cfg.data_preset,
              "n_train": cfg.n_train, "recipe": to_dict(cfg), "charset": charset_of(captions),
-             "prompt_template": get_preset(cfg.data_preset).prompt_template, "durations_s": {k: round(v, 1) for k, v in times.items()},
+             "prompt_template": get_preset(cfg.data_preset).prompt_template,
+             "durations_s": {k: round(v, 1) for k, v in times.items()},
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return pipe.save_pretrained(out / "pipeline", index_update=index, dtype=cfg.save_dtype)
 
