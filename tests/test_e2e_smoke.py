@@ -36,7 +36,25 @@ def test_recipe_writes_a_loadable_pipeline_with_provenance(smoke_pipeline):
     # a second run resumes: every stage is skipped, the pipeline is re-assembled
     r = xomni("pipeline", "--preset", "smoke", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "2/5 image tokenizer" not in r.stderr
+    assert "[recipe] 2/" not in r.stderr and "[recipe] 6/" not in r.stderr
+
+
+def test_recipe_rl_stage_and_comparison_report(smoke_pipeline):
+    """The smoke recipe has an RL stage: GRPO on the SFT pipeline, its own eval, and `xomni eval rl`'s table."""
+    out, res = smoke_pipeline
+    assert res["pipeline"] == str(out / "rl" / "pipeline") and res["sft_pipeline"] == str(out / "pipeline")
+    index = json.loads((out / "rl" / "pipeline" / "model_index.json").read_text())
+    assert index["rl"]["rewards"] == {"ocr": 1.0, "aesthetic": 0.25} and index["rl_steps"] == 2
+    assert index["weights_dtype"] == json.loads((out / "pipeline" / "model_index.json").read_text())["weights_dtype"]
+    assert index["eval"]["n"] == 4 and index["sft_eval"]["n"] == 4
+    cmp = res["rl_compare"]
+    assert set(cmp["conditions"]) == {"SFT, 1 sample", "SFT, best-of-2", "SFT+GRPO, 1 sample", "SFT+GRPO, best-of-2"}
+    for r in cmp["conditions"].values():
+        assert r["n"] == 4 and 0 <= r["exact_match"] <= 1 and r["fid"]["n_fake"] == 4 and "rapidocr_exact_match" in r
+    assert all(0 <= r["reward_mean"] <= 1 for r in cmp["conditions"].values())
+    assert cmp["reward_weights"] == {"ocr": 1.0, "aesthetic": 0.25} and cmp["rl_steps"] == 2
+    page = (out / "eval" / "rl" / "index.html").read_text()
+    assert "best-of-2" in page and (out / "eval" / "rl" / "img" / "reward_curve.png").is_file()
 
 
 def test_generate_and_caption(smoke_pipeline, tmp_path):

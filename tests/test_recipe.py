@@ -28,6 +28,10 @@ def test_presets_load_with_their_stage_settings():
     assert load_recipe("smoke", None, None).ar.train.weight_decay == 0.05  # ARTrainConfig default, not TrainConfig 0.01
     smoke = load_recipe("smoke", None, ["ar.train.steps=2"])
     assert smoke.ar.train.steps == 2 and smoke.n_train == 48
+    # the RL stage runs only where a recipe gives it steps, and it keeps the RL training-loop defaults
+    assert load_recipe("tiny", None, None).rl.train.steps == 0
+    assert smoke.rl.train.steps == 2 and smoke.rl.train.weight_decay == 0.0 and smoke.rl.train.min_lr_ratio == 1.0
+    assert load_recipe("smoke", None, ["rl.train.steps=0"]).rl.train.steps == 0
 
 
 def test_bad_preset_and_key():

@@ -418,3 +418,27 @@ def test_val_text_accuracy_reads_the_preset_region():
     val = [{"prompt": m["caption"], "ids": list(m["caption"].encode())[:40], "text": None} for m in metas]
     res = val_text_accuracy(tiny_ar(), lambda codes, seed: ims[:len(codes)], val, (4, 16), SamplingConfig(), "tiny")
     assert res["n"] == 3 and res["text_acc"] >= 2 / 3 and res["text_sim"] >= 0.9
+
+
+def test_compare_helpers(tmp_path):
+    """`xomni eval rl` pieces: the reward curve read from an RL log (resumed steps: the last entry wins), run-dir
+    resolution with a clear error, and FID with a bootstrap interval that contains the point estimate."""
+    from xomni.rl.compare import fid_with_ci, resolve_rl, reward_curve
+    rows = [{"step": 1, "reward": 0.2}, {"step": 2, "reward": 0.3}, {"step": 2, "eval": {"text_acc": 0.1}},
+            {"step": 2, "reward": 0.35}, {"step": 3, "reward": 0.5}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\ntruncated{\n")
+    assert reward_curve(tmp_path / "log.jsonl") == [(1, 0.2), (2, 0.35), (3, 0.5)]
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "model_index.json").write_text("{}")
+    assert resolve_rl(str(tmp_path)) == (tmp_path / "pipeline", tmp_path / "log.jsonl")
+    assert resolve_rl(str(tmp_path / "pipeline")) == (tmp_path / "pipeline", tmp_path / "log.jsonl")
+    with pytest.raises(XomniError, match="neither an RL run directory"):
+        resolve_rl(str(tmp_path / "nothing"))
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 8))
+    near, far = rng.normal(size=(100, 8)), rng.normal(loc=2.0, size=(100, 8))
+    a, b = fid_with_ci(real, near, n_boot=30), fid_with_ci(real, far, n_boot=30)
+    assert a["ci95"][0] < a["fid"] < a["ci95"][1] and a["ci95"][1] < b["ci95"][0]
+    from xomni.eval.fid import fid_from_features  # the n x n shortcut is the full d x d formula
+    for fake in (near, far, near[:5]):
+        assert fid_with_ci(real, fake, n_boot=0)["fid"] == pytest.approx(fid_from_features(real, fake), rel=1e-5, abs=1e-5)

@@ -1,6 +1,8 @@
 """`xomni pipeline --preset tiny --out DIR`: the whole recipe from scratch, one stage after the other.
 
-data -> image tokenizer -> diffusion decoder -> unified AR (SFT) -> assembled Pipeline -> evaluation.
+data -> image tokenizer -> diffusion decoder -> unified AR (SFT) -> assembled Pipeline -> evaluation, then, when
+rl.train.steps > 0, GRPO on the SFT pipeline (OUT/rl) -> its evaluation and the SFT / SFT+GRPO x 1 sample /
+best-of-N comparison (OUT/eval/rl, `xomni eval rl`); the RL-tuned pipeline is then the recipe's result.
 Every stage writes into OUT/<stage>/ and is skipped when its result exists, and each trainer resumes from its last
 checkpoint, so a killed recipe continues where it stopped when started again with the same command.
 """
@@ -17,6 +19,8 @@ from xomni.ar.train import ARTrainConfig
 from xomni.config import field, load_config, to_dict
 from xomni.decoder.config import DecoderTrainConfig
 from xomni.errors import XomniError
+from xomni.rl.config import TRAIN_DEFAULTS as RL_TRAIN_DEFAULTS
+from xomni.rl.config import RLConfig
 from xomni.tokenizer.config import TokenizerTrainConfig
 from xomni.utils import atomic_write_text, log
 
@@ -35,6 +39,9 @@ class RecipeConfig:
     tokenizer: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig, help="Image tokenizer stage.")
     decoder: DecoderTrainConfig = field(default_factory=DecoderTrainConfig, help="Diffusion decoder stage.")
     ar: ARTrainConfig = field(default_factory=ARTrainConfig, help="Unified AR (SFT) stage.")
+    rl: RLConfig = field(default_factory=RLConfig, help="GRPO stage on the SFT pipeline (rl.train.steps 0 = no RL "
+                                                        "stage); model, data, preset and out_dir are set by the recipe.")
+    best_of: int = field(8, help="N of the best-of-N baseline in the RL comparison (SFT and SFT+GRPO).")
 
 
 def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> RecipeConfig:
@@ -44,6 +51,8 @@ def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> Reci
         names = sorted(p.stem[len("recipe_"):] for p in PRESET_DIR.glob("recipe_*.yaml"))
         raise XomniError(f"unknown recipe preset {preset!r}; available: {', '.join(names)}")
     base = yaml.safe_load(path.read_text()) or {}
+    rl = base.setdefault("rl", {})  # RL training-loop defaults (not the SFT ones); no RL stage unless steps are set
+    rl["train"] = {**RL_TRAIN_DEFAULTS, "steps": 0, **(rl.get("train") or {})}
     return load_config(RecipeConfig, config, sets, base=base)
 
 
@@ -90,13 +99,14 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     t_all = time.time()
     times: dict[str, float] = {}
     results: dict[str, dict] = {}
+    n_st = 6 if cfg.rl.train.steps > 0 else 5
 
     # stages skipped because their result exists get no entry here (see train_wall_s for their training time)
     # 1. data
     data = out / "data"
     t = time.time()
     if not (data / "dataset.json").is_file():
-        log(f"[recipe] 1/5 data: rendering {cfg.n_train} training images (+ val/test) -> {data}")
+        log(f"[recipe] 1/{n_st} data: rendering {cfg.n_train} training images (+ val/test) -> {data}")
         synth(str(data), cfg.n_train, seed=cfg.data_seed, preset=cfg.data_preset, split="all", command=command)
         times["data_s"] = time.time() - t
 
@@ -104,7 +114,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     tok = out / "tokenizer"
     t = time.time()
     if not (tok / "final" / "model.safetensors").is_file():
-        log("[recipe] 2/5 image tokenizer")
+        log(f"[recipe] 2/{n_st} image tokenizer")
         c = dataclasses.replace(cfg.tokenizer, data=str(data),
                                 train=dataclasses.replace(cfg.tokenizer.train, out_dir=str(tok)))
         results["tokenizer"] = train_tokenizer(c, resume="auto")
@@ -114,7 +124,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     dec = out / "decoder"
     t = time.time()
     if not (dec / "final" / "model.safetensors").is_file():
-        log("[recipe] 3/5 diffusion decoder")
+        log(f"[recipe] 3/{n_st} diffusion decoder")
         c = dataclasses.replace(cfg.decoder, data=str(data), tokenizer=str(tok / "final"),
                                 train=dataclasses.replace(cfg.decoder.train, out_dir=str(dec)))
         results["decoder"] = train_decoder(c, resume="auto")
@@ -124,13 +134,13 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     ar = out / "ar"
     t = time.time()
     if not (ar / "final" / "model.safetensors").is_file():
-        log("[recipe] 4/5 unified AR model (SFT)")
+        log(f"[recipe] 4/{n_st} unified AR model (SFT)")
         c = dataclasses.replace(cfg.ar, train=dataclasses.replace(cfg.ar.train, out_dir=str(ar)))
         results["ar"] = train_ar_main(c, str(data), str(tok / "final"), resume="auto")
         times["ar_s"] = time.time() - t
 
     # 5. assemble + evaluate
-    log("[recipe] 5/5 assemble the pipeline and evaluate")
+    log(f"[recipe] 5/{n_st} assemble the pipeline and evaluate")
     pipe_dir = assemble(out, cfg, command, times)
     t = time.time()
     ev = evaluate_pipeline(pipe_dir, data, out / "eval", cfg.eval_n)
@@ -141,7 +151,40 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     index["durations_s"] = {k: round(v, 1) for k, v in times.items()}
     index["train_wall_s"] = {st: train_wall_s(out / st) for st in ("tokenizer", "decoder", "ar")}
     atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
-    return {"pipeline": str(pipe_dir), "eval": ev, "durations_s": index["durations_s"], "stages": results}
+    res = {"pipeline": str(pipe_dir), "eval": ev, "durations_s": index["durations_s"], "stages": results}
+    if cfg.rl.train.steps > 0:
+        res.update(rl_stage(cfg, out, pipe_dir, data, times, n_st))
+    return res
+
+
+def rl_stage(cfg: RecipeConfig, out: Path, sft_dir: Path, data: Path, times: dict, n_st: int) -> dict:
+    """6. GRPO on the SFT pipeline, then the RL pipeline's own evaluation (same targets and seeds as the SFT's) and
+    the comparison table (`xomni eval rl`). Returns the recipe result's RL part; the RL pipeline is the result."""
+    from xomni.rl.compare import compare
+    from xomni.rl.trainer import train_rl
+    rl = out / "rl"
+    t = time.time()
+    rc = dataclasses.replace(cfg.rl, model=str(sft_dir), data=str(data), preset=cfg.data_preset,
+                             train=dataclasses.replace(cfg.rl.train, out_dir=str(rl)))
+    stage = {}
+    if not (rl / "final" / "model.safetensors").is_file():
+        log(f"[recipe] 6/{n_st} GRPO on the SFT pipeline ({rc.train.steps} steps, rewards {rc.rewards})")
+        stage = train_rl(rc, resume="auto")
+        times["rl_s"] = time.time() - t
+    rl_pipe = rl / "pipeline"
+    t = time.time()
+    ev = evaluate_pipeline(rl_pipe, data, out / "eval-rl", cfg.eval_n)
+    cmp = compare(str(sft_dir), str(rl), str(out / "eval" / "targets.txt"), str(out / "eval" / "rl"),
+                  best_of=cfg.best_of, reference=str(data), split="test")
+    times["rl_eval_s"] = time.time() - t
+    times["total_with_rl_s"] = sum(times.get(k, 0.0) for k in ("total_s", "rl_s", "rl_eval_s"))
+    index = json.loads((rl_pipe / "model_index.json").read_text())
+    index.update({"eval": ev, "rl_compare": {k: cmp[k] for k in ("conditions", "bars", "reward_weights", "best_of")},
+                  "durations_s": {k: round(v, 1) for k, v in times.items()}})
+    index["train_wall_s"] = {st: train_wall_s(out / st) for st in ("tokenizer", "decoder", "ar", "rl")}
+    atomic_write_text(rl_pipe / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
+    return {"pipeline": str(rl_pipe), "sft_pipeline": str(sft_dir), "eval": ev, "rl_compare": cmp,
+            "durations_s": index["durations_s"], "rl_stage": stage}
 
 
 def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:

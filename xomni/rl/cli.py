@@ -1,4 +1,5 @@
-"""CLI of the RL stage: `xomni train rl` (GRPO) and `xomni eval rewards` (score images with an RL reward config)."""
+"""CLI of the RL stage: `xomni train rl` (GRPO), `xomni eval rewards` (score images with an RL reward config) and
+`xomni eval rl` (the SFT / SFT+GRPO x 1 sample / best-of-N reproduction table)."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -59,6 +60,29 @@ def eval_rewards(images: str = typer.Option(..., "--images", help="Images with m
                "components": {k: sum(v) / len(v) for k, v in comps.items()}}, json_path)
 
 
+def eval_rl(sft: str = typer.Option(..., "--sft", help="SFT pipeline directory (the RL run's starting model)."),
+            rl: str = typer.Option(..., "--rl", help="RL run directory (pipeline/ + log.jsonl) or RL-tuned pipeline."),
+            targets: str = typer.Option(..., "--targets", help="Text file, one target string per line (the models' "
+                                                                "prompt templates make the prompts)."),
+            out: str = typer.Option(..., "-o", "--out", help="Report directory (index.html, compare.json, img/)."),
+            best_of: int = typer.Option(8, "--best-of", help="N of best-of-N."),
+            reward_config: Optional[str] = typer.Option(None, "--reward-config", help="RL config whose rewards pick "
+                                                        "the best of N (default: the RL run's own)."),
+            seed: int = typer.Option(0, "--seed", help="Base seed of every condition."),
+            reference: Optional[str] = typer.Option(None, "--reference", help="Dataset of ground-truth renders for "
+                                                    "FID (e.g. the data the targets come from)."),
+            split: str = typer.Option("test", "--split", help="Split of --reference."),
+            n_ref: int = typer.Option(512, "--n-ref", help="Reference images for FID."),
+            judge: Optional[str] = typer.Option(None, "--judge", help="Evaluation judge for compliance (optional)."),
+            json_path: Optional[str] = JsonOpt):
+    """RL reproduction table: SFT and SFT+GRPO, 1 sample and best-of-N (Tesseract, RapidOCR, reward, FID), HTML."""
+    from xomni.rl.compare import compare
+    from xomni.utils import emit_json
+    emit_json(compare(sft, rl, targets, out, best_of=best_of, reward_config=reward_config, seed=seed,
+                      reference=reference, split=split, n_ref=n_ref, judge=judge), json_path)
+
+
 def register(apps: dict) -> None:
     apps["train"].command("rl")(train_rl)
     apps["eval"].command("rewards")(eval_rewards)
+    apps["eval"].command("rl")(eval_rl)

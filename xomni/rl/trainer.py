@@ -186,7 +186,9 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
             return val_text_accuracy(policy_ar, decode_fn, val_rows, pipe.grid, cfg.sampling, cfg.preset)
     config_dict = {"ar": to_dict(policy_ar.cfg), "grid": list(pipe.grid), "rl": to_dict(cfg)}
     result: dict = {"out_dir": cfg.train.out_dir, "n_prompts": len(train_rows), "world_size": world, "rank": rank}
-    if eval_fn is not None and rank == 0 and not resume:
+    from xomni.checkpoint import find_latest_checkpoint
+    fresh = not resume or (resume == "auto" and find_latest_checkpoint(Path(cfg.train.out_dir) / "checkpoints") is None)
+    if eval_fn is not None and rank == 0 and fresh:  # the baseline, once per run (--resume auto from nothing too)
         result["val_before"] = eval_fn(policy, 0)
         log(f"[rl] val before: {result['val_before']}")
     if rank == 0:
@@ -198,7 +200,10 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
         out = Path(cfg.train.out_dir)
         policy_ar.cpu()
         pipe.decoder.cpu()
-        pipe.save_pretrained(out / "pipeline", index_update={"rl": to_dict(cfg), "rl_init": str(cfg.model)})
+        # same weight precision as the SFT pipeline; its eval figures are the SFT model's, kept as sft_eval
+        upd = {"rl": to_dict(cfg), "rl_init": str(cfg.model), "rl_steps": res.step,
+               "eval": None, "sft_eval": pipe.index.get("eval")}
+        pipe.save_pretrained(out / "pipeline", index_update=upd, dtype=pipe.index.get("weights_dtype"))
         if eval_fn is not None:
             result["val_after"] = eval_fn(policy, res.step)
         result["pipeline"] = str(out / "pipeline")
