@@ -19,8 +19,8 @@ from xomni.ar.train import ARTrainConfig
 from xomni.config import field, load_config, to_dict
 from xomni.decoder.config import DecoderTrainConfig
 from xomni.errors import XomniError
-from xomni.rl.config import TRAIN_DEFAULTS as RL_TRAIN_DEFAULTS
 from xomni.rl.config import RLConfig
+from xomni.rl.config import base_config as rl_base_config
 from xomni.tokenizer.config import TokenizerTrainConfig
 from xomni.utils import atomic_write_text, log
 
@@ -52,7 +52,7 @@ def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> Reci
         raise XomniError(f"unknown recipe preset {preset!r}; available: {', '.join(names)}")
     base = yaml.safe_load(path.read_text()) or {}
     rl = base.setdefault("rl", {})  # RL training-loop defaults (not the SFT ones); no RL stage unless steps are set
-    rl["train"] = {**RL_TRAIN_DEFAULTS, "steps": 0, **(rl.get("train") or {})}
+    rl["train"] = {**rl_base_config()["train"], "steps": 0, **(rl.get("train") or {})}
     return load_config(RecipeConfig, config, sets, base=base)
 
 
@@ -177,7 +177,6 @@ def rl_stage(cfg: RecipeConfig, out: Path, sft_dir: Path, data: Path, times: dic
     cmp = compare(str(sft_dir), str(rl), str(out / "eval" / "targets.txt"), str(out / "eval" / "rl"),
                   best_of=cfg.best_of, reference=str(data), split="test")
     times["rl_eval_s"] = time.time() - t
-    times["total_with_rl_s"] = sum(times.get(k, 0.0) for k in ("total_s", "rl_s", "rl_eval_s"))
     index = json.loads((rl_pipe / "model_index.json").read_text())
     index.update({"eval": ev, "rl_compare": {k: cmp[k] for k in ("conditions", "bars", "reward_weights", "best_of")},
                   "durations_s": {k: round(v, 1) for k, v in times.items()}})

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from xomni.errors import XomniError
+from xomni.eval.report import _safe as safe_name
 from xomni.utils import atomic_write_text, log
 
 
@@ -152,7 +153,7 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
             log(f"[eval rl] {label} on {len(targets)} prompts ...")
             res, images = run_condition(pipe, targets, n, rc, seed, jd, real_feats, extractor, n_boot_fid)
             rows[label] = res
-            grids[label] = _grid(images[:16], od / "img" / f"{_safe(label)}.png")
+            grids[label] = _grid(images[:16], od / "img" / f"{safe_name(label)}.png")
     curve = reward_curve(rl_log) if rl_log else []
     result = {"sft": sft, "rl": str(rl_dir), "targets": targets_file, "n_targets": len(targets), "seed": seed,
               "best_of": best_of, "reward_weights": dict(rcfg.rewards), "reward_config": rc,
@@ -204,17 +205,9 @@ def _curve_plot(curve, sft1: float, sftb: float, n: int, path: Path) -> None:
 
 
 def _grid(images, path: Path, cols: int = 4) -> str:
-    from PIL import Image
-    w, h = images[0].size
-    g = Image.new("RGB", (cols * w, ((len(images) + cols - 1) // cols) * h), "white")
-    for i, im in enumerate(images):
-        g.paste(im.convert("RGB"), ((i % cols) * w, (i // cols) * h))
-    g.save(path)
+    from xomni.generate_cli import _grid_image
+    _grid_image(images, cols=cols).save(path)
     return f"img/{path.name}"
-
-
-def _safe(k: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in k)
 
 
 def _write_html(result: dict, grids: dict, od: Path, has_curve: bool) -> None:
