@@ -70,6 +70,18 @@ def test_dataset_json_and_split_counts(tmp_path):
     assert split_counts(1000, "all") == {"train": 1000, "val": 100, "test": 100}
 
 
+def test_splits_rendered_separately_keep_their_own_seed(tmp_path):
+    # a larger train split with a fresh seed next to the val/test splits of an earlier dataset
+    synth(tmp_path, 16, seed=0, split="val", progress=False, command="c-val")
+    synth(tmp_path, 24, seed=1, split="train", progress=False, command="c-train")
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["counts"] == {"val": 16, "train": 24}
+    assert meta["split_seeds"] == {"val": 0, "train": 1}
+    assert meta["split_commands"] == {"val": "c-val", "train": "c-train"}
+    synth(tmp_path, 16, seed=0, split="test", fmt="imagefolder", progress=False)   # another format: starts afresh
+    assert json.loads((tmp_path / "dataset.json").read_text())["counts"] == {"test": 16}
+
+
 # ------------------------------------------------------------------------------------------------------- words
 def test_split_word_sets_are_disjoint_and_used():
     sets = {s: set(W.split_words(s)) for s in W.SPLITS}

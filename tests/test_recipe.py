@@ -51,3 +51,50 @@ def test_train_wall_s_skips_resume_gaps(tmp_path):
             {"step": 30, "time": 125.0}, {"step": 40, "time": 5000.0}, {"step": 50, "time": 5010.0}]
     (tmp_path / "log.jsonl").write_text("\n".join(__import__("json").dumps(r) for r in rows) + "\nnot json\n")
     assert train_wall_s(tmp_path) == 35.0  # 10 + 15 + 10; the 4875 s gap (killed, resumed later) is left out
+
+
+def test_replace_ar_script_writes_a_pipeline_with_the_new_weights(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from test_rl import tiny_ar, tiny_pipeline
+    from xomni.checkpoint import save_model_dir
+    from xomni.config import to_dict
+    from xomni.pipeline import Pipeline
+    spec = importlib.util.spec_from_file_location("replace_ar", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "replace_ar.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = tiny_pipeline()
+    base.save_pretrained(tmp_path / "base", index_update={"eval": {"exact_match": 0.5}, "command": "xomni pipeline"})
+    new_ar = tiny_ar(seed=1, peaky=False)
+    save_model_dir(tmp_path / "run" / "final", new_ar, {"ar": to_dict(new_ar.cfg)})
+    (tmp_path / "run" / "log.jsonl").write_text('{"step": 1, "time": 100.0}\n{"step": 2, "time": 130.0}\n')
+    rc = mod.main(["--pipeline", str(tmp_path / "base"), "--ar", str(tmp_path / "run" / "final"), "--out",
+                   str(tmp_path / "out"), "--stage", "ar_finetune", "xomni train ar --init X", "--run-dir",
+                   str(tmp_path / "run"), "--data", "xomni data synth --seed 1"])
+    assert rc == 0
+    out = Pipeline.from_pretrained(tmp_path / "out")
+    for k, v in new_ar.state_dict().items():
+        assert torch.equal(out.ar.state_dict()[k], v), k
+    for k, v in base.decoder.state_dict().items():
+        assert torch.equal(out.decoder.state_dict()[k], v), k
+    idx = json.loads((tmp_path / "out" / "model_index.json").read_text())
+    assert idx["stages_run_as"]["ar_finetune"] == "xomni train ar --init X"
+    assert idx["stages_run_as"]["ar_finetune_data"] == ["xomni data synth --seed 1"]
+    assert idx["train_wall_s"]["ar_finetune"] == 30.0
+    assert idx["eval"] is None and idx["base_eval"] == {"exact_match": 0.5}
+    assert idx["base_pipeline"]["command"] == "xomni pipeline"
+    # weights of another architecture: one line and exit 2, nothing written
+    other = tiny_ar(peaky=False)
+    other.cfg.n_layers = 1
+    from xomni.ar.model import UnifiedAR
+    small = UnifiedAR(other.cfg)
+    save_model_dir(tmp_path / "bad", small, {"ar": to_dict(small.cfg)})
+    capsys.readouterr()
+    assert mod.main(["--pipeline", str(tmp_path / "base"), "--ar", str(tmp_path / "bad"), "--out",
+                     str(tmp_path / "out2"), "--stage", "x", "y"]) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "out2").exists()

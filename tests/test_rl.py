@@ -182,6 +182,12 @@ def test_group_advantages():
     a = group_advantages(r, eps=1e-4)
     assert a[0].mean().abs() < 1e-6 and a[0].std(unbiased=False) == pytest.approx(1.0, abs=1e-3)
     assert torch.all(a[0][1:] > a[0][:-1]) and torch.equal(a[1], torch.zeros(4))
+    # scale=False (Dr. GRPO): centred only, so a group with a small spread gets small advantages
+    r2 = torch.tensor([[0.90, 0.91, 0.92, 0.93], [0.0, 1.0, 0.0, 1.0]])
+    c = group_advantages(r2, scale=False)
+    assert torch.allclose(c, r2 - r2.mean(-1, keepdim=True), atol=1e-6)
+    assert c[0].abs().max() < 0.02 and c[1].abs().max().item() == pytest.approx(0.5)
+    assert group_advantages(r2)[0].abs().max() > 1.0  # scaled: the same tiny spread becomes a full-size push
 
 
 def test_k3_kl_nonnegative_and_zero_at_reference():
@@ -335,6 +341,11 @@ def test_best_of_n_picks_the_max():
         assert brightness([im], [""])[0] == pytest.approx(sc)
     again, scores2 = best_of_n(pipe, PROMPTS, n=4, reward_cfg=cfg, seed=3, steps=1)
     assert scores2 == scores  # same seed, same choice
+    # N = 1 is the one-sample figure of `xomni eval text --samples 1` (same images for the same seed)
+    from xomni.eval.text import generate
+    one, _ = best_of_n(pipe, PROMPTS, n=1, reward_cfg=cfg, seed=5, steps=1, sampling=pipe.sampling_config())
+    ref = generate(pipe, PROMPTS, 1, 5, sampling={**dataclasses.asdict(pipe.sampling_config()), "steps": 1})
+    assert [np.asarray(a).tobytes() for a in one] == [np.asarray(g[0]).tobytes() for g in ref]
     with pytest.raises(XomniError, match="N >= 1"):
         best_of_n(pipe, PROMPTS, n=0, reward_cfg=cfg)
     with pytest.raises(XomniError, match="unknown reward"):

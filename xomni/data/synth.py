@@ -123,6 +123,8 @@ def synth(out: str | Path, n: int, seed: int = 0, preset: str = "tiny", split: s
     info = {
         "preset": p.name, "seed": seed, "format": fmt, "shard_size": shard_size if fmt == "shards" else None,
         "counts": {s: v["count"] for s, v in stats.items()},
+        "split_seeds": {s: seed for s in stats},
+        "split_commands": {s: command for s in stats},
         "image_size": {"width": p.width, "height": p.height},
         "fonts": {f: {"name": FONTS[f].name, "family": FONTS[f].family, "style": FONTS[f].style,
                       "package": FONTS[f].package, "path": fonts[f]} for f in p.fonts},
@@ -136,11 +138,16 @@ def synth(out: str | Path, n: int, seed: int = 0, preset: str = "tiny", split: s
         "command": command,
     }
     path = out / "dataset.json"
-    if split != "all" and path.exists():  # keep the counts of the other splits rendered earlier with the same setup
+    if split != "all" and path.exists():  # keep the other splits rendered earlier with the same preset and format
         try:
             old = json.loads(path.read_text())
-            if old.get("preset") == p.name and old.get("seed") == seed and old.get("format") == fmt:
-                info["counts"] = {**old.get("counts", {}), **info["counts"]}
+            if old.get("preset") == p.name and old.get("format") == fmt:
+                done = old.get("counts", {})
+                prev = {"counts": done,  # files written before split_seeds existed: one seed for all splits
+                        "split_seeds": old.get("split_seeds") or {s: old.get("seed") for s in done},
+                        "split_commands": old.get("split_commands") or {s: old.get("command") for s in done}}
+                for key, value in prev.items():
+                    info[key] = {**value, **info[key]}
         except ValueError:
             pass
     atomic_write_text(path, json.dumps(info, indent=2) + "\n")

@@ -16,11 +16,17 @@ from xomni.errors import XomniError
 
 
 def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, seed: int = 0, sampling=None,
-              steps: int | None = None, batch: int = 64, return_details: bool = False):
+              steps: int | None = None, batch: int = 8, return_details: bool = False):
     """-> (images, scores): one PIL image and its combined reward per prompt (prompt order; a prompt may repeat,
     each occurrence gets its own N candidates). `sampling`: a SamplingConfig (default: the RL config's);
     `steps`: decoder steps. With return_details, a third value: per prompt {"scores": [N totals], "components":
-    {name: [N values]}, "best": index}."""
+    {name: [N values]}, "best": index}.
+
+    The candidates come from `xomni.eval.text.generate` (`batch` prompts x N images per call, seed + call index),
+    so with N = 1 the images are exactly those of `xomni eval text --samples 1` with the same seed and sampling."""
+    import dataclasses
+
+    from xomni.eval.text import generate
     from xomni.rl.config import load_rl_config
     from xomni.rl.rewards import build_reward_set
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -36,11 +42,8 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     model_dir = cfg.model if cfg.model and Path(cfg.model).is_dir() else None
     rewards = build_reward_set(cfg, model_dir=model_dir, pipe=pipe)
     rows = [p for p in prompts for _ in range(n)]
-    images: list = []
-    per_call = max(1, batch // n) * n  # whole groups per call
-    for k, s in enumerate(range(0, len(rows), per_call)):
-        out = pipe.generate_codes(rows[s:s + per_call], seed=seed + 7919 * k, sampling=sampling)
-        images.extend(pipe.decode(out.codes_BHW, steps=steps, seed=seed + 7919 * k))
+    groups = generate(pipe, prompts, n, seed, batch, {**dataclasses.asdict(sampling), "steps": steps})
+    images = [im for g in groups for im in g]
     total, comps = rewards.scores(images, rows)
     scores = torch.tensor(total).view(len(prompts), n)
     best = scores.argmax(-1).tolist()  # first maximum on ties

@@ -47,6 +47,8 @@ class RLConfig:
                                       "the rollouts of every E-th step for the next E-1 steps, whose prompts are "
                                       "skipped; --resume is exact when train.ckpt_every is a multiple of E).")
     adv_eps: float = field(1e-4, help="Epsilon added to the group reward std when normalising advantages.")
+    scale_rewards: bool = field(True, help="Divide advantages by the group's reward std (GRPO); false: only centre "
+                                           "them (Dr. GRPO), so groups whose rewards barely differ push little.")
     reference: str = field("", help="AR weights of the frozen KL reference (an ar/ dir, a pipeline dir or a "
                                     ".safetensors); '' = the initial policy itself.")
     rewards: dict[str, float] = field(default_factory=lambda: {"ocr": 1.0, "aesthetic": 0.25},

@@ -6,7 +6,10 @@ One optimizer step (`GRPOLoss.__call__(model, batch, gen)`, batch = this rank's 
      -> min-p); decoded by the diffusion decoder; each group's images go to the reward pool at once, so OCR runs
      in worker processes while the next group is sampled and decoded;
   2. advantages: A = (r - mean_group(r)) / (std_group(r) + adv_eps) (population std), one value per rollout,
-     broadcast to its tokens; a group whose rewards are all equal gets A = 0 (only the KL term acts on it);
+     broadcast to its tokens; a group whose rewards are all equal gets A = 0 (only the KL term acts on it).
+     With scale_rewards=false (Dr. GRPO, TRL's `scale_rewards=False`) A = r - mean_group(r): a group whose
+     rewards differ only a little (every sample already reads right, say, and only the aesthetic term varies)
+     then pushes the policy a little, instead of as hard as a group where half the samples misspell;
   3. loss, with gradients through `model(prompts, codes, sampling)` = `sequence_logprobs` with the SAME
      SamplingConfig as the sampler (so ratio == 1 exactly at the first inner step):
         ratio_t = exp(lp_t - lp_old_t)
@@ -50,10 +53,12 @@ LOG_RATIO_CLAMP = 20.0
 
 
 # ------------------------------------------------------------------ math
-def group_advantages(rewards_PG: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """Rewards of P groups x G rollouts -> advantages normalised within each group (population std + eps)."""
+def group_advantages(rewards_PG: torch.Tensor, eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
+    """Rewards of P groups x G rollouts -> advantages centred within each group and, with `scale`, divided by the
+    group's population std + eps."""
     r = rewards_PG.double()
-    return ((r - r.mean(-1, keepdim=True)) / (r.std(-1, unbiased=False, keepdim=True) + eps)).float()
+    a = r - r.mean(-1, keepdim=True)
+    return (a / (r.std(-1, unbiased=False, keepdim=True) + eps) if scale else a).float()
 
 
 def k3_kl(lp: torch.Tensor, ref_lp: torch.Tensor) -> torch.Tensor:
@@ -140,7 +145,8 @@ class Rollouts:
 
 
 def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampling: SamplingConfig,
-                     decode_fn: Callable, pool, gen: torch.Generator, rollout_batch: int, adv_eps: float) -> Rollouts:
+                     decode_fn: Callable, pool, gen: torch.Generator, rollout_batch: int, adv_eps: float,
+                     scale_rewards: bool = True) -> Rollouts:
     """Sample G grids per prompt (whole groups batched up to `rollout_batch` rows per sampler call), then decode
     group by group and hand each group's images to the reward pool at once: OCR of group i runs in the workers
     while group i+1 is decoded and the next chunk sampled. Then collect rewards and normalise them per group."""
@@ -171,7 +177,7 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
             comps.setdefault(k, []).extend(v)
     times["reward_wait_s"], times["reward_cpu_s"] = time.time() - t0, cpu
     total_t = torch.tensor(total, dtype=torch.float32)
-    adv = group_advantages(total_t.view(-1, G), adv_eps).reshape(-1)
+    adv = group_advantages(total_t.view(-1, G), adv_eps, scale_rewards).reshape(-1)
     return Rollouts(ids=ids, codes=torch.cat(codes), old_lp=torch.cat(old_lp), total=total_t,
                     comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times)
 
@@ -198,7 +204,7 @@ class GRPOLoss:
         fresh = self.cache is None or self.cache.uses >= cfg.inner_epochs
         if fresh:
             self.cache = collect_rollouts(ar, batch, self.grid, cfg.group_size, cfg.sampling, self.decode_fn,
-                                          self.pool, gen, cfg.rollout_batch, cfg.adv_eps)
+                                          self.pool, gen, cfg.rollout_batch, cfg.adv_eps, cfg.scale_rewards)
         ro = self.cache
         ro.uses += 1
         t_fwd = time.time()

@@ -1,0 +1,61 @@
+"""Write a copy of a pipeline whose AR weights come from another training run (a fine-tune or an RL run).
+
+    python scripts/replace_ar.py --pipeline xomni/pretrained/mini --ar runs/mini5/ar/final --out runs/mini5/pipeline \
+        --stage ar_finetune "xomni train ar ... --init runs/mini4/ar/final ..." --run-dir runs/mini5/ar
+
+The tokenizer, decoder and text tokenizer are the base pipeline's; the AR weights must fit its architecture (a clear
+error otherwise). The new model_index.json keeps the base's provenance and adds: `base_pipeline`, the stage's
+command under `stages_run_as[STAGE]`, its training time under `train_wall_s[STAGE]` (from the run's log), and
+`eval: null` (the base's evaluation is kept as `base_eval`: evaluate the new pipeline before shipping it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xomni.checkpoint import load_model_weights  # noqa: E402
+from xomni.errors import XomniError  # noqa: E402
+from xomni.pipeline import Pipeline  # noqa: E402
+from xomni.recipe import _git_commit, train_wall_s  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pipeline", required=True, help="base pipeline directory")
+    ap.add_argument("--ar", required=True, help="AR weights: a final/ or checkpoint directory of the new run")
+    ap.add_argument("--out", required=True, help="output pipeline directory")
+    ap.add_argument("--stage", nargs=2, metavar=("NAME", "COMMAND"), required=True,
+                    help="stage name and the exact command that trained the new weights")
+    ap.add_argument("--run-dir", help="the run's output directory (its log.jsonl gives the training time)")
+    ap.add_argument("--data", nargs="*", default=[], help="commands that made the stage's data")
+    a = ap.parse_args(argv)
+    try:
+        pipe = Pipeline.from_pretrained(a.pipeline)
+        load_model_weights(pipe.ar, a.ar)
+    except XomniError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    idx = dict(pipe.index)
+    stages = dict(idx.get("stages_run_as") or {})
+    stages[a.stage[0]] = a.stage[1]
+    if a.data:
+        stages[f"{a.stage[0]}_data"] = a.data
+    wall = dict(idx.get("train_wall_s") or {})
+    if a.run_dir:
+        wall[a.stage[0]] = train_wall_s(Path(a.run_dir))
+    upd = {"base_pipeline": {"path": a.pipeline, "commit": idx.get("commit"), "command": idx.get("command")},
+           "stages_run_as": stages, "train_wall_s": wall, "commit": _git_commit(),
+           "eval": None, "eval_sampling": None, "base_eval": idx.get("eval"),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = pipe.save_pretrained(a.out, index_update=upd, dtype=idx.get("weights_dtype"))
+    print(json.dumps({"out": str(out), "stage": a.stage[0], "train_wall_s": wall.get(a.stage[0])}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
