@@ -89,10 +89,10 @@ def test_replace_ar_script_writes_a_pipeline_with_the_new_weights(tmp_path, caps
     assert idx["eval"] is None and idx["base_eval"] == {"exact_match": 0.5}
     assert idx["base_pipeline"]["command"] == "xomni pipeline"
     # weights of another architecture: one line and exit 2, nothing written
-    other = tiny_ar(peaky=False)
-    other.cfg.n_layers = 1
+    import dataclasses
+
     from xomni.ar.model import UnifiedAR
-    small = UnifiedAR(other.cfg)
+    small = UnifiedAR(dataclasses.replace(new_ar.cfg, n_layers=1))
     save_model_dir(tmp_path / "bad", small, {"ar": to_dict(small.cfg)})
     capsys.readouterr()
     assert mod.main(["--pipeline", str(tmp_path / "base"), "--ar", str(tmp_path / "bad"), "--out",

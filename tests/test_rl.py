@@ -346,8 +346,9 @@ def test_best_of_n_picks_the_max():
     one, _ = best_of_n(pipe, PROMPTS, n=1, reward_cfg=cfg, seed=5, steps=1, sampling=pipe.sampling_config())
     ref = generate(pipe, PROMPTS, 1, 5, sampling={**dataclasses.asdict(pipe.sampling_config()), "steps": 1})
     assert [np.asarray(a).tobytes() for a in one] == [np.asarray(g[0]).tobytes() for g in ref]
-    with pytest.raises(XomniError, match="N >= 1"):
-        best_of_n(pipe, PROMPTS, n=0, reward_cfg=cfg)
+    for bad in (0, 65):
+        with pytest.raises(XomniError, match="best-of-N needs 1 <= N <= 64"):
+            best_of_n(pipe, PROMPTS, n=bad, reward_cfg=cfg)
     with pytest.raises(XomniError, match="unknown reward"):
         best_of_n(pipe, PROMPTS, n=2, reward_cfg={"rewards": {"pretty": 1.0}})
 

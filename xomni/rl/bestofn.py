@@ -32,8 +32,9 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise XomniError("best_of_n: no prompts given")
-    if not isinstance(n, int) or n < 1:
-        raise XomniError(f"best-of-N needs N >= 1, got {n!r}")
+    from xomni.pipeline import MAX_IMAGES
+    if not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:  # the N candidates of a prompt are one pipeline call
+        raise XomniError(f"best-of-N needs 1 <= N <= {MAX_IMAGES}, got {n!r}")
     cfg = load_rl_config(reward_cfg)
     sampling = sampling or cfg.sampling
     sampling.validate()
