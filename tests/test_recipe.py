@@ -53,8 +53,17 @@ def test_train_wall_s_skips_resume_gaps(tmp_path):
     assert train_wall_s(tmp_path) == 35.0  # 10 + 15 + 10; the 4875 s gap (killed, resumed later) is left out
 
 
-def test_replace_ar_script_writes_a_pipeline_with_the_new_weights(tmp_path, capsys):
+def _replace_weights_script():
     import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("replace_weights", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "replace_weights.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_replace_weights_script_writes_a_pipeline_with_the_new_ar(tmp_path, capsys):
     import json
     from pathlib import Path
 
@@ -64,10 +73,7 @@ def test_replace_ar_script_writes_a_pipeline_with_the_new_weights(tmp_path, caps
     from xomni.checkpoint import save_model_dir
     from xomni.config import to_dict
     from xomni.pipeline import Pipeline
-    spec = importlib.util.spec_from_file_location("replace_ar", Path(__file__).resolve().parents[1] / "scripts" /
-                                                  "replace_ar.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _replace_weights_script()
     base = tiny_pipeline()
     base.save_pretrained(tmp_path / "base", index_update={"eval": {"exact_match": 0.5}, "command": "xomni pipeline"})
     new_ar = tiny_ar(seed=1, peaky=False)
@@ -98,3 +104,39 @@ def test_replace_ar_script_writes_a_pipeline_with_the_new_weights(tmp_path, caps
     assert mod.main(["--pipeline", str(tmp_path / "base"), "--ar", str(tmp_path / "bad"), "--out",
                      str(tmp_path / "out2"), "--stage", "x", "y"]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_replace_weights_script_swaps_the_decoder_with_its_config(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    import torch
+
+    from test_rl import tiny_pipeline
+    from xomni.decoder.model import Decoder
+    from xomni.pipeline import Pipeline
+    mod = _replace_weights_script()
+    base = tiny_pipeline()
+    base.save_pretrained(tmp_path / "base", index_update={"eval": {"exact_match": 0.5}})
+    torch.manual_seed(1)
+    new_dec = Decoder(dataclasses.replace(base.decoder.config, steps=3))  # other weights, other sampling steps
+    new_dec.save_pretrained(tmp_path / "dec")
+    assert mod.main(["--pipeline", str(tmp_path / "base"), "--decoder", str(tmp_path / "dec"), "--out",
+                     str(tmp_path / "out"), "--stage", "decoder_finetune", "xomni train decoder --init X"]) == 0
+    out = Pipeline.from_pretrained(tmp_path / "out")
+    assert out.decoder.config.steps == 3
+    for k, v in new_dec.state_dict().items():
+        assert torch.equal(out.decoder.state_dict()[k], v), k
+    for k, v in base.ar.state_dict().items():
+        assert torch.equal(out.ar.state_dict()[k], v), k
+    idx = json.loads((tmp_path / "out" / "model_index.json").read_text())
+    assert idx["stages_run_as"]["decoder_finetune"] == "xomni train decoder --init X" and idx["eval"] is None
+    # a decoder for another token grid: one line and exit 2, nothing written
+    c = base.decoder.config
+    wrong = Decoder(dataclasses.replace(c, grid=[c.grid[0] * 2, c.grid[1]], image_size=[c.image_size[0] * 2,
+                                                                                         c.image_size[1]]))
+    wrong.save_pretrained(tmp_path / "wrong")
+    capsys.readouterr()
+    assert mod.main(["--pipeline", str(tmp_path / "base"), "--decoder", str(tmp_path / "wrong"), "--out",
+                     str(tmp_path / "out2"), "--stage", "x", "y"]) == 2
+    assert "do not match" in capsys.readouterr().err and not (tmp_path / "out2").exists()

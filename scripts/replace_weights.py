@@ -1,10 +1,14 @@
-"""Write a copy of a pipeline whose AR weights come from another training run (a fine-tune or an RL run).
+"""Write a copy of a pipeline whose AR or decoder weights come from another training run (a fine-tune, an RL run).
 
-    python scripts/replace_ar.py --pipeline xomni/pretrained/mini --ar runs/mini5/ar/final --out runs/mini5/pipeline \
-        --stage ar_finetune "xomni train ar ... --init runs/mini4/ar/final ..." --run-dir runs/mini5/ar
+    python scripts/replace_weights.py --pipeline xomni/pretrained/mini --ar runs/mini5/ar/final \
+        --out runs/mini5/pipeline --stage ar_finetune "xomni train ar ... --init runs/mini4/ar/final ..." \
+        --run-dir runs/mini5/ar
+    python scripts/replace_weights.py --pipeline runs/mini5/pipeline --decoder runs/mini6/decoder/final \
+        --out runs/mini6/pipeline --stage decoder_finetune "xomni train decoder ..." --run-dir runs/mini6/decoder
 
-The tokenizer, decoder and text tokenizer are the base pipeline's; the AR weights must fit its architecture (a clear
-error otherwise). The new model_index.json keeps the base's provenance and adds: `base_pipeline`, the stage's
+The other components are the base pipeline's. New AR weights must fit the base's AR architecture (its text
+vocabulary is the text tokenizer's); a new decoder brings its own config (sampling steps, strength) and must fit the
+image tokenizer's grid and codebook. A mismatch is one clear error and exit 2, with nothing written. The new model_index.json keeps the base's provenance and adds: `base_pipeline`, the stage's
 command under `stages_run_as[STAGE]`, its training time under `train_wall_s[STAGE]` (from the run's log), and
 `eval: null` (the base's evaluation is kept as `base_eval`: evaluate the new pipeline before shipping it).
 """
@@ -19,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xomni.checkpoint import load_model_weights  # noqa: E402
+from xomni.decoder.model import Decoder  # noqa: E402
 from xomni.errors import XomniError  # noqa: E402
 from xomni.pipeline import Pipeline  # noqa: E402
 from xomni.recipe import _git_commit, train_wall_s  # noqa: E402
@@ -27,7 +32,9 @@ from xomni.recipe import _git_commit, train_wall_s  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", required=True, help="base pipeline directory")
-    ap.add_argument("--ar", required=True, help="AR weights: a final/ or checkpoint directory of the new run")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ar", help="AR weights: a final/ or checkpoint directory of the new run")
+    which.add_argument("--decoder", help="decoder: the final/ directory (weights + config.json) of the new run")
     ap.add_argument("--out", required=True, help="output pipeline directory")
     ap.add_argument("--stage", nargs=2, metavar=("NAME", "COMMAND"), required=True,
                     help="stage name and the exact command that trained the new weights")
@@ -36,7 +43,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         pipe = Pipeline.from_pretrained(a.pipeline)
-        load_model_weights(pipe.ar, a.ar)
+        if a.ar:
+            load_model_weights(pipe.ar, a.ar)
+        else:
+            pipe = Pipeline(pipe.text_tokenizer, pipe.image_tokenizer, pipe.ar,
+                            Decoder.from_pretrained(a.decoder).eval(), index=pipe.index, path=pipe.path)
     except XomniError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,186 @@
+"""How much of a GRPO step is signal? Policy-gradient signal-to-noise and reward repeatability at the start of RL.
+
+    python scripts/rl_gradient_snr.py --model xomni/pretrained/mini --data runs/mini5/data \
+        --config configs/rl_mini.yaml --groups 64 --json runs/snr.json
+
+Draws `--groups` training prompts x G rollouts exactly as `xomni train rl` does (same sampler, decoder and reward
+pool), then measures at the initial policy (ratio = 1, KL = 0, so the GRPO gradient is the plain policy gradient):
+
+1. Reward repeatability: the same token grids are decoded a second time with another decoder seed and scored
+   again. `decode_noise_share` = (var(r1 - r2) / 2) / (mean within-group variance of r1): the part of the
+   within-group reward spread, which GRPO's advantages are made of, that comes from the decoder's noise rather
+   than from the tokens the policy chose.
+2. Gradient signal-to-noise, for several advantage definitions (GRPO as configured; unscaled; OCR only; exact
+   reads only; the mean of the two decodes' rewards). One group's gradient is g_p = -(1 / (G N)) sum_i A_i
+   grad(sum_t log p_it); a step over n groups averages n of them. From the P per-group gradients:
+   |mu|^2 = (|sum g_p|^2 - sum |g_p|^2) / (P (P - 1)) (unbiased), tr(Sigma) = mean |g_p|^2 - |mu|^2, and the
+   expected cosine between two independent n-group steps is |mu|^2 / (|mu|^2 + tr(Sigma) / n);
+   `groups_for_cos_0.5` = tr(Sigma) / |mu|^2 is the batch (in groups) at which half the step is signal. A direct
+   check: the cosine between the mean gradients of two random halves of the P groups (mean over 20 splits).
+3. With `--repeats 2` every prompt is drawn as two independent groups: `same_prompt_cos` (mean cosine between the
+   two groups of one prompt) against `other_prompt_cos` (groups of different prompts) tells whether a prompt's
+   own gradient is consistent (signal that does not transfer across prompts) or noise even within a prompt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xomni.errors import XomniError  # noqa: E402
+from xomni.utils import log  # noqa: E402
+
+
+def stats_from_group_grads(g_PD: torch.Tensor, splits: int = 20, seed: int = 0) -> dict:
+    """Signal/noise of the mean of per-group gradients g_PD (P groups x D parameters), see the module doc."""
+    P = g_PD.shape[0]
+    g = g_PD.double()
+    s = g.sum(0)
+    sq = (g * g).sum()
+    mu2 = float((s.dot(s) - sq) / (P * (P - 1)))
+    tr = float(sq / P) - mu2
+    rng = random.Random(seed)
+    cos = []
+    for _ in range(splits):
+        idx = list(range(P))
+        rng.shuffle(idx)
+        a, b = g[idx[:P // 2]].mean(0), g[idx[P // 2:2 * (P // 2)]].mean(0)
+        cos.append(float(a.dot(b) / (a.norm() * b.norm() + 1e-30)))
+    out = {"mu_sq": mu2, "trace_sigma": tr, "half_split_cos_mean": float(np.mean(cos)),
+           "half_split_cos_std": float(np.std(cos)), "half_split_groups": P // 2}
+    for n in (8, 32, 128, 512):
+        out[f"expected_cos_{n}_groups"] = mu2 / (mu2 + tr / n) if mu2 > 0 else 0.0
+    out["groups_for_cos_0.5"] = tr / mu2 if mu2 > 0 else math.inf
+    return out
+
+
+def pair_cosines(g_PD: torch.Tensor, repeats: int) -> dict:
+    """Mean cosine between groups of the same prompt (rows p*repeats ... p*repeats + repeats - 1) and between
+    consecutive groups of different prompts."""
+    n = torch.nn.functional.normalize(g_PD.double(), dim=1)
+    P = n.shape[0] // repeats
+    same = [float(n[p * repeats].dot(n[p * repeats + 1])) for p in range(P)]
+    other = [float(n[p * repeats].dot(n[((p + 1) % P) * repeats + 1])) for p in range(P)]
+    return {"same_prompt_cos": float(np.mean(same)), "same_prompt_cos_sem": float(np.std(same) / math.sqrt(P)),
+            "other_prompt_cos": float(np.mean(other)), "other_prompt_cos_sem": float(np.std(other) / math.sqrt(P))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="pipeline directory (the SFT policy)")
+    ap.add_argument("--data", required=True, help="dataset whose train-split captions are the prompts")
+    ap.add_argument("--config", default="configs/rl_mini.yaml", help="RL config (rewards, G, sampling)")
+    ap.add_argument("--set", action="append", default=[], help="override an RL config field (key=value)")
+    ap.add_argument("--groups", type=int, default=64, help="prompts (groups) to draw; >= 4")
+    ap.add_argument("--repeats", type=int, default=1, choices=(1, 2),
+                    help="groups per prompt (2: also compare two groups of the same prompt)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also save the JSON result here")
+    a = ap.parse_args(argv)
+    try:
+        return _run(a)
+    except XomniError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
+    from xomni.pipeline import Pipeline
+    from xomni.rl.config import load_rl_config
+    from xomni.rl.grpo import PolicyLogprobs, collect_rollouts, group_advantages
+    from xomni.rl.rewards import RewardPool, reward_spec
+    from xomni.rl.trainer import make_decode_fn, read_dataset_prompts
+    if a.groups < 4:
+        raise XomniError(f"--groups must be >= 4, got {a.groups}")
+    if a.groups % a.repeats:
+        raise XomniError(f"--groups {a.groups} is not a multiple of --repeats {a.repeats}")
+    t0 = time.time()
+    torch.set_num_threads(a.threads)
+    cfg = load_rl_config(a.config, a.set)
+    G = cfg.group_size
+    pipe = Pipeline.from_pretrained(a.model)
+    rows = read_dataset_prompts(a.data, cfg.data_split)
+    random.Random(a.seed).shuffle(rows)
+    batch = [dict(r) for r in rows[:a.groups // a.repeats] for _ in range(a.repeats)]
+    for r in batch:
+        r["ids"] = pipe.check_prompt(r["prompt"])
+    decode_fn = make_decode_fn(pipe, cfg.decode_steps)
+    gen = torch.Generator().manual_seed(a.seed)
+    with RewardPool(reward_spec(cfg, a.model), workers=cfg.reward_workers) as pool:
+        pool.warmup()
+        log(f"[snr] {a.groups} prompts x G={G} rollouts, rewards {cfg.rewards} ...")
+        ro = collect_rollouts(pipe.ar, batch, pipe.grid, G, cfg.sampling, decode_fn, pool, gen, cfg.rollout_batch,
+                              cfg.adv_eps, cfg.scale_rewards)
+        log(f"[snr] rollouts in {time.time() - t0:.0f} s; decoding and scoring them again (another decoder seed)")
+        futs = []
+        for p in range(a.groups):
+            imgs = decode_fn(ro.codes[p * G:(p + 1) * G], 10_000 + p)
+            futs.append(pool.submit(imgs, [batch[p]["prompt"]] * G, {"text": [batch[p].get("text")] * G}))
+        total2, ocr2 = [], []
+        for f in futs:
+            t, c, _ = f.result()
+            total2.extend(t)
+            ocr2.extend(c.get("ocr", t))
+    r1, r2 = ro.total.double(), torch.tensor(total2, dtype=torch.float64)
+    ocr1 = ro.comps.get("ocr", ro.total).double()
+    ocr2_t = torch.tensor(ocr2, dtype=torch.float64)
+    within = float(r1.view(-1, G).var(-1, unbiased=False).mean())
+    within_ocr = float(ocr1.view(-1, G).var(-1, unbiased=False).mean())
+    rep = {"reward_mean": float(r1.mean()), "reward_corr_two_decodes": float(np.corrcoef(r1, r2)[0, 1]),
+           "within_group_var": within, "decode_noise_var": float((r1 - r2).var() / 2),
+           "decode_noise_share": float((r1 - r2).var() / 2) / within if within else None,
+           "ocr_exact_rate": float((ocr1 >= 1.0).double().mean()),
+           "ocr_exact_agree_two_decodes": float(((ocr1 >= 1.0) == (ocr2_t >= 1.0)).double().mean()),
+           "ocr_decode_noise_share": float((ocr1 - ocr2_t).var() / 2) / within_ocr if within_ocr else None,
+           "zero_var_groups": float((r1.view(-1, G).std(-1) == 0).double().mean())}
+    log(f"[snr] repeatability {json.dumps(rep)}")
+
+    adv = {"configured": ro.adv.double(),
+           "unscaled": group_advantages(r1.view(-1, G).float(), cfg.adv_eps, False).reshape(-1).double(),
+           "ocr_only_scaled": group_advantages(ocr1.view(-1, G).float(), cfg.adv_eps, True).reshape(-1).double(),
+           "exact_only_scaled": group_advantages((ocr1 >= 1.0).float().view(-1, G), cfg.adv_eps,
+                                                 True).reshape(-1).double(),
+           "two_decode_mean_scaled": group_advantages(((r1 + r2) / 2).view(-1, G).float(), cfg.adv_eps,
+                                                      True).reshape(-1).double()}
+    policy = PolicyLogprobs(pipe.ar)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    D = sum(p.numel() for p in params)
+    N = ro.codes.shape[1] * ro.codes.shape[2]
+    grads = {k: torch.zeros(a.groups, D) for k in adv}
+    from tqdm import tqdm
+    for p in tqdm(range(a.groups), desc="per-rollout gradients", file=sys.stderr, mininterval=5):
+        sl = slice(p * G, (p + 1) * G)
+        lp_GN = policy(ro.ids[sl], ro.codes[sl], cfg.sampling)
+        for i in range(G):
+            gi = torch.autograd.grad(lp_GN[i].sum(), params, retain_graph=i < G - 1)
+            flat = torch.cat([x.reshape(-1) for x in gi])
+            for k, A in adv.items():
+                grads[k][p].add_(flat, alpha=-float(A[p * G + i]) / (G * N))
+    out = {"model": a.model, "config": a.config, "overrides": a.set, "groups": a.groups, "group_size": G,
+           "repeats": a.repeats,
+           "rewards": dict(cfg.rewards), "sampling": {k: getattr(cfg.sampling, k) for k in
+                                                      ("temperature", "top_k", "top_p", "min_p", "cfg_scale")},
+           "params": D, "tokens_per_rollout": N, "seed": a.seed, "repeatability": rep,
+           "gradient": {k: {**stats_from_group_grads(g, seed=a.seed),
+                            **(pair_cosines(g, a.repeats) if a.repeats > 1 else {})} for k, g in grads.items()},
+           "wall_s": round(time.time() - t0, 1)}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
