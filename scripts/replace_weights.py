@@ -8,8 +8,10 @@
 
 The other components are the base pipeline's. New AR weights must fit the base's AR architecture (its text
 vocabulary is the text tokenizer's); a new decoder brings its own config (sampling steps, strength) and must fit the
-image tokenizer's grid and codebook. A mismatch is one clear error and exit 2, with nothing written. The new model_index.json keeps the base's provenance and adds: `base_pipeline`, the stage's
-command under `stages_run_as[STAGE]`, its training time under `train_wall_s[STAGE]` (from the run's log), and
+image tokenizer's grid and codebook. A mismatch is one clear error and exit 2, with nothing written.
+
+The new model_index.json keeps the base's provenance and adds: `base_pipeline` (which keeps the base's own
+`base_pipeline`, so a chain of replacements stays traceable to the recipe run), the stage's command under `stages_run_as[STAGE]`, its training time under `train_wall_s[STAGE]` (from the run's log), and
 `eval: null` (the base's evaluation is kept as `base_eval`: evaluate the new pipeline before shipping it).
 """
 from __future__ import annotations
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
             load_model_weights(pipe.ar, a.ar)
         else:
             pipe = Pipeline(pipe.text_tokenizer, pipe.image_tokenizer, pipe.ar,
-                            Decoder.from_pretrained(a.decoder).eval(), index=pipe.index, path=pipe.path)
+                            Decoder.from_pretrained(a.decoder), index=pipe.index, path=pipe.path)
     except XomniError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     wall = dict(idx.get("train_wall_s") or {})
     if a.run_dir:
         wall[a.stage[0]] = train_wall_s(Path(a.run_dir))
-    upd = {"base_pipeline": {"path": a.pipeline, "commit": idx.get("commit"), "command": idx.get("command")},
+    upd = {"base_pipeline": {"path": a.pipeline, "commit": idx.get("commit"), "command": idx.get("command"),
+                             "base_pipeline": idx.get("base_pipeline")},
            "stages_run_as": stages, "train_wall_s": wall, "commit": _git_commit(),
            "eval": None, "eval_sampling": None, "base_eval": idx.get("eval"),
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -17,6 +17,7 @@ pool), then measures at the initial policy (ratio = 1, KL = 0, so the GRPO gradi
    expected cosine between two independent n-group steps is |mu|^2 / (|mu|^2 + tr(Sigma) / n);
    `groups_for_cos_0.5` = tr(Sigma) / |mu|^2 is the batch (in groups) at which half the step is signal. A direct
    check: the cosine between the mean gradients of two random halves of the P groups (mean over 20 splits).
+   All of it is computed from the P x P Gram matrix of the group gradients (one pass over the parameters).
 3. With `--repeats 2` every prompt is drawn as two independent groups: `same_prompt_cos` (mean cosine between the
    two groups of one prompt) against `other_prompt_cos` (groups of different prompts) tells whether a prompt's
    own gradient is consistent (signal that does not transfer across prompts) or noise even within a prompt.
@@ -40,21 +41,29 @@ from xomni.errors import XomniError  # noqa: E402
 from xomni.utils import log  # noqa: E402
 
 
-def stats_from_group_grads(g_PD: torch.Tensor, splits: int = 20, seed: int = 0) -> dict:
-    """Signal/noise of the mean of per-group gradients g_PD (P groups x D parameters), see the module doc."""
-    P = g_PD.shape[0]
-    g = g_PD.double()
-    s = g.sum(0)
-    sq = (g * g).sum()
-    mu2 = float((s.dot(s) - sq) / (P * (P - 1)))
-    tr = float(sq / P) - mu2
+def gram(g_PD: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+    """g g^T in float64 (P x P), over chunks of parameters: every statistic below is a function of it."""
+    K = torch.zeros(g_PD.shape[0], g_PD.shape[0], dtype=torch.float64)
+    for c in range(0, g_PD.shape[1], chunk):
+        x = g_PD[:, c:c + chunk].double()
+        K += x @ x.T
+    return K
+
+
+def stats_from_gram(K: torch.Tensor, splits: int = 20, seed: int = 0) -> dict:
+    """Signal/noise of the mean of P per-group gradients, from their Gram matrix K (see the module doc)."""
+    P = K.shape[0]
+    sq = float(K.diagonal().sum())
+    mu2 = (float(K.sum()) - sq) / (P * (P - 1))
+    tr = sq / P - mu2
     rng = random.Random(seed)
     cos = []
     for _ in range(splits):
         idx = list(range(P))
         rng.shuffle(idx)
-        a, b = g[idx[:P // 2]].mean(0), g[idx[P // 2:2 * (P // 2)]].mean(0)
-        cos.append(float(a.dot(b) / (a.norm() * b.norm() + 1e-30)))
+        a, b = idx[:P // 2], idx[P // 2:2 * (P // 2)]
+        ab, aa, bb = (float(K[x][:, y].sum()) for x, y in ((a, b), (a, a), (b, b)))
+        cos.append(ab / (math.sqrt(aa * bb) + 1e-30))
     out = {"mu_sq": mu2, "trace_sigma": tr, "half_split_cos_mean": float(np.mean(cos)),
            "half_split_cos_std": float(np.std(cos)), "half_split_groups": P // 2}
     for n in (8, 32, 128, 512):
@@ -63,13 +72,14 @@ def stats_from_group_grads(g_PD: torch.Tensor, splits: int = 20, seed: int = 0) 
     return out
 
 
-def pair_cosines(g_PD: torch.Tensor, repeats: int) -> dict:
-    """Mean cosine between groups of the same prompt (rows p*repeats ... p*repeats + repeats - 1) and between
-    consecutive groups of different prompts."""
-    n = torch.nn.functional.normalize(g_PD.double(), dim=1)
-    P = n.shape[0] // repeats
-    same = [float(n[p * repeats].dot(n[p * repeats + 1])) for p in range(P)]
-    other = [float(n[p * repeats].dot(n[((p + 1) % P) * repeats + 1])) for p in range(P)]
+def pair_cosines(K: torch.Tensor, repeats: int) -> dict:
+    """From the Gram matrix K: mean cosine between the two groups of one prompt (rows p*repeats, p*repeats + 1)
+    and between groups of consecutive, different prompts."""
+    d = K.diagonal().sqrt()
+    C = K / (d[:, None] * d[None, :] + 1e-30)
+    P = K.shape[0] // repeats
+    same = [float(C[p * repeats, p * repeats + 1]) for p in range(P)]
+    other = [float(C[p * repeats, ((p + 1) % P) * repeats + 1]) for p in range(P)]
     return {"same_prompt_cos": float(np.mean(same)), "same_prompt_cos_sem": float(np.std(same) / math.sqrt(P)),
             "other_prompt_cos": float(np.mean(other)), "other_prompt_cos_sem": float(np.std(other) / math.sqrt(P))}
 
@@ -171,8 +181,8 @@ def _run(a) -> int:
            "rewards": dict(cfg.rewards), "sampling": {k: getattr(cfg.sampling, k) for k in
                                                       ("temperature", "top_k", "top_p", "min_p", "cfg_scale")},
            "params": D, "tokens_per_rollout": N, "seed": a.seed, "repeatability": rep,
-           "gradient": {k: {**stats_from_group_grads(g, seed=a.seed),
-                            **(pair_cosines(g, a.repeats) if a.repeats > 1 else {})} for k, g in grads.items()},
+           "gradient": {k: {**stats_from_gram(K, seed=a.seed), **(pair_cosines(K, a.repeats) if a.repeats > 1 else {})}
+                        for k, K in ((k, gram(g)) for k, g in grads.items())},
            "wall_s": round(time.time() - t0, 1)}
     text = json.dumps(out, indent=2)
     print(text)

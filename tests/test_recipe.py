@@ -131,6 +131,11 @@ def test_replace_weights_script_swaps_the_decoder_with_its_config(tmp_path, caps
         assert torch.equal(out.ar.state_dict()[k], v), k
     idx = json.loads((tmp_path / "out" / "model_index.json").read_text())
     assert idx["stages_run_as"]["decoder_finetune"] == "xomni train decoder --init X" and idx["eval"] is None
+    # a second replacement keeps the first one's base: the chain leads back to the original pipeline
+    assert mod.main(["--pipeline", str(tmp_path / "out"), "--decoder", str(tmp_path / "dec"), "--out",
+                     str(tmp_path / "out3"), "--stage", "again", "z"]) == 0
+    chain = json.loads((tmp_path / "out3" / "model_index.json").read_text())["base_pipeline"]
+    assert chain["path"] == str(tmp_path / "out") and chain["base_pipeline"]["path"] == str(tmp_path / "base")
     # a decoder for another token grid: one line and exit 2, nothing written
     c = base.decoder.config
     wrong = Decoder(dataclasses.replace(c, grid=[c.grid[0] * 2, c.grid[1]], image_size=[c.image_size[0] * 2,
