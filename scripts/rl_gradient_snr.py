@@ -11,7 +11,8 @@ pool), then measures at the initial policy (ratio = 1, KL = 0, so the GRPO gradi
    within-group reward spread, which GRPO's advantages are made of, that comes from the decoder's noise rather
    than from the tokens the policy chose.
 2. Gradient signal-to-noise, for several advantage definitions (GRPO as configured; unscaled; OCR only; exact
-   reads only; the mean of the two decodes' rewards). One group's gradient is g_p = -(1 / (G N)) sum_i A_i
+   reads only; the mean of the two decodes' rewards; and column credit, xomni.rl.credit, which gives each
+   token column the correctness of the characters drawn there: with all configured rewards and OCR alone). One group's gradient is g_p = -(1 / (G N)) sum_i A_i
    grad(sum_t log p_it); a step over n groups averages n of them. From the P per-group gradients:
    |mu|^2 = (|sum g_p|^2 - sum |g_p|^2) / (P (P - 1)) (unbiased), tr(Sigma) = mean |g_p|^2 - |mu|^2, and the
    expected cosine between two independent n-group steps is |mu|^2 / (|mu|^2 + tr(Sigma) / n);
@@ -138,7 +139,7 @@ def _run(a) -> int:
             futs.append(pool.submit(imgs, [batch[p]["prompt"]] * G, {"text": [batch[p].get("text")] * G}))
         total2, ocr2 = [], []
         for f in futs:
-            t, c, _ = f.result()
+            t, c, _, _ = f.result()
             total2.extend(t)
             ocr2.extend(c.get("ocr", t))
     r1, r2 = ro.total.double(), torch.tensor(total2, dtype=torch.float64)
@@ -162,20 +163,36 @@ def _run(a) -> int:
                                                  True).reshape(-1).double(),
            "two_decode_mean_scaled": group_advantages(((r1 + r2) / 2).view(-1, G).float(), cfg.adv_eps,
                                                       True).reshape(-1).double()}
+    # column credit (xomni.rl.credit) from the same OCR readings (the first decode's, made by the reward pool):
+    # against "configured" (all rewards) and "ocr_only_scaled" (OCR alone) only where the credit goes differs
+    from xomni.rl.credit import ColumnCredit
+    from xomni.rl.rewards import target_texts
+    targets = [t for r in batch for t in target_texts([r["prompt"]] * G, [r.get("text")] * G)]
+    comps = {k: v.tolist() for k, v in ro.comps.items()}
+    token_adv = {}
+    if "ocr" in comps:
+        token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps)(
+            ro.total.tolist(), comps, ro.reads, targets, G, pipe.grid).double()
+        token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps)(
+            comps["ocr"], comps, ro.reads, targets, G, pipe.grid).double()
     policy = PolicyLogprobs(pipe.ar)
     params = [p for p in policy.parameters() if p.requires_grad]
     D = sum(p.numel() for p in params)
     N = ro.codes.shape[1] * ro.codes.shape[2]
-    grads = {k: torch.zeros(a.groups, D) for k in adv}
+    grads = {k: torch.zeros(a.groups, D) for k in list(adv) + list(token_adv)}
     from tqdm import tqdm
     for p in tqdm(range(a.groups), desc="per-rollout gradients", file=sys.stderr, mininterval=5):
         sl = slice(p * G, (p + 1) * G)
         lp_GN = policy(ro.ids[sl], ro.codes[sl], cfg.sampling)
         for i in range(G):
-            gi = torch.autograd.grad(lp_GN[i].sum(), params, retain_graph=i < G - 1)
+            gi = torch.autograd.grad(lp_GN[i].sum(), params, retain_graph=True)
             flat = torch.cat([x.reshape(-1) for x in gi])
             for k, A in adv.items():
                 grads[k][p].add_(flat, alpha=-float(A[p * G + i]) / (G * N))
+            for j, (k, A_BN) in enumerate(token_adv.items()):  # token-level advantages: their own backward
+                gi = torch.autograd.grad((lp_GN[i] * A_BN[p * G + i].to(lp_GN.dtype)).sum(), params,
+                                         retain_graph=i < G - 1 or j < len(token_adv) - 1)
+                grads[k][p].add_(torch.cat([x.reshape(-1) for x in gi]), alpha=-1.0 / (G * N))
     out = {"model": a.model, "config": a.config, "overrides": a.set, "groups": a.groups, "group_size": G,
            "repeats": a.repeats,
            "rewards": dict(cfg.rewards), "sampling": {k: getattr(cfg.sampling, k) for k in

@@ -1,6 +1,7 @@
 """Guards on the bundled model (xomni/pretrained/mini): it is there, small, safetensors only, and it still writes
-text: Tesseract exact match >= 0.6 on 32 fixed test-split prompts, greedy AR decoding, decoder seed 0 (measured
-0.78 by `pytest -s -m slow tests/test_bundled.py -k writes`; 0.75 with decoder seed 1; the issue's floor is 0.25).
+text: Tesseract exact match >= 0.65 on 32 fixed test-split prompts, greedy AR decoding, decoder seed 0 (measured
+0.81 by `pytest -s -m slow tests/test_bundled.py -k writes`; 0.75 / 0.78 with decoder seeds 1 / 2; the issue's floor
+is 0.25).
 A regression in the sampler, decoder, tokenizer or the weights fails the build. Also runs the README's Python example."""
 import json
 import re
@@ -38,7 +39,7 @@ def test_bundled_model_writes_test_split_words():
     reads = ocr_images(images, region=OcrRegion(preset.ocr_region, (preset.width, preset.height)))
     acc = sum(exact_match(r, m["text"]) for r, m in zip(reads, metas)) / len(metas)
     print(f"bundled model: greedy exact match {acc:.3f} on 32 test-split prompts")  # pytest -s shows the figure
-    assert acc >= 0.6, f"bundled model: exact match {acc:.3f} < 0.6 on 32 test-split prompts ({list(zip(reads, [m['text'] for m in metas]))[:8]})"
+    assert acc >= 0.65, f"bundled model: exact match {acc:.3f} < 0.65 on 32 test-split prompts ({list(zip(reads, [m['text'] for m in metas]))[:8]})"
 
 
 def test_readme_python_example(tmp_path, monkeypatch):

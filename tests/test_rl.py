@@ -125,7 +125,7 @@ def test_reward_set_combination_and_user_reward_and_pool():
     for i in range(3):
         assert total[i] == pytest.approx((3 * comps["test_rl:brightness"][i] + comps["aesthetic"][i]) / 4)
     pool = RewardPool(reward_spec(cfg), workers=0)
-    t2, c2, _ = pool.submit(ims, ["p"] * 3, {"text": [None] * 3}).result()
+    t2, c2, _, _ = pool.submit(ims, ["p"] * 3, {"text": [None] * 3}).result()
     assert t2 == pytest.approx(total)
     with pytest.raises(XomniError, match="one finite number per image"):
         RewardSet({"bad": lambda im, p: [1.0]}, {"bad": 1.0}).scores(ims, ["p"] * 3)
@@ -139,6 +139,9 @@ def test_reward_process_pool_matches_in_process():
         remote = pool.submit(ims, caps, {"text": [None] * 3}).result()
     local = RewardPool(spec, workers=0).submit(ims, caps, {"text": [None] * 3}).result()
     assert remote[0] == pytest.approx(local[0]) and remote[1].keys() == local[1].keys()
+    # the OCR readings come back too (column credit aligns them), the same from a worker as in-process
+    assert list(remote[3]) == ["ocr"] and remote[3]["ocr"] == local[3]["ocr"] and len(remote[3]["ocr"]) == 3
+    assert sum(r == m["text"] for r, m in zip(remote[3]["ocr"], metas)) >= 2
 
 
 # ------------------------------------------------------------------ config errors
@@ -235,7 +238,7 @@ class _ListPool:
     def submit(self, images, prompts, meta):
         from concurrent.futures import Future
         f = Future()
-        f.set_result((self.fn(images, prompts), {"bright": self.fn(images, prompts)}, 0.0))
+        f.set_result((self.fn(images, prompts), {"bright": self.fn(images, prompts)}, 0.0, {}))
         return f
 
 

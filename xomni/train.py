@@ -227,7 +227,7 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                    mininterval=1.0)
     logf = open(out / "log.jsonl", "a") if rank == 0 else None
     metrics: dict = {}
-    t_last, tokens_acc = time.time(), 0.0
+    t_last, tokens_acc, warned_mfu = time.time(), 0.0, False
     step = start_step
     stop = _StopSignals()
     try:
@@ -279,6 +279,11 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                     metrics["tokens_per_s"] = tokens_acc / dt
                     if flops_per_token and peak_flops:
                         metrics["mfu"] = tokens_acc / dt * flops_per_token / peak_flops
+                        if metrics["mfu"] > 1.0 and not warned_mfu:
+                            warned_mfu = True
+                            log(f"[train] warning: MFU {metrics['mfu']:.2f} > 1: the matmul peak measured at start "
+                                f"({peak_flops / 1e9:.0f} GFLOP/s) was depressed by other load on the machine; "
+                                f"the logged MFU is overstated (rerun on an idle machine to measure it)")
                 metrics["time"] = time.time()
                 logf.write(json.dumps(metrics) + "\n")
                 logf.flush()

@@ -132,12 +132,15 @@ class JudgeNet(nn.Module):
         x = x.float() / 127.5 - 1.0
         h = self.fc(self.features(x))
         n, k = x.shape[0], self.crop
+        heads = {"background": self.head_bg(h), "text_color": self.head_tc(h), "noun": self.head_noun(h)}
+        if self.P == 0:  # a preset without shapes (mini): no slots to read
+            return {**heads, "slot_kind": h.new_zeros(n, 0, self.head_kind.out_features),
+                    "slot_color": h.new_zeros(n, 0, self.head_color.out_features)}
         xp = F.pad(x, (self.pad,) * 4, mode="replicate")
         crops = torch.stack([xp[:, :, cy:cy + k, cx:cx + k] for cx, cy in self.slot_xy], 1)  # N x P x 3 x k x k
         z = self.slot_cnn(crops.reshape(n * self.P, 3, k, k)).view(n, self.P, -1) + self.slot_emb
         z = self.slot_mlp(z)
-        return {"background": self.head_bg(h), "text_color": self.head_tc(h), "noun": self.head_noun(h),
-                "slot_kind": self.head_kind(z), "slot_color": self.head_color(z)}
+        return {**heads, "slot_kind": self.head_kind(z), "slot_color": self.head_color(z)}
 
 
 def image_tensor(img, hw: tuple[int, int]) -> torch.Tensor:
@@ -178,6 +181,8 @@ def judge_loss(model, batch, gen) -> tuple[torch.Tensor, dict]:
         metrics[f"acc_{k}"] = (out[k].argmax(-1) == batch[k]).float().mean().item()
     for k in ("slot_kind", "slot_color"):
         lg = out[k]
+        if lg.shape[1] == 0:  # no shape slots in this preset
+            continue
         loss = loss + F.cross_entropy(lg.reshape(-1, lg.shape[-1]), batch[k].reshape(-1)) * 2.0
         metrics[f"acc_{k}"] = (lg.argmax(-1) == batch[k]).float().mean().item()
     return loss, metrics

@@ -49,6 +49,10 @@ class RLConfig:
     adv_eps: float = field(1e-4, help="Epsilon added to the group reward std when normalising advantages.")
     scale_rewards: bool = field(True, help="Divide advantages by the group's reward std (GRPO); false: only centre "
                                            "them (Dr. GRPO), so groups whose rewards barely differ push little.")
+    credit: str = field("sequence", help="Where the advantage goes. sequence: one advantage per rollout, on every "
+                                         "token (GRPO). column: the OCR reward is credited per token column, to the "
+                                         "columns that drew each character, by whether OCR read that character "
+                                         "right (xomni.rl.credit); the other rewards stay per rollout.")
     reference: str = field("", help="AR weights of the frozen KL reference (an ar/ dir, a pipeline dir or a "
                                     ".safetensors); '' = the initial policy itself.")
     rewards: dict[str, float] = field(default_factory=lambda: {"ocr": 1.0, "aesthetic": 0.25},
@@ -83,6 +87,11 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise XomniError(f"adv_eps must be > 0, got {cfg.adv_eps}")
     if cfg.reward_workers < 0 or cfg.rollout_batch < 1 or cfg.decode_steps < 0 or cfg.val_n < 0:
         raise XomniError("reward_workers, decode_steps and val_n must be >= 0 and rollout_batch >= 1")
+    if cfg.credit not in ("sequence", "column"):
+        raise XomniError(f"credit must be 'sequence' or 'column', got {cfg.credit!r}")
+    if cfg.credit == "column" and (float(cfg.rewards.get("ocr", 0.0)) == 0.0 or not cfg.preset):
+        raise XomniError("credit=column credits the OCR reward per token column: it needs rewards.ocr > 0 and a "
+                         "preset (whose renderer lays out the characters)")
     if cfg.train.batch_size < 1:
         raise XomniError(f"train.batch_size (prompts per step) must be >= 1, got {cfg.train.batch_size}")
     cfg.sampling.validate()

@@ -7,6 +7,7 @@ One optimizer step (`GRPOLoss.__call__(model, batch, gen)`, batch = this rank's 
      in worker processes while the next group is sampled and decoded;
   2. advantages: A = (r - mean_group(r)) / (std_group(r) + adv_eps) (population std), one value per rollout,
      broadcast to its tokens; a group whose rewards are all equal gets A = 0 (only the KL term acts on it).
+     With credit=column the OCR reward is credited per token column instead (xomni.rl.credit): A is B x N.
      With scale_rewards=false (Dr. GRPO, TRL's `scale_rewards=False`) A = r - mean_group(r): a group whose
      rewards differ only a little (every sample already reads right, say, and only the aesthetic term varies)
      then pushes the policy a little, instead of as hard as a group where half the samples misspell;
@@ -73,7 +74,8 @@ def grpo_token_loss(lp: torch.Tensor, old_lp: torch.Tensor, ref_lp: torch.Tensor
     """Clipped token-level policy-gradient loss + beta * k3 KL, averaged over all tokens (see module doc)."""
     log_ratio = (lp - old_lp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
-    a = adv_B.to(lp.device).unsqueeze(-1)
+    a = adv_B.to(lp.device)
+    a = a if a.dim() == 2 else a.unsqueeze(-1)  # B x N token advantages (column credit) or one per rollout
     pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
     kl = k3_kl(lp, ref_lp)
     loss = (pg + beta * kl).mean()
@@ -139,17 +141,19 @@ class Rollouts:
     old_lp: torch.Tensor          # P*G x N, log-probs under the sampling distribution at sampling time
     total: torch.Tensor           # P*G combined rewards
     comps: dict                   # name -> P*G tensor
-    adv: torch.Tensor             # P*G
+    adv: torch.Tensor             # P*G (one per rollout) or P*G x N (column credit)
     times: dict                   # sample_s, decode_s, reward_wait_s, reward_cpu_s
+    reads: list = dataclasses.field(default_factory=list)  # P*G OCR readings ('' without an OCR reward)
     uses: int = 0
 
 
 def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampling: SamplingConfig,
                      decode_fn: Callable, pool, gen: torch.Generator, rollout_batch: int, adv_eps: float,
-                     scale_rewards: bool = True) -> Rollouts:
+                     scale_rewards: bool = True, credit: Callable | None = None) -> Rollouts:
     """Sample G grids per prompt (whole groups batched up to `rollout_batch` rows per sampler call), then decode
     group by group and hand each group's images to the reward pool at once: OCR of group i runs in the workers
-    while group i+1 is decoded and the next chunk sampled. Then collect rewards and normalise them per group."""
+    while group i+1 is decoded and the next chunk sampled. Then collect rewards and normalise them per group;
+    with `credit` (an xomni.rl.credit.ColumnCredit) the advantages are per token instead."""
     per_call = max(1, rollout_batch // G)
     ids, codes, old_lp, futures, times = [], [], [], [], {"sample_s": 0.0, "decode_s": 0.0}
     for s in range(0, len(batch), per_call):
@@ -168,18 +172,24 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
         codes.append(out.codes_BHW)
         old_lp.append(out.logprobs_BN)
     t0 = time.time()
-    total, comps, cpu = [], {}, 0.0
+    total, comps, cpu, reads = [], {}, 0.0, []
     for f in futures:
-        t, c, cs = f.result()
+        t, c, cs, det = f.result()
         total.extend(t)
+        reads.extend(det.get("ocr", [""] * len(t)))
         cpu += cs
         for k, v in c.items():
             comps.setdefault(k, []).extend(v)
     times["reward_wait_s"], times["reward_cpu_s"] = time.time() - t0, cpu
     total_t = torch.tensor(total, dtype=torch.float32)
-    adv = group_advantages(total_t.view(-1, G), adv_eps, scale_rewards).reshape(-1)
+    if credit is None:
+        adv = group_advantages(total_t.view(-1, G), adv_eps, scale_rewards).reshape(-1)
+    else:
+        from xomni.rl.rewards import target_texts
+        targets = [t for b in batch for t in target_texts([b["prompt"]] * G, [b.get("text")] * G)]
+        adv = credit(total, comps, reads, targets, G, tuple(grid))
     return Rollouts(ids=ids, codes=torch.cat(codes), old_lp=torch.cat(old_lp), total=total_t,
-                    comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times)
+                    comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times, reads=reads)
 
 
 # ------------------------------------------------------------------ the loss_fn
@@ -191,6 +201,10 @@ class GRPOLoss:
     def __init__(self, cfg, reference: nn.Module, decode_fn: Callable, pool, grid: tuple[int, int], world: int = 1):
         self.cfg, self.ref, self.decode_fn, self.pool, self.world = cfg, reference, decode_fn, pool, world
         self.grid = tuple(grid)
+        self.credit = None
+        if getattr(cfg, "credit", "sequence") == "column":
+            from xomni.rl.credit import ColumnCredit
+            self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards)
         self.cache: Rollouts | None = None
         self._t_end: float | None = None
         self._warned = False
@@ -204,7 +218,8 @@ class GRPOLoss:
         fresh = self.cache is None or self.cache.uses >= cfg.inner_epochs
         if fresh:
             self.cache = collect_rollouts(ar, batch, self.grid, cfg.group_size, cfg.sampling, self.decode_fn,
-                                          self.pool, gen, cfg.rollout_batch, cfg.adv_eps, cfg.scale_rewards)
+                                          self.pool, gen, cfg.rollout_batch, cfg.adv_eps, cfg.scale_rewards,
+                                          credit=self.credit)
         ro = self.cache
         ro.uses += 1
         t_fwd = time.time()

@@ -125,6 +125,7 @@ class OcrReward:
         from xomni.ocr import rapidocr_batch
         targets = target_texts(prompts, text)
         preds = rapidocr_batch(_at_size(images, self.size), region=self.box)
+        self.last_reads = preds  # RewardSet.details: what column credit (xomni.rl.credit) aligns
         return [text_similarity(p, t) for p, t in zip(preds, targets)]
 
 
@@ -249,7 +250,10 @@ class RewardSet:
         return list(self.fns)
 
     def scores(self, images, prompts, **meta) -> tuple[list[float], dict[str, list[float]]]:
+        """(combined reward per image, {name: values}); afterwards `self.details` holds what a reward exposed
+        about its last call as `last_reads` (the OCR readings: {"ocr": [str, ...]})."""
         images, prompts = list(images), list(prompts)
+        self.details: dict[str, list] = {}
         if len(images) != len(prompts):
             raise XomniError(f"rewards got {len(images)} images but {len(prompts)} prompts")
         comps: dict[str, list[float]] = {}
@@ -263,6 +267,9 @@ class RewardSet:
                 raise XomniError(f"reward {name!r} must return one finite number per image ({len(images)}), got "
                                  f"{len(vals)} values" + ("" if len(vals) != len(images) else " with NaN/inf"))
             comps[name] = vals
+            reads = getattr(fn, "last_reads", None)
+            if isinstance(reads, list) and len(reads) == len(images):
+                self.details[name] = list(reads)
         total = [sum(self.weights[k] * comps[k][i] for k in comps) / self.wsum for i in range(len(images))]
         return total, comps
 
@@ -340,14 +347,15 @@ def _warm() -> int:
     return os.getpid()
 
 
-def _worker_score(images, prompts, meta) -> tuple[list[float], dict, float]:
+def _worker_score(images, prompts, meta) -> tuple[list[float], dict, float, dict]:
     t0 = time.process_time()
     total, comps = _WORKER.scores(images, prompts, **meta)
-    return total, comps, time.process_time() - t0
+    return total, comps, time.process_time() - t0, _WORKER.details
 
 
 class RewardPool:
-    """`submit(images, prompts, meta)` -> Future of (total, components, cpu seconds). workers=0 scores in-process
+    """`submit(images, prompts, meta)` -> Future of (total, components, cpu seconds, details: RewardSet.details,
+    e.g. the OCR readings). workers=0 scores in-process
     (synchronously, at submit). Worker processes are spawned (not forked: the parent holds torch threads)."""
 
     def __init__(self, spec: dict, workers: int = 1):
@@ -376,7 +384,7 @@ class RewardPool:
         t0 = time.process_time()
         try:
             total, comps = self._local.scores(images, prompts, **meta)
-            f.set_result((total, comps, time.process_time() - t0))
+            f.set_result((total, comps, time.process_time() - t0, self._local.details))
         except Exception as e:  # surfaced at .result(), like the process pool
             f.set_exception(e)
         return f
