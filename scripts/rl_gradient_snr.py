@@ -171,9 +171,9 @@ def _run(a) -> int:
     comps = {k: v.tolist() for k, v in ro.comps.items()}
     token_adv = {}
     if "ocr" in comps:
-        token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps)(
+        token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards)(
             ro.total.tolist(), comps, ro.reads, targets, G, pipe.grid).double()
-        token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps)(
+        token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps, cfg.scale_rewards)(
             comps["ocr"], comps, ro.reads, targets, G, pipe.grid).double()
     policy = PolicyLogprobs(pipe.ar)
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -167,6 +167,8 @@ def test_judge_on_a_preset_without_shapes_learns_colours():
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
+        # every trainable parameter gets a gradient (DDP without find_unused_parameters needs that)
+        assert all(q.grad is not None for q in net.parameters() if q.requires_grad)
         opt.step()
     assert loss.item() < 0.5 * first
     net.eval()

@@ -162,4 +162,22 @@ def test_column_credit_config_errors():
     with pytest.raises(XomniError, match="credit must be"):
         load_rl_config({"credit": "token"})
     with pytest.raises(XomniError, match="needs rewards.ocr"):
-        load_rl_config({"credit": "column", "rewards": {"aesthetic": 1.0}})
+        load_rl_config({"credit": "column", "rewards": {"aesthetic": 1.0}, "preset": "mini"})
+    # tiny has 12 fonts and a size range: the layout cannot be recomputed from the text alone
+    with pytest.raises(XomniError, match="one font, one size"):
+        load_rl_config({"credit": "column", "preset": "tiny"})
+    assert load_rl_config({"credit": "column", "preset": "mini"}).credit == "column"
+    with pytest.raises(XomniError, match="not whole groups"):
+        column_advantages(np.zeros((6, 16)), [0.0] * 6, G=4, h=4)
+
+
+def test_column_advantages_scale_ignores_columns_the_group_agrees_on():
+    """All 8 samples misread the last letter, one also the first: the advantage of that first column must not be
+    shrunk by the last column's shared error (the divisor is the spread of the *centred* rewards)."""
+    col = np.ones((8, 16))
+    col[:, 12] = 0.0           # every sample: last letter wrong
+    col[0, 3] = 0.0            # one sample: first letter wrong too
+    whole = [6 / 8] + [7 / 8] * 7
+    A = column_advantages(col, whole, G=8, h=1).view(8, 16)
+    assert torch.all(A[:, 12] == 0)                       # nobody differs there
+    assert A[0, 3] < -5.0 and torch.all(A[1:, 3] > 0)     # the one misread stands out (raw spread: -2.4)

@@ -281,9 +281,10 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                         metrics["mfu"] = tokens_acc / dt * flops_per_token / peak_flops
                         if metrics["mfu"] > 1.0 and not warned_mfu:
                             warned_mfu = True
-                            log(f"[train] warning: MFU {metrics['mfu']:.2f} > 1: the matmul peak measured at start "
-                                f"({peak_flops / 1e9:.0f} GFLOP/s) was depressed by other load on the machine; "
-                                f"the logged MFU is overstated (rerun on an idle machine to measure it)")
+                            log(f"[train] warning: MFU {metrics['mfu']:.2f} > 1: the peak it is divided by "
+                                f"({peak_flops / 1e9:.0f} GFLOP/s, measured at start) is below the rate achieved "
+                                f"(measured under other load, on another device than the model's, or per process "
+                                f"while tokens count all ranks); the logged MFU is not a utilisation")
                 metrics["time"] = time.time()
                 logf.write(json.dumps(metrics) + "\n")
                 logf.flush()

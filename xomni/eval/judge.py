@@ -126,6 +126,10 @@ class JudgeNet(nn.Module):
         self.head_kind = nn.Linear(128, K + 1)
         self.head_color = nn.Linear(128, C + 1)
         self.hw = (cfg.height, cfg.img_width)
+        if P == 0:  # no slots (mini): the slot branch stays in the state dict but is frozen, so DDP sees no
+            for m in (self.slot_cnn, self.slot_mlp, self.head_kind, self.head_color):  # unused trainable params
+                m.requires_grad_(False)
+            self.slot_emb.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> dict:
         """x: uint8 or float in [0, 255], N x 3 x H x W (already at the judge's size)."""

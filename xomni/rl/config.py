@@ -92,6 +92,9 @@ def validate(cfg: RLConfig) -> RLConfig:
     if cfg.credit == "column" and (float(cfg.rewards.get("ocr", 0.0)) == 0.0 or not cfg.preset):
         raise XomniError("credit=column credits the OCR reward per token column: it needs rewards.ocr > 0 and a "
                          "preset (whose renderer lays out the characters)")
+    if cfg.credit == "column":
+        from xomni.rl.credit import check_layout_preset
+        check_layout_preset(cfg.preset)
     if cfg.train.batch_size < 1:
         raise XomniError(f"train.batch_size (prompts per step) must be >= 1, got {cfg.train.batch_size}")
     cfg.sampling.validate()

@@ -12,7 +12,7 @@ Column credit localises the OCR reward instead:
 3. `column_rewards`: the reward of token column c is the overlap-weighted mean correctness of the characters
    that overlap c; columns without any character (the margins) keep the rollout's whole-string similarity;
 4. `column_advantages`: centred per column within each group, scaled by the group's std of the whole-string
-   reward (as GRPO scales; the column rewards' own spread when that is larger), and broadcast to every row of
+   reward (as GRPO scales; the centred column rewards' own spread when that is larger), and broadcast to every row of
    the grid: A is B x (h*w), in the sampler's row-major token order. A column every sample got right has
    advantage 0, whatever the rest of the image did.
 """
@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from xomni.errors import XomniError
 from xomni.eval.textmetrics import normalize_ws
 
 
@@ -54,6 +55,16 @@ def char_correct(pred: str, target: str) -> list[float]:
             ok[min(i, n - 1)] = 0.0
             j -= 1
     return ok
+
+
+def check_layout_preset(preset: str) -> None:
+    """Column credit recomputes where the renderer put each character from the text alone: that needs a preset
+    with one font and one target size (mini). XomniError otherwise."""
+    from xomni.data.presets import get_preset
+    p = get_preset(preset)
+    if len(p.fonts) != 1 or min(p.font_size) != max(p.font_size):
+        raise XomniError(f"credit=column needs a preset whose text layout follows from the text alone (one font, "
+                         f"one size); preset {preset!r} has {len(p.fonts)} fonts and sizes {tuple(p.font_size)}")
 
 
 @lru_cache(maxsize=65536)
@@ -97,11 +108,13 @@ def column_advantages(col_r_BW: np.ndarray, whole_B: list[float], G: int, h: int
     """Column rewards of P groups x G rollouts -> token advantages B x (h * w): centred per column within each
     group, divided (with `scale`) by the group's population std of the whole-string reward + eps."""
     B, W = col_r_BW.shape
+    if G < 1 or B % G:
+        raise XomniError(f"column credit: {B} rollouts are not whole groups of {G}")
     r = torch.as_tensor(col_r_BW, dtype=torch.float64).view(B // G, G, W)
     a = r - r.mean(1, keepdim=True)
     if scale:  # two different single-letter misreads score the same whole-string reward: fall back to the
         s = torch.maximum(torch.as_tensor(whole_B, dtype=torch.float64).view(B // G, G).std(1, unbiased=False),
-                          r.std((1, 2), unbiased=False))  # columns' own spread
+                          a.pow(2).mean((1, 2)).sqrt())  # centred columns' own spread
         a = a / (s[:, None, None] + eps)
     return a.reshape(B, 1, W).expand(B, h, W).reshape(B, h * W).float()
 
@@ -113,6 +126,7 @@ class ColumnCredit:
 
     def __init__(self, weights: dict, preset: str, eps: float = 1e-4, scale: bool = True):
         from xomni.data.presets import get_preset
+        check_layout_preset(preset)
         self.weights, self.preset, self.eps, self.scale = dict(weights), preset, eps, scale
         self.wsum = sum(float(w) for w in self.weights.values())
         self.width_px = get_preset(preset).width

@@ -48,6 +48,7 @@ import torch.distributed as dist
 from torch import nn
 
 from xomni.ar.sampler import SamplingConfig, _left_pad, build_rows, process_logits, sample_images, sequence_logprobs
+from xomni.errors import XomniError
 from xomni.utils import log
 
 LOG_RATIO_CLAMP = 20.0
@@ -176,6 +177,8 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
     for f in futures:
         t, c, cs, det = f.result()
         total.extend(t)
+        if credit is not None and "ocr" not in det:
+            raise XomniError("credit=column needs the OCR reward's readings, and the reward pool returned none")
         reads.extend(det.get("ocr", [""] * len(t)))
         cpu += cs
         for k, v in c.items():
