@@ -166,15 +166,13 @@ def _run(a) -> int:
     # column credit (xomni.rl.credit) from the same OCR readings (the first decode's, made by the reward pool):
     # against "configured" (all rewards) and "ocr_only_scaled" (OCR alone) only where the credit goes differs
     from xomni.rl.credit import ColumnCredit
-    from xomni.rl.rewards import target_texts
-    targets = [t for r in batch for t in target_texts([r["prompt"]] * G, [r.get("text")] * G)]
     comps = {k: v.tolist() for k, v in ro.comps.items()}
     token_adv = {}
     if "ocr" in comps:
         token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards)(
-            ro.total.tolist(), comps, ro.reads, targets, G, pipe.grid).double()
+            ro.total.tolist(), comps, ro.reads, ro.targets, G, pipe.grid).double()
         token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps, cfg.scale_rewards)(
-            comps["ocr"], comps, ro.reads, targets, G, pipe.grid).double()
+            comps["ocr"], comps, ro.reads, ro.targets, G, pipe.grid).double()
     policy = PolicyLogprobs(pipe.ar)
     params = [p for p in policy.parameters() if p.requires_grad]
     D = sum(p.numel() for p in params)

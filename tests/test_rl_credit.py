@@ -54,7 +54,7 @@ def test_column_rewards_and_advantages_localise():
     A = column_advantages(col, whole, G=2, h=4)
     assert A.shape == (2, 64)
     A = A.view(2, 4, 16)
-    assert torch.all(A[:, :, last + 1 - 1] != 0) and torch.all(A[0] >= 0) and torch.all(A[1] <= 0)
+    assert torch.all(A[:, :, last] != 0) and torch.all(A[0] >= 0) and torch.all(A[1] <= 0)
     mid = int((sp[2][0] + sp[2][1]) / 2 // 8)  # a column inside C: both read it right -> no credit at all
     assert torch.all(A[:, :, mid] == 0)
     # the same rows get the same advantage (broadcast over the grid height)
@@ -139,7 +139,7 @@ def test_grpo_with_column_credit_token_advantages_and_sign(tmp_path):
     pol = PolicyLogprobs(tiny_ar(peaky=False))
     loss, m = loss_fn(pol, batch, torch.Generator().manual_seed(0))
     A = loss_fn.cache.adv
-    assert A.shape == (12, 64)
+    assert A.shape == (12, 64) and loss_fn.cache.targets == [text] * 12
     reads = loss_fn.cache.reads
     for g in range(2):
         for k, c in enumerate(pool.cols):

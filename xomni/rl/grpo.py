@@ -145,6 +145,7 @@ class Rollouts:
     adv: torch.Tensor             # P*G (one per rollout) or P*G x N (column credit)
     times: dict                   # sample_s, decode_s, reward_wait_s, reward_cpu_s
     reads: list = dataclasses.field(default_factory=list)  # P*G OCR readings ('' without an OCR reward)
+    targets: list = dataclasses.field(default_factory=list)  # P*G strings the prompts ask for
     uses: int = 0
 
 
@@ -185,14 +186,15 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
             comps.setdefault(k, []).extend(v)
     times["reward_wait_s"], times["reward_cpu_s"] = time.time() - t0, cpu
     total_t = torch.tensor(total, dtype=torch.float32)
+    from xomni.rl.rewards import target_texts
+    targets = [t for t in target_texts([b["prompt"] for b in batch], [b.get("text") for b in batch]) for _ in range(G)]
     if credit is None:
         adv = group_advantages(total_t.view(-1, G), adv_eps, scale_rewards).reshape(-1)
     else:
-        from xomni.rl.rewards import target_texts
-        targets = [t for b in batch for t in target_texts([b["prompt"]] * G, [b.get("text")] * G)]
         adv = credit(total, comps, reads, targets, G, tuple(grid))
     return Rollouts(ids=ids, codes=torch.cat(codes), old_lp=torch.cat(old_lp), total=total_t,
-                    comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times, reads=reads)
+                    comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times, reads=reads,
+                    targets=targets)
 
 
 # ------------------------------------------------------------------ the loss_fn
@@ -205,7 +207,7 @@ class GRPOLoss:
         self.cfg, self.ref, self.decode_fn, self.pool, self.world = cfg, reference, decode_fn, pool, world
         self.grid = tuple(grid)
         self.credit = None
-        if getattr(cfg, "credit", "sequence") == "column":
+        if cfg.credit == "column":
             from xomni.rl.credit import ColumnCredit
             self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards)
         self.cache: Rollouts | None = None
