@@ -74,6 +74,10 @@ def test_generate_and_caption(smoke_pipeline, tmp_path):
     assert png.read_bytes() == png2.read_bytes()
     r = xomni("caption", str(png), "--model", model)
     assert r.returncode == 0 and "caption" in json.loads(r.stdout)
+    r = xomni("caption", str(png), "--model", model, "--beams", "3")
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout)["caption"], str)
+    r = xomni("caption", str(png), "--model", model, "--beams", "0")
+    assert r.returncode == 2 and "num_beams must be" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("args,msg", [

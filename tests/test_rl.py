@@ -370,7 +370,8 @@ def test_caption_similarity_with_offline_minilm():
     from xomni.rl.rewards import CaptionSimilarityReward
 
     class FakePipe:  # the frozen unified model's captions
-        def caption(self, images):
+        def caption(self, images, num_beams=None):
+            assert num_beams == 1  # the reward captions greedily, whatever the model's default
             return [PROMPTS[0], "a dog in a park"][:len(images)]
     r = CaptionSimilarityReward("", pipe=FakePipe())
     ims = mock_decode(torch.zeros(2, 4, 16, dtype=torch.long), 0)

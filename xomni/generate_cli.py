@@ -113,7 +113,10 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
 
 
 def caption(image: str = typer.Argument(..., help="Image file (any size; resized to the model's)."),
-            model: Optional[str] = ModelOpt, json_path: Optional[str] = JsonOpt):
+            model: Optional[str] = ModelOpt,
+            beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width (1 = greedy; default: the "
+                                                                      "model's own setting, else 1)."),
+            json_path: Optional[str] = JsonOpt):
     """Image -> caption, with the same AR weights that draw images."""
     from PIL import Image, UnidentifiedImageError
 
@@ -127,7 +130,7 @@ def caption(image: str = typer.Argument(..., help="Image file (any size; resized
     except (UnidentifiedImageError, OSError) as e:
         raise XomniError(f"cannot read image {p}: {e}") from None
     pipe = Pipeline.from_pretrained(model)
-    emit_json({"image": str(p), "caption": pipe.caption([img])[0]}, json_path)
+    emit_json({"image": str(p), "caption": pipe.caption([img], num_beams=beams)[0]}, json_path)
 
 
 

@@ -177,10 +177,15 @@ class Pipeline:
         return self.decode(out.codes_BHW, steps=steps, seed=seed)
 
     @torch.no_grad()
-    def caption(self, images: list) -> list[str]:
-        """Image -> caption with the same AR weights (images of any size are resized to the tokenizer's)."""
+    def caption(self, images: list, num_beams: int | None = None) -> list[str]:
+        """Image -> caption with the same AR weights (images of any size are resized to the tokenizer's).
+        `num_beams` 1 is greedy; default: model_index.json "caption" {"num_beams": N}, else 1."""
         from xomni.ar.caption import caption_codes
         from xomni.tokenizer.images import images_to_tensor
+        if num_beams is None:
+            num_beams = int((self.index.get("caption") or {}).get("num_beams", 1))
+        if not isinstance(num_beams, int) or not 1 <= num_beams <= 64:
+            raise XomniError(f"num_beams must be an integer from 1 to 64, got {num_beams!r}")
         x = images_to_tensor(images, tuple(self.image_tokenizer.config.image_size))
         codes = self.image_tokenizer.encode(x)
-        return [self.text_tokenizer.decode(ids) for ids in caption_codes(self.ar, codes)]
+        return [self.text_tokenizer.decode(ids) for ids in caption_codes(self.ar, codes, num_beams=num_beams)]

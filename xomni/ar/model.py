@@ -104,7 +104,7 @@ class UnifiedAR(nn.Module):
                position_ids: torch.Tensor | None = None, cache=None, use_cache: bool = False):
         out = self.backbone(inputs_embeds=self.embed(ids_BL), attention_mask=attention_mask,
                             position_ids=position_ids, cache=cache, use_cache=use_cache)
-        return out.last_hidden_state, (out.past_key_values if use_cache else None)
+        return out.last_hidden_state, (out.cache if use_cache else None)  # `past_key_values` is deprecated (warns)
 
     def image_logits(self, h_BLD: torch.Tensor) -> torch.Tensor:
         return self.image_head(self.image_norm(h_BLD)).float()

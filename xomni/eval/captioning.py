@@ -23,7 +23,7 @@ def caption_scores(preds: list[str], truths: list[str]) -> dict:
 
 
 def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: int = 200,
-                      batch: int = 32) -> tuple[dict, list[dict]]:
+                      batch: int = 32, num_beams: int | None = None) -> tuple[dict, list[dict]]:
     """Caption the first `n` images of `split` with the pipeline; scores + per-image rows."""
     from xomni.data.io import open_dataset
     from xomni.errors import XomniError
@@ -41,10 +41,11 @@ def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: 
         raise XomniError(f"no captioned images in {data} (split {split})")
     preds: list[str] = []
     for i in range(0, len(images), batch):
-        preds.extend(pipe.caption(images[i:i + batch]))
+        preds.extend(pipe.caption(images[i:i + batch], num_beams=num_beams))
     for r, p in zip(rows, preds):
         r["predicted"] = p
         r["exact"] = p.strip() == r["caption"].strip()
     res = caption_scores(preds, [r["caption"] for r in rows])
-    res.update({"model": str(pipe.path), "data": str(data), "split": split})
+    beams = num_beams if num_beams is not None else (pipe.index.get("caption") or {}).get("num_beams", 1)
+    res.update({"model": str(pipe.path), "data": str(data), "split": split, "num_beams": beams})
     return res, rows

@@ -189,12 +189,14 @@ def register(apps: dict) -> None:
         split: str = typer.Option("test", "--split", help="Split (test = words never trained on)."),
         n: int = typer.Option(200, "--n", help="First N images (0 = all)."),
         per_image: Optional[str] = typer.Option(None, "--per-image", help="Write per-image results (JSONL)."),
+        beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width (1 = greedy; default: the "
+                                                                  "model's own setting, else 1)."),
         json_path: Optional[str] = JsonOpt,
     ):
         """Image understanding: the model's own captions of ground-truth renders vs. the true captions."""
         from xomni.eval.captioning import evaluate_captions
         from xomni.eval.text import write_per_image
-        res, rows = evaluate_captions(model, data, split, n)
+        res, rows = evaluate_captions(model, data, split, n, num_beams=beams)
         if per_image:
             write_per_image(rows, per_image)
         emit_json(res, json_path)

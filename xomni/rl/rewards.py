@@ -184,7 +184,7 @@ class CaptionSimilarityReward:
             self._pipe = Pipeline.from_pretrained(self.model_dir)
         if self._lm is None:
             self._lm = MiniLM()
-        caps = self._pipe.caption(list(images))
+        caps = self._pipe.caption(list(images), num_beams=1)  # greedy: a reward is called on every rollout
         sim = (self._lm.embed(caps) * self._lm.embed(list(prompts))).sum(-1)
         return [max(0.0, float(s)) for s in sim]
 
