@@ -177,15 +177,28 @@ class Pipeline:
         return self.decode(out.codes_BHW, steps=steps, seed=seed)
 
     @torch.no_grad()
+    def check_num_beams(self, num_beams=None) -> int:
+        """The beam width to caption with: `num_beams`, else model_index.json "caption" {"num_beams": N}, else 1."""
+        import operator
+        where = "num_beams"
+        if num_beams is None:
+            cap = self.index.get("caption") or {}
+            num_beams = cap.get("num_beams", 1) if isinstance(cap, dict) else cap
+            where = "model_index.json caption.num_beams"
+        try:
+            n = operator.index(num_beams)
+        except TypeError:
+            n = None
+        if n is None or isinstance(num_beams, bool) or not 1 <= n <= 64:
+            raise XomniError(f"{where} must be an integer from 1 to 64, got {num_beams!r}")
+        return n
+
     def caption(self, images: list, num_beams: int | None = None) -> list[str]:
         """Image -> caption with the same AR weights (images of any size are resized to the tokenizer's).
         `num_beams` 1 is greedy; default: model_index.json "caption" {"num_beams": N}, else 1."""
         from xomni.ar.caption import caption_codes
         from xomni.tokenizer.images import images_to_tensor
-        if num_beams is None:
-            num_beams = int((self.index.get("caption") or {}).get("num_beams", 1))
-        if not isinstance(num_beams, int) or not 1 <= num_beams <= 64:
-            raise XomniError(f"num_beams must be an integer from 1 to 64, got {num_beams!r}")
+        num_beams = self.check_num_beams(num_beams)
         x = images_to_tensor(images, tuple(self.image_tokenizer.config.image_size))
         codes = self.image_tokenizer.encode(x)
         return [self.text_tokenizer.decode(ids) for ids in caption_codes(self.ar, codes, num_beams=num_beams)]

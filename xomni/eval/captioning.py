@@ -29,6 +29,7 @@ def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: 
     from xomni.errors import XomniError
     from xomni.pipeline import Pipeline
     pipe = Pipeline.from_pretrained(model_dir)
+    num_beams = pipe.check_num_beams(num_beams)  # before the dataset is read
     ds = open_dataset(data, split=split)
     rows, images = [], []
     for i in range(min(n, len(ds)) if n > 0 else len(ds)):
@@ -46,6 +47,5 @@ def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: 
         r["predicted"] = p
         r["exact"] = p.strip() == r["caption"].strip()
     res = caption_scores(preds, [r["caption"] for r in rows])
-    beams = num_beams if num_beams is not None else (pipe.index.get("caption") or {}).get("num_beams", 1)
-    res.update({"model": str(pipe.path), "data": str(data), "split": split, "num_beams": beams})
+    res.update({"model": str(pipe.path), "data": str(data), "split": split, "num_beams": num_beams})
     return res, rows
