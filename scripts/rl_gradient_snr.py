@@ -183,7 +183,7 @@ def _run(a) -> int:
         sl = slice(p * G, (p + 1) * G)
         lp_GN = policy(ro.ids[sl], ro.codes[sl], cfg.sampling)
         for i in range(G):
-            gi = torch.autograd.grad(lp_GN[i].sum(), params, retain_graph=True)
+            gi = torch.autograd.grad(lp_GN[i].sum(), params, retain_graph=i < G - 1 or bool(token_adv))
             flat = torch.cat([x.reshape(-1) for x in gi])
             for k, A in adv.items():
                 grads[k][p].add_(flat, alpha=-float(A[p * G + i]) / (G * N))

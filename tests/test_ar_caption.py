@@ -20,7 +20,7 @@ def _codes(B=3, seed=1):
     return torch.randint(0, 50, (B, 2, 3), generator=torch.Generator().manual_seed(seed))
 
 
-def _prefix(m, codes_HW):
+def _prefix(m, codes_HW):  # written out here, independently of VocabLayout.i2t_prefix
     lay = m.layout
     h, w = codes_HW.shape
     return [lay.bos_id] + lay.image_header(h, w) + (codes_HW.reshape(-1) + lay.image_offset).tolist() + [lay.eom]
@@ -117,8 +117,7 @@ class _TableModel:
         import math
         from types import SimpleNamespace
         self.table = {k: torch.tensor([math.log(max(p, 1e-9)) for p in v]) for k, v in table.items()}
-        self.layout = SimpleNamespace(eos_id=eos, bos_id=0, eom=0, image_offset=4, n_text=4,
-                                      image_header=lambda h, w: [])
+        self.layout = SimpleNamespace(eos_id=eos, n_text=4, i2t_prefix=lambda codes: [0])
         self.cfg = SimpleNamespace(max_seq_len=max_seq_len)
         self._keys: list[tuple] = []
 

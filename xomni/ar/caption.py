@@ -12,11 +12,7 @@ import torch
 
 
 def _prefix(model, codes_BHW: torch.Tensor) -> torch.Tensor:
-    lay = model.layout
-    B, h, w = codes_BHW.shape
-    head = [lay.bos_id] + lay.image_header(h, w)
-    img = codes_BHW.reshape(B, -1) + lay.image_offset
-    ids = torch.cat([torch.tensor(head).expand(B, -1), img, torch.full((B, 1), lay.eom)], dim=1)
+    ids = torch.tensor([model.layout.i2t_prefix(c) for c in codes_BHW])  # the training format's caption prefix
     return ids.to(next(model.parameters()).device)
 
 

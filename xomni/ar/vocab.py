@@ -66,10 +66,14 @@ class VocabLayout:
         img = (codes.flatten() + self.image_offset).tolist()
         return head + img + [self.eom], len(head)
 
+    def i2t_prefix(self, codes: torch.Tensor) -> list[int]:
+        """What a caption follows: bos, the image header, the h x w grid's tokens, eom (training and captioning)."""
+        h, w = codes.shape
+        return [self.bos_id] + self.image_header(h, w) + (codes.flatten() + self.image_offset).tolist() + [self.eom]
+
     def i2t_sequence(self, codes: torch.Tensor, caption_ids: list[int]) -> tuple[list[int], int]:
         """Captioning sequence and the index where the caption starts."""
-        h, w = codes.shape
-        head = [self.bos_id] + self.image_header(h, w) + (codes.flatten() + self.image_offset).tolist() + [self.eom]
+        head = self.i2t_prefix(codes)
         return head + list(caption_ids) + [self.eos_id], len(head)
 
     def to_dict(self) -> dict:

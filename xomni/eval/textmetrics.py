@@ -30,21 +30,21 @@ def exact_match(pred: str | None, target: str) -> bool:
     return normalize_ws(pred) == normalize_ws(target)
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions, each cost 1)."""
-    if a == b:
-        return 0
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    prev = list(range(len(b) + 1))
+def edit_table(a: str, b: str) -> list[list[int]]:
+    """The Levenshtein table: D[i][j] = edit distance between a[:i] and b[:j] (insertions, deletions,
+    substitutions, each cost 1). Backtrace it to align the strings (xomni.rl.credit)."""
+    D = [list(range(len(b) + 1))]
     for i, ca in enumerate(a, 1):
-        cur = [i]
+        prev, cur = D[-1], [i]
         for j, cb in enumerate(b, 1):
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+        D.append(cur)
+    return D
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions, each cost 1)."""
+    return 0 if a == b else edit_table(a, b)[-1][-1]
 
 
 def word_recall(pred: str | None, target: str) -> float:

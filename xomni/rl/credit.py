@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from xomni.errors import XomniError
-from xomni.eval.textmetrics import normalize_ws
+from xomni.eval.textmetrics import edit_table, normalize_ws
 
 
 def char_correct(pred: str, target: str) -> list[float]:
@@ -35,20 +35,15 @@ def char_correct(pred: str, target: str) -> list[float]:
     n, m = len(t), len(p)
     if n == 0:
         return []
-    D = np.zeros((n + 1, m + 1), dtype=np.int32)
-    D[:, 0] = np.arange(n + 1)
-    D[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            D[i, j] = min(D[i - 1, j] + 1, D[i, j - 1] + 1, D[i - 1, j - 1] + (t[i - 1] != p[j - 1]))
+    D = edit_table(t, p)
     ok = [1.0] * n
     i, j = n, m
     while i > 0 or j > 0:
-        if i > 0 and j > 0 and D[i, j] == D[i - 1, j - 1] + (t[i - 1] != p[j - 1]):
+        if i > 0 and j > 0 and D[i][j] == D[i - 1][j - 1] + (t[i - 1] != p[j - 1]):
             if t[i - 1] != p[j - 1]:
                 ok[i - 1] = 0.0
             i, j = i - 1, j - 1
-        elif i > 0 and D[i, j] == D[i - 1, j] + 1:  # target char dropped
+        elif i > 0 and D[i][j] == D[i - 1][j] + 1:  # target char dropped
             ok[i - 1] = 0.0
             i -= 1
         else:  # spurious char inserted before target char i (0-based), or after the last one
