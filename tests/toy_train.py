@@ -33,7 +33,8 @@ def main():
     args = sys.argv[2:]
     resume = None
     overrides = [f"out_dir={out}", "steps=40", "batch_size=8", "lr=0.01", "warmup_steps=5", "ckpt_every=5",
-                 "log_every=1", "deterministic=true", "num_threads=1", "progress=false", "keep_last=3"]
+                 "log_every=1", "deterministic=true", "num_threads=1", "progress=false", "keep_last=3",
+                 "device=cpu"]  # CPU exactness tests, also on a machine with a GPU
     while args:
         a = args.pop(0)
         if a == "--resume":
@@ -48,7 +49,7 @@ def main():
     data = ToyData()
 
     def loss_fn(m, batch, gen):
-        noise = 0.01 * torch.randn(batch["x"].shape, generator=gen)  # per-step randomness from the loop's generator
+        noise = 0.01 * torch.randn(batch["x"].shape, generator=gen).to(batch["x"].device)  # the loop's generator
         if no_random:
             noise = noise * 0
         pred = m(batch["x"] + noise)

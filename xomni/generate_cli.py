@@ -12,6 +12,8 @@ from xomni.errors import XomniError
 from xomni.train_cli import JsonOpt
 
 ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled tiny model).")
+DeviceOpt = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or "
+                                                  "cuda:N. The same seed gives the same images on the same device.")
 
 
 def _grid_image(images, cols: int):
@@ -44,6 +46,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                                          "pick the best (YAML, RL run dir or RL-tuned pipeline); "
                                                          "default: the model's own RL config, else the RL defaults."),
              model: Optional[str] = ModelOpt,
+             device: str = DeviceOpt,
              out: str = typer.Option("out.png", "--out", "-o", help="PNG (a grid when n > 1) or, with --prompts, "
                                                                     "a directory."),
              json_path: Optional[str] = JsonOpt):
@@ -66,7 +69,9 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
         plist = [line.strip() for line in pf.read_text().splitlines() if line.strip()]
         if not plist:
             raise XomniError(f"prompts file {pf} is empty")
-    pipe = Pipeline.from_pretrained(model)
+    from xomni.utils import resolve_device
+    dev = resolve_device(device)
+    pipe = Pipeline.from_pretrained(model).to(dev)
     if size:
         try:
             hh, ww = (int(v) for v in size.lower().split("x"))
@@ -105,7 +110,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
         outp.parent.mkdir(parents=True, exist_ok=True)
         (images[0] if len(images) == 1 else _grid_image(images, cols=2 if len(images) >= 4 else len(images))).save(outp)
         result = {"out": str(outp), "n_images": len(images), "prompt": plist[0]}
-    result.update({"seed": seed, "seconds": round(dt, 2), "model": str(pipe.path)})
+    result.update({"seed": seed, "seconds": round(dt, 2), "model": str(pipe.path), "device": str(dev)})
     if scores is not None:
         result.update({"best_of": best_of, "rewards": [float(x) for x in scores]})
     log(f"wrote {outp}")
@@ -114,6 +119,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
 
 def caption(image: str = typer.Argument(..., help="Image file (any size; resized to the model's)."),
             model: Optional[str] = ModelOpt,
+            device: str = DeviceOpt,
             beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width (1 = greedy; default: the "
                                                                       "model's own setting, else 1)."),
             json_path: Optional[str] = JsonOpt):
@@ -121,7 +127,8 @@ def caption(image: str = typer.Argument(..., help="Image file (any size; resized
     from PIL import Image, UnidentifiedImageError
 
     from xomni.pipeline import Pipeline
-    from xomni.utils import emit_json
+    from xomni.utils import emit_json, resolve_device
+    dev = resolve_device(device)
     p = Path(image)
     if not p.is_file():
         raise XomniError(f"image not found: {p}")
@@ -129,7 +136,7 @@ def caption(image: str = typer.Argument(..., help="Image file (any size; resized
         img = Image.open(p).convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise XomniError(f"cannot read image {p}: {e}") from None
-    pipe = Pipeline.from_pretrained(model)
+    pipe = Pipeline.from_pretrained(model).to(dev)
     emit_json({"image": str(p), "caption": pipe.caption([img], num_beams=beams)[0]}, json_path)
 
 

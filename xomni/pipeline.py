@@ -95,6 +95,22 @@ class Pipeline:
         self.index, self.path = index, out
         return out
 
+    def to(self, device="cpu", dtype: torch.dtype | None = None) -> "Pipeline":
+        """Move the image tokenizer, AR model and decoder to `device` ("auto", "cpu", "cuda", "cuda:N" or a
+        torch.device), optionally casting the AR model (the token sampler, most of the time) to `dtype`, e.g.
+        torch.bfloat16 on a GPU; logits and sampling log-probabilities stay float32, the decoder stays float32.
+        Returns self, as in diffusers."""
+        from xomni.utils import resolve_device
+        dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self.image_tokenizer.to(dev)
+        self.ar.to(dev, dtype=dtype) if dtype is not None else self.ar.to(dev)
+        self.decoder.to(dev)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.ar.parameters()).device
+
     # ------------------------------------------------------------------ properties
     @property
     def grid(self) -> tuple[int, int]:
@@ -200,5 +216,5 @@ class Pipeline:
         from xomni.tokenizer.images import images_to_tensor
         num_beams = self.check_num_beams(num_beams)
         x = images_to_tensor(images, tuple(self.image_tokenizer.config.image_size))
-        codes = self.image_tokenizer.encode(x)
+        codes = self.image_tokenizer.encode(x.to(next(self.image_tokenizer.parameters()).device))
         return [self.text_tokenizer.decode(ids) for ids in caption_codes(self.ar, codes, num_beams=num_beams)]

@@ -60,3 +60,29 @@ def set_threads(n: int | None) -> None:
     import torch
     if n and n > 0:
         torch.set_num_threads(n)
+
+
+def resolve_device(spec: str = "auto"):
+    """'auto' (CUDA when available, else CPU; under torchrun cuda:LOCAL_RANK), 'cpu', 'cuda' or 'cuda:N' ->
+    torch.device, with one clear error for a device this machine does not have."""
+    import torch
+
+    from xomni.errors import XomniError
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda" and "LOCAL_RANK" in os.environ:
+        spec = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise XomniError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise XomniError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise XomniError(f"device {spec!r} asked for, but this machine has no usable CUDA GPU "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise XomniError(f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev

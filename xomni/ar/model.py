@@ -114,7 +114,12 @@ class UnifiedAR(nn.Module):
 
     def forward(self, ids_BL: torch.Tensor, targets_BL: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """Next-token loss. `targets_BL` holds unified ids, -100 where no loss; image targets use the image head."""
+        """Next-token loss. `targets_BL` holds unified ids, -100 where no loss; image targets use the image head.
+        Inputs built on the CPU are moved to the model's device."""
+        dev = self.text_embed.weight.device
+        ids_BL, targets_BL = ids_BL.to(dev), targets_BL.to(dev)
+        attention_mask = attention_mask.to(dev) if attention_mask is not None else None
+        position_ids = position_ids.to(dev) if position_ids is not None else None
         h_BLD, _ = self.hidden(ids_BL, attention_mask, position_ids)
         off = self.layout.image_offset
         valid = targets_BL != -100

@@ -86,14 +86,17 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
         raise XomniError(f"model.max_seq_len={cfg.model.max_seq_len} is too short: captions need up to {need} "
                          f"tokens with a {h}x{w} grid; raise it with --set model.max_seq_len={need}")
     seq = 1 + longest + 4 + h * w
-    peak = matmul_gflops(1024) * 1e9
+    from xomni.utils import resolve_device
+    dev = resolve_device(cfg.train.device)
+    dt = torch.bfloat16 if cfg.train.precision == "bf16" and dev.type == "cuda" else torch.float32
+    peak = matmul_gflops(4096 if dev.type == "cuda" else 1024, dtype=dt, device=dev) * 1e9
     log(f"[ar] {model.num_params() / 1e6:.2f}M non-embedding params, {len(train)} training grids of {h}x{w}, "
-        f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+        f"{str(dt).replace('torch.', '')} matmul peak on {dev} {peak / 1e9:.0f} GFLOP/s")
     eval_fn = (lambda m, step: val_loss(m, text_tok, cfg, val, val_n)) if val is not None else None
     config_dict = {"ar": to_dict(cfg.model), "grid": [h, w], "text_tokenizer": cfg.text_tokenizer}
     res = run_training(cfg.train, model, train, build_loss_fn(model, text_tok, cfg), collate=list,
                        config_dict=config_dict, init=init, resume=resume, eval_fn=eval_fn,
-                       flops_per_token=flops_per_token(model, seq), peak_flops=peak)
+                       flops_per_token=flops_per_token(model, seq), peak_flops=peak, move_batch=False)
     result = {"out_dir": str(out), "steps": res.step, "bad_steps": res.bad_steps, "train": res.last_metrics,
               "params_non_embedding": model.num_params(), "wall_s": round(time.time() - t0, 1)}
     if val is not None:

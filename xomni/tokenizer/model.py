@@ -81,7 +81,7 @@ class ImageTokenizer(nn.Module):
     def features(self, images_B3HW: torch.Tensor) -> torch.Tensor:
         """Projected features feats_BDHW (before quantisation)."""
         self._check_images(images_B3HW)
-        return self.proj(self.encoder(images_B3HW))
+        return self.proj(self.encoder(images_B3HW.to(self.proj.weight.device)))  # CPU inputs follow the model
 
     @torch.no_grad()
     def encode(self, images_B3HW: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,8 @@ class ImageTokenizer(nn.Module):
         return sim.argmax(-1).view(B, H, W)
 
     def code_vectors(self, codes_BHW: torch.Tensor) -> torch.Tensor:
-        return self.codebook()[codes_BHW]
+        cb = self.codebook()
+        return cb[codes_BHW.to(cb.device)]
 
     @torch.no_grad()
     def reconstruct(self, codes_BHW: torch.Tensor) -> torch.Tensor:
