@@ -91,11 +91,21 @@ def ar_step(pipe, tokens: str) -> dict:
 
 
 def sampler(pipe) -> dict:
-    from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
+    from xomni.ar.sampler import SamplingConfig
     out = {}
     s = SamplingConfig(temperature=0.7, min_p=0.05, cfg_scale=2.0)
     prompts = [pipe.check_prompt(f'a white poster with the text "{w}" in black bold sans-serif letters')
                for w in ("HELLO", "river", "Quartz", "42")]
+    try:
+        _sampler_runs(pipe, prompts, s, out)
+    finally:  # the pipeline part after this one draws with float32 weights whatever happened here
+        pipe.ar.to(DEV, dtype=torch.float32)
+    out["logprob_bar_fp32_1e-4"] = out["logprob_max_abs_diff_fp32"] <= 1e-4
+    return out
+
+
+def _sampler_runs(pipe, prompts, s, out) -> None:
+    from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
     for dt in (torch.float32, torch.bfloat16):
         ar = pipe.ar.to(DEV, dtype=dt).eval()
         o = sample_images(ar, prompts, pipe.grid, s, generator=torch.Generator().manual_seed(0))
@@ -110,9 +120,6 @@ def sampler(pipe) -> dict:
                        reps=max(1, SIZES["reps"] // 2), warmup=1)
             out[f"sample_b{B}_{name}"] = {"s": round(t, 4), "tokens_per_s": round(B * pipe.grid[0] * pipe.grid[1] / t),
                                           "images_per_s": round(B / t, 1)}
-    pipe.ar.to(DEV, dtype=torch.float32)
-    out["logprob_bar_fp32_1e-4"] = out["logprob_max_abs_diff_fp32"] <= 1e-4
-    return out
 
 
 def decoder(pipe) -> dict:

@@ -73,6 +73,8 @@ def export(out_dir: Path, export_dir: Path, val: str | None, cfg, tokenizer: str
     src = out_dir / "final"
     if not (src / "model.safetensors").is_file():
         src = find_latest_checkpoint(out_dir / "checkpoints")
+    if src is None:
+        sys.exit(f"error: nothing to export in {out_dir}: no final/ model and no checkpoint")
     load_model_weights(model, src)
     res = {"exported_from": str(src)}
     if val:
@@ -107,7 +109,7 @@ def main() -> None:
         s = measure_step_s(cfg, a.data, a.tokenizer, a.init)
         # the trainer's own start (token cache, matmul peak) takes ~20 s, and three trainers sharing one GPU ran
         # ~25 % slower per step than this measurement: plan for both, so that the cosine schedule ends on time
-        left = a.budget_s - (time.time() - t0) - 20
+        left = max(0.0, a.budget_s - (time.time() - t0) - 20)
         cfg.train.steps = max(10, int(left * 0.8 / s))
         cfg.train.ckpt_every = max(50, cfg.train.steps // 5)
         res.update({"measured_s_per_step": round(s, 5), "steps": cfg.train.steps})
