@@ -4,8 +4,8 @@
 
 What it checks (each part is independent; a failure is recorded as {"error": ...} and the rest still runs):
 - ar_step: the AR training loss of one batch on CUDA equals the CPU loss (fp32, |diff| <= 1e-3), and the bf16
-  autocast loss is close; training steps/s and tokens/s at batch 32 and 256, fp32 vs bf16 (forward, backward and
-  AdamW, the same code as `xomni train ar`).
+  autocast loss is close; training steps/s at batch 32 and 256, fp32 vs bf16, timed on the training loop itself
+  (xomni.train.time_steps, as `xomni train ar` runs it).
 - sampler: the per-token log-probabilities returned by the CUDA sampler equal those of a separate full forward pass
   with CFG, min-p and temperature all on (max |diff|, fp32 and bf16 weights); tokens/s at batch 16 and 256.
 - decoder: images/s of the diffusion decoder at its default steps, batch 16 and 256.
@@ -51,10 +51,11 @@ def _timed(fn, reps: int, warmup: int = 3) -> float:
 
 def ar_step(pipe, tokens: str) -> dict:
     import copy
+    import dataclasses
 
     from xomni.ar.data import TokenDataset
     from xomni.ar.train import ARTrainConfig, build_loss_fn, make_sequences
-    from xomni.train import make_optimizer, TrainConfig
+    from xomni.train import time_steps
     ds = TokenDataset(tokens)
     cfg = ARTrainConfig()
     out = {}
@@ -70,23 +71,12 @@ def ar_step(pipe, tokens: str) -> dict:
     out["loss_cpu_fp32"], out["loss_cuda_fp32"], out["loss_cuda_bf16"] = l_cpu, l_gpu, l_bf16
     out["cuda_matches_cpu"] = abs(l_cpu - l_gpu) <= 1e-3
     loss_fn = build_loss_fn(gpu, pipe.text_tokenizer, cfg)
-    opt = make_optimizer(gpu, TrainConfig(lr=1e-5))
     for bs in SIZES["train"]:
-        batch = [ds[i % len(ds)] for i in range(bs)]
-        for prec in ("fp32", "bf16"):
-            toks = []
-
-            def step():
-                with torch.autocast(DEV.split(":")[0], dtype=torch.bfloat16, enabled=prec == "bf16"):
-                    loss, m = loss_fn(gpu, batch, torch.Generator().manual_seed(1))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(gpu.parameters(), 1.0)
-                opt.step()
-                toks.append(m["tokens"])
-            s = _timed(step, reps=SIZES["reps"])
+        for prec in ("fp32", "bf16"):  # the training loop itself, as `xomni train ar` runs it
+            tc = dataclasses.replace(cfg.train, device=DEV, precision=prec, batch_size=bs, lr=1e-5, warmup_steps=0)
+            s = time_steps(tc, gpu, ds, loss_fn, steps=max(3, SIZES["reps"]), warmup=2, collate=list, move_batch=False)
             out[f"train_b{bs}_{prec}"] = {"s_per_step": round(s, 5), "steps_per_s": round(1 / s, 1),
-                                          "tokens_per_s": round(toks[-1] / s)}
+                                          "samples_per_s": round(bs / s)}
     return out
 
 
@@ -168,7 +158,12 @@ def main() -> None:
         sys.exit("error: no CUDA GPU on this machine; this script checks the CUDA path")
     res = {"torch": torch.__version__, "device": DEV,
            "gpu": torch.cuda.get_device_name(0) if DEV.startswith("cuda") else None}
-    pipe = Pipeline.from_pretrained(a.model).to(DEV)
+    from xomni.errors import XomniError
+    try:
+        pipe = Pipeline.from_pretrained(a.model).to(DEV)
+    except XomniError as e:  # bad --model: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     parts = [("ar_step", lambda: ar_step(pipe, a.tokens)), ("sampler", lambda: sampler(pipe)),
              ("decoder", lambda: decoder(pipe))]
     if a.targets and a.images_out:

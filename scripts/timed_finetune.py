@@ -4,8 +4,8 @@
         --tokenizer PIPE/image_tokenizer --init PIPE/ar --out runs/ft --val VAL_TOKEN_CACHE \
         --export runs/ft/export --set t2i_ratio=0.5 --set train.lr=3e-4 --set train.batch_size=128
 
-The step time is measured on the real configuration (20 steps after 5 warm-up steps, on a throw-away copy of the
-model), so that the cosine schedule ends on time instead of being cut off. The training itself is `xomni train ar`'s
+The step time is measured with the training loop itself (`xomni.train.time_steps`: 20 steps after 5 warm-up steps,
+on a throw-away copy of the model), so that the cosine schedule ends on time instead of being cut off. The training itself is `xomni train ar`'s
 (`train_ar_main`, the shared loop: checkpoints, `--resume`-able). The result is exported as a float16 model directory
 (model.safetensors + config.json) and its validation losses are printed as JSON. `--export-only` exports the latest
 checkpoint of --out instead (after a run was stopped).
@@ -23,41 +23,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def measure_step_s(cfg, data: str, tokenizer: str, init: str | None, n: int = 20, warmup: int = 5) -> float:
+def measure_step_s(cfg, data: str, tokenizer: str, init: str | None) -> float:
+    """Seconds per step of the real training loop (xomni.train.time_steps) on this configuration."""
     from xomni.ar.trainer import build_model, token_cache
     from xomni.ar.train import build_loss_fn
     from xomni.checkpoint import load_model_weights
     from xomni.data.text_tokenizer import load_text_tokenizer
     from xomni.tokenizer import ImageTokenizer
-    from xomni.train import make_optimizer
-    from xomni.utils import resolve_device
-    dev = resolve_device(cfg.train.device)
+    from xomni.train import time_steps
     text_tok = load_text_tokenizer(cfg.text_tokenizer)
     image_tok = ImageTokenizer.from_pretrained(tokenizer)
     ds = token_cache(data, "train", image_tok, Path(cfg.train.out_dir))
     model = build_model(cfg, text_tok, image_tok)
     if init:
         load_model_weights(model, init)
-    model.to(dev).train()
-    opt = make_optimizer(model, cfg.train)
-    opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = 0.0  # a timing copy: never changes anything
-    loss_fn = build_loss_fn(model, text_tok, cfg)
-    bs = cfg.train.batch_size
-    ts = []
-    for i in range(warmup + n):
-        t = time.perf_counter()
-        batch = [ds[(i * bs + j) % len(ds)] for j in range(bs)]
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-            loss, _ = loss_fn(model, batch, torch.Generator().manual_seed(i))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2]
+    return time_steps(cfg.train, model, ds, build_loss_fn(model, text_tok, cfg), collate=list, move_batch=False)
 
 
 def export(out_dir: Path, export_dir: Path, val: str | None, cfg, tokenizer: str) -> dict:
@@ -74,7 +54,8 @@ def export(out_dir: Path, export_dir: Path, val: str | None, cfg, tokenizer: str
     if not (src / "model.safetensors").is_file():
         src = find_latest_checkpoint(out_dir / "checkpoints")
     if src is None:
-        sys.exit(f"error: nothing to export in {out_dir}: no final/ model and no checkpoint")
+        from xomni.errors import XomniError
+        raise XomniError(f"nothing to export in {out_dir}: no final/ model and no checkpoint")
     load_model_weights(model, src)
     res = {"exported_from": str(src)}
     if val:
@@ -99,6 +80,15 @@ def main() -> None:
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    from xomni.errors import XomniError
+    try:
+        run(a)
+    except XomniError as e:  # bad input: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(a) -> None:
     from xomni.ar.train import ARTrainConfig
     from xomni.ar.trainer import train_ar_main
     from xomni.train_cli import trainer_config
@@ -107,10 +97,9 @@ def main() -> None:
     if not a.export_only:
         t0 = time.time()
         s = measure_step_s(cfg, a.data, a.tokenizer, a.init)
-        # the trainer's own start (token cache, matmul peak) takes ~20 s, and three trainers sharing one GPU ran
-        # ~25 % slower per step than this measurement: plan for both, so that the cosine schedule ends on time
+        # the trainer's own start (token cache, matmul peak) takes ~20 s; keep 10 % in hand for checkpoints
         left = max(0.0, a.budget_s - (time.time() - t0) - 20)
-        cfg.train.steps = max(10, int(left * 0.8 / s))
+        cfg.train.steps = max(10, int(left * 0.9 / s))
         cfg.train.ckpt_every = max(50, cfg.train.steps // 5)
         res.update({"measured_s_per_step": round(s, 5), "steps": cfg.train.steps})
         print(f"[timed_finetune] {s * 1e3:.1f} ms/step -> {cfg.train.steps} steps in {left:.0f} s", file=sys.stderr,

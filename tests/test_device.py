@@ -208,3 +208,28 @@ def test_matmul_gflops_on_cpu():
     for kw in ({"device": "cpu"}, {"device": torch.device("cpu"), "dtype": torch.bfloat16}):
         g = matmul_gflops(128, repeats=2, **kw)
         assert isinstance(g, float) and math.isfinite(g) and g > 0, (kw, g)
+
+
+def test_time_steps_times_the_loop_on_a_copy(tmp_path):
+    """time_steps runs the real loop (its loss function is called, under the configured precision) on a copy:
+    the model's weights and the configured out_dir are untouched."""
+    import time
+
+    from xomni.train import TrainConfig, time_steps
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    before = [p.detach().clone() for p in model.parameters()]
+    calls = []
+
+    def loss_fn(m, batch, gen):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        time.sleep(0.02)  # each step takes at least this long
+        return torch.nn.functional.mse_loss(m(batch["x"]).float(), batch["y"]), {}
+
+    cfg = TrainConfig(out_dir=str(tmp_path / "never"), steps=1000, batch_size=4, lr=1.0, warmup_steps=0,
+                      progress=False, device="cpu", precision="bf16")
+    s = time_steps(cfg, model, _Data(), loss_fn, steps=4, warmup=2)
+    assert len(calls) == 6 and all(calls)  # warm-up + timed steps, not cfg.steps; bf16 autocast on
+    assert 0.02 <= s < 5.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # lr 1.0 would have moved them
+    assert not (tmp_path / "never").exists()

@@ -103,7 +103,7 @@ class Pipeline:
         from xomni.utils import resolve_device
         dev = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.image_tokenizer.to(dev)
-        self.ar.to(dev, dtype=dtype) if dtype is not None else self.ar.to(dev)
+        self.ar.to(device=dev, dtype=dtype)
         self.decoder.to(dev)
         return self
 

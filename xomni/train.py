@@ -99,7 +99,8 @@ def _all_reduce_mean(x: torch.Tensor, world: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=2)
 def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The seeded permutation of epoch `epoch` (cached: drawing it anew each step cost ~3 ms at n = 240k)."""
+    """The seeded permutation of epoch `epoch` (cached: drawing it anew every step took 1.8 ms at n = 240k on 2
+    threads here, ~2 % of a GPU step of the mini AR model)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
@@ -343,6 +344,22 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     if world > 1:
         dist.barrier()
     return TrainResult(model=model, step=step, bad_steps=bad_steps, last_metrics=metrics, out_dir=out)
+
+
+def time_steps(cfg: TrainConfig, model: torch.nn.Module, dataset: Any, loss_fn, *, steps: int = 20,
+               warmup: int = 5, **run_kw) -> float:
+    """Median seconds per step of `run_training` itself (its batch handling, device and precision) over `steps`
+    steps after `warmup`, on a copy of `model` in a temporary directory: `model` and `cfg.out_dir` are untouched.
+    `run_kw` are run_training's keyword arguments (collate, move_batch, ...), as the real run will use them."""
+    import copy
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        c = dataclasses.replace(cfg, out_dir=d, steps=warmup + steps, log_every=1, ckpt_every=0, eval_every=0,
+                                progress=False)
+        run_training(c, copy.deepcopy(model), dataset, loss_fn, **run_kw)
+        t = [json.loads(line)["time"] for line in (Path(d) / "log.jsonl").read_text().splitlines()]
+    dts = sorted(b - a for a, b in zip(t[warmup:], t[warmup + 1:]))
+    return dts[len(dts) // 2]
 
 
 class _StopSignals:

@@ -171,10 +171,9 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
         r["ids"] = pipe.check_prompt(r["prompt"])
     policy_ar = pipe.ar
     ref = load_reference(cfg.reference, policy_ar) if cfg.reference else freeze(copy.deepcopy(policy_ar))
-    if torch.cuda.is_available():
-        import os
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        policy_ar.to(dev), ref.to(dev), pipe.decoder.to(dev)
+    from xomni.utils import resolve_device
+    dev = resolve_device(cfg.train.device)  # the device run_training moves the policy to
+    policy_ar.to(dev), ref.to(dev), pipe.decoder.to(dev)
     warn_if_eval_judge(cfg.reward_judge) if rank == 0 else None
     seed_everything(cfg.train.seed)
     policy = PolicyLogprobs(policy_ar)
