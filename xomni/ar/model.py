@@ -113,9 +113,10 @@ class UnifiedAR(nn.Module):
         return self.text_head(h_BLD).float()
 
     def forward(self, ids_BL: torch.Tensor, targets_BL: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                position_ids: torch.Tensor | None = None, text_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
         """Next-token loss. `targets_BL` holds unified ids, -100 where no loss; image targets use the image head.
-        Inputs built on the CPU are moved to the model's device."""
+        The loss is a weighted token mean, (sum image CE + w x sum text CE) / (n_image + w x n_text) with
+        w = `text_weight` (1: the plain token mean). Inputs built on the CPU are moved to the model's device."""
         dev = self.text_embed.weight.device
         ids_BL, targets_BL = ids_BL.to(dev), targets_BL.to(dev)
         attention_mask = attention_mask.to(dev) if attention_mask is not None else None
@@ -125,7 +126,7 @@ class UnifiedAR(nn.Module):
         valid = targets_BL != -100
         is_img = valid & (targets_BL >= off)
         is_txt = valid & ~is_img
-        losses, n_img, n_txt = [], int(is_img.sum()), int(is_txt.sum())
+        n_img, n_txt = int(is_img.sum()), int(is_txt.sum())
         metrics = {}
         total = h_BLD.new_zeros(())
         if n_img:
@@ -134,10 +135,9 @@ class UnifiedAR(nn.Module):
             metrics["loss_image"] = li.item() / n_img
         if n_txt:
             lt = F.cross_entropy(self.text_logits(h_BLD[is_txt]), targets_BL[is_txt], reduction="sum")
-            total = total + lt
+            total = total + (lt if text_weight == 1.0 else text_weight * lt)
             metrics["loss_text"] = lt.item() / n_txt
-        del losses
-        return total / max(1, n_img + n_txt), metrics
+        return total / max(1.0, n_img + text_weight * n_txt), metrics
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -20,6 +20,10 @@ class ARTrainConfig:
                                        "(captioning with the same weights).")
     uncond_prob: float = field(0.1, help="Probability of dropping the prompt of a text->image sequence, so that "
                                          "classifier-free guidance has an unconditional model.")
+    caption_loss_weight: float = field(1.0, help="Weight w of caption (image->text) tokens against image tokens in "
+                                                 "the loss, (sum image CE + w x sum text CE) / (n_image + w x n_text); "
+                                                 "1 = the plain token mean. Most caption tokens are the easy template "
+                                                 "words, so the hard ones (the quoted text) get little of a plain mean.")
     text_tokenizer: str = field("byte", help="'byte' or a local Hugging Face tokenizer directory.")
 
 
@@ -67,7 +71,7 @@ def flops_per_token(model: UnifiedAR, seq_len: int) -> float:
 def build_loss_fn(model: UnifiedAR, text_tok, cfg: ARTrainConfig):
     def loss_fn(m, batch, gen):
         ids, targets, mask = make_sequences(batch, model, text_tok, cfg, gen)
-        loss, metrics = m(ids, targets, attention_mask=mask)
+        loss, metrics = m(ids, targets, attention_mask=mask, text_weight=cfg.caption_loss_weight)
         metrics["tokens"] = float(mask.sum())
         return loss, metrics
     return loss_fn
