@@ -33,10 +33,26 @@ def test_recipe_writes_a_loadable_pipeline_with_provenance(smoke_pipeline):
         assert (out / "pipeline" / c).is_dir()
     ev = res["eval"]
     assert ev["n"] == 4 and 0.0 <= ev["exact_match"] <= 1.0 and "ci95" in ev
-    # a second run resumes: every stage is skipped, the pipeline is re-assembled
+    # the default temperature is chosen on val strings and the test eval draws with it
+    sel = res["sampling_selection"]
+    assert [r["temperature"] for r in sel["rows"]] == [0.7, 1.0] and sel["split"] == "val"
+    assert all(r["n_images"] == 2 for r in sel["rows"])
+    best = max(sel["rows"], key=lambda r: (r["exact_match"], -r["cer"], -r["temperature"]))
+    assert sel["chosen"] == best["temperature"] == index["sampling"]["temperature"]
+    assert index["eval"]["sampling"]["temperature"] == sel["chosen"]
+    val_words = set((out / "select" / "targets.txt").read_text().split())
+    assert val_words and not val_words & set((out / "eval" / "targets.txt").read_text().split())
+    # the model's own captions of test renders, and the HTML report
+    cap = index["caption_eval"]
+    assert cap["n"] == 8 and cap["split"] == "test" and 0 <= cap["caption_exact"] <= 1
+    assert "Samples" in (out / "eval" / "report" / "index.html").read_text()
+    # a second run resumes: every stage is skipped, the pipeline is re-assembled, the selection is reused
     r = xomni("pipeline", "--preset", "smoke", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[recipe] 2/" not in r.stderr and "[recipe] 6/" not in r.stderr
+    assert "[recipe] temperature" not in r.stderr and f"default temperature {sel['chosen']}" in r.stderr
+    index = json.loads((out / "pipeline" / "model_index.json").read_text())
+    assert index["sampling"]["temperature"] == sel["chosen"]
 
 
 def test_recipe_rl_stage_and_comparison_report(smoke_pipeline):

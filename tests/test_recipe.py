@@ -24,6 +24,9 @@ def test_presets_load_with_their_stage_settings():
                 for k, v in want[section].items():
                     assert got[section][k] == v, \
                         f"recipe_{preset} {stage}.{section}.{k}={got[section][k]} != configs: {v}"
+            for k, v in want.items():  # top-level fields such as the AR's t2i_ratio and caption_loss_weight
+                if not isinstance(v, dict):
+                    assert got[k] == v, f"recipe_{preset} {stage}.{k}={got[k]} != configs: {v}"
     # a partial section keeps the stage's own defaults for the fields it does not name
     assert load_recipe("smoke", None, None).ar.train.weight_decay == 0.05  # ARTrainConfig default, not TrainConfig 0.01
     smoke = load_recipe("smoke", None, ["ar.train.steps=2"])

@@ -122,8 +122,9 @@ def test_torchrun_two_processes_match_one(tmp_path):
     _run(one, "--set", "steps=12", env=env)
     two = tmp_path / "two"
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", TOY, str(two), "--set", "steps=12"],
-                   env=env, check=True, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", TOY, str(two), "--set", "steps=12"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
     a, b = _params(one), _params(two)
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff <= 1e-5, diff

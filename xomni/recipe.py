@@ -1,6 +1,8 @@
 """`xomni pipeline --preset tiny --out DIR`: the whole recipe from scratch, one stage after the other.
 
-data -> image tokenizer -> diffusion decoder -> unified AR (SFT) -> assembled Pipeline -> evaluation, then, when
+data -> image tokenizer -> diffusion decoder -> unified AR (SFT) -> assembled Pipeline -> the default sampling
+temperature chosen on val-split strings -> evaluation on the test split (text read by Tesseract, the model's own
+captions of test renders, an HTML report in OUT/eval/report/index.html), then, when
 rl.train.steps > 0, GRPO on the SFT pipeline (OUT/rl) -> its evaluation and the SFT / SFT+GRPO x 1 sample /
 best-of-N comparison (OUT/eval/rl, `xomni eval rl`); the RL-tuned pipeline is then the recipe's result.
 Every stage writes into OUT/<stage>/ and is skipped when its result exists, and each trainer resumes from its last
@@ -42,6 +44,15 @@ class RecipeConfig:
     rl: RLConfig = field(default_factory=RLConfig, help="GRPO stage on the SFT pipeline (rl.train.steps 0 = no RL "
                                                         "stage); model, data, preset and out_dir are set by the recipe.")
     best_of: int = field(8, help="N of the best-of-N baseline in the RL comparison (SFT and SFT+GRPO).")
+    select_temperatures: list[float] = field(default_factory=list, help="Sampling temperatures tried on val-split "
+                                             "strings after SFT (select_n strings x select_samples, seed 0); the "
+                                             "highest exact match (ties: lower CER, then lower T) becomes the "
+                                             "pipeline's default ('sampling' in model_index.json). Empty: keep the "
+                                             "sampler's default, 1.0.")
+    select_n: int = field(64, help="Val-split strings of the temperature selection.")
+    select_samples: int = field(4, help="Samples per string in the temperature selection.")
+    caption_n: int = field(200, help="Test-split renders captioned by the pipeline at the end (caption exact match "
+                                     "of its own captions, as `xomni eval caption`); 0 = skip.")
 
 
 def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> RecipeConfig:
@@ -92,6 +103,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     from xomni.ar.trainer import train_ar_main
     from xomni.data.synth import synth
     from xomni.decoder.trainer import train_decoder
+    from xomni.eval.report import build_report
     from xomni.tokenizer.trainer import train_tokenizer
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,19 +151,29 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
         results["ar"] = train_ar_main(c, str(data), str(tok / "final"), resume="auto")
         times["ar_s"] = time.time() - t
 
-    # 5. assemble + evaluate
-    log(f"[recipe] 5/{n_st} assemble the pipeline and evaluate")
+    # 5. assemble, choose the default temperature on val, evaluate on test
+    log(f"[recipe] 5/{n_st} assemble the pipeline, choose its temperature on val and evaluate on test")
     pipe_dir = assemble(out, cfg, command, times)
     t = time.time()
+    selection = select_temperature(pipe_dir, data, out / "select", cfg)
+    times["select_s"] = time.time() - t
+    t = time.time()
     ev = evaluate_pipeline(pipe_dir, data, out / "eval", cfg.eval_n)
+    cap = evaluate_caption_stage(pipe_dir, data, out / "eval", cfg.caption_n)
+    report = build_report(str(out / "eval" / "images"), str(out / "eval" / "report"), fid=False)["report"]
     times["eval_s"] = time.time() - t
     times["total_s"] = time.time() - t_all
     index = json.loads((pipe_dir / "model_index.json").read_text())
-    index["eval"] = ev
+    index.update({"eval": ev, "report": report})
+    if selection:
+        index["sampling_selection"] = selection
+    if cap:
+        index["caption_eval"] = cap
     index["durations_s"] = {k: round(v, 1) for k, v in times.items()}
     index["train_wall_s"] = {st: train_wall_s(out / st) for st in ("tokenizer", "decoder", "ar")}
     atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
-    res = {"pipeline": str(pipe_dir), "eval": ev, "durations_s": index["durations_s"], "stages": results}
+    res = {"pipeline": str(pipe_dir), "eval": ev, "caption_eval": cap, "sampling_selection": selection,
+           "report": report, "durations_s": index["durations_s"], "stages": results}
     if cfg.rl.train.steps > 0:
         res.update(rl_stage(cfg, out, pipe_dir, data, times, n_st))
     return res
@@ -210,27 +232,82 @@ def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
     return pipe.save_pretrained(out / "pipeline", index_update=index, dtype=cfg.save_dtype)
 
 
-def evaluate_pipeline(pipe_dir: Path, data: Path, out: Path, n: int) -> dict:
-    """Text accuracy (Tesseract) on `n` unseen test-split strings, one sample each at the default settings."""
+def split_targets(data: Path, split: str, n: int, path: Path) -> Path:
+    """The first `n` distinct strings of `split`, one per line, written to `path`."""
     from xomni.data.io import open_dataset
-    from xomni.eval.text import items_from_model, resolve_region, score_items
-    ds = open_dataset(data, split="test")
-    texts = []
+    ds = open_dataset(data, split=split)
+    texts: list[str] = []
     for i in range(len(ds)):
         t = ds[i].meta.get("text")
         if t and t not in texts:
             texts.append(t)
         if len(texts) >= n:
             break
-    out.mkdir(parents=True, exist_ok=True)
-    targets = out / "targets.txt"
-    targets.write_text("".join(t + "\n" for t in texts))
-    items, tg = items_from_model(str(pipe_dir), str(targets), samples=1, seed=0, save_dir=str(out / "images"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(t + "\n" for t in texts))
+    return path
+
+
+def read_strings(pipe_dir: Path, targets: Path, samples: int, sampling: dict | None = None,
+                 save_dir: Path | None = None) -> dict:
+    """Draw `samples` images per line of `targets` (seed 0) and score them with Tesseract."""
+    from xomni.eval.text import items_from_model, resolve_region, score_items
+    items, tg = items_from_model(str(pipe_dir), str(targets), samples=samples, seed=0, sampling=sampling,
+                                 save_dir=str(save_dir) if save_dir else None)
     preset = json.loads((pipe_dir / "model_index.json").read_text()).get("data_preset")
     res, _ = score_items(items, tg, region=resolve_region([], preset=preset))
-    res["targets"] = str(targets)
-    res["sampling"] = "default (temperature 1.0, min-p 0.03, no CFG), 1 sample per string, seeds 0, 1000, ..."
-    (out / "text.json").write_text(json.dumps(res, indent=2))
+    used = items[0].meta["sampling"] if items else {}
+    res.update({"targets": str(targets), "samples_per_string": samples, "seed": 0, "sampling": used})
+    return res
+
+
+def select_temperature(pipe_dir: Path, data: Path, out: Path, cfg: RecipeConfig) -> dict | None:
+    """Try cfg.select_temperatures on val-split strings; write the winner into the pipeline's default sampling.
+    The result is kept in OUT/select/selection.json with the AR weights' hash, so a rerun reuses it."""
+    if not cfg.select_temperatures:
+        return None
+    from xomni.utils import file_sha256
+    key = {"temperatures": list(cfg.select_temperatures), "n": cfg.select_n, "samples": cfg.select_samples,
+           "ar_sha256": file_sha256(pipe_dir / "ar" / "model.safetensors")}
+    done = out / "selection.json"
+    sel = json.loads(done.read_text()) if done.is_file() else None
+    if not sel or sel.get("key") != key:
+        targets = split_targets(data, "val", cfg.select_n, out / "targets.txt")
+        rows = []
+        for temp in cfg.select_temperatures:
+            log(f"[recipe] temperature {temp}: {cfg.select_n} val strings x {cfg.select_samples}")
+            r = read_strings(pipe_dir, targets, cfg.select_samples, sampling={"temperature": temp})
+            rows.append({"temperature": temp, "exact_match": r["exact_match"], "cer": r["cer"],
+                         "ci95_exact_match": r["ci95"]["exact_match"], "n_images": r["n"]})
+        best = max(rows, key=lambda r: (r["exact_match"], -r["cer"], -r["temperature"]))
+        sel = {"key": key, "split": "val", "targets": str(targets), "rows": rows, "chosen": best["temperature"],
+               "rule": "highest exact match; ties: lower CER, then lower temperature"}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(done, json.dumps(sel, indent=2))
+    index = json.loads((pipe_dir / "model_index.json").read_text())
+    index["sampling"] = {**(index.get("sampling") or {}), "temperature": sel["chosen"]}
+    atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
+    log(f"[recipe] default temperature {sel['chosen']} (val exact by T: "
+        + ", ".join(f"{r['temperature']}: {r['exact_match']:.3f}" for r in sel["rows"]) + ")")
+    return sel
+
+
+def evaluate_pipeline(pipe_dir: Path, data: Path, out: Path, n: int) -> dict:
+    """Text accuracy (Tesseract) on `n` unseen test-split strings, one sample each at the model's default settings."""
+    targets = split_targets(data, "test", n, out / "targets.txt")
+    res = read_strings(pipe_dir, targets, 1, save_dir=out / "images")
+    atomic_write_text(out / "text.json", json.dumps(res, indent=2))
+    return res
+
+
+def evaluate_caption_stage(pipe_dir: Path, data: Path, out: Path, n: int) -> dict | None:
+    """The pipeline's own captions of the first `n` test-split renders (as `xomni eval caption`)."""
+    if n <= 0:
+        return None
+    from xomni.eval.captioning import evaluate_captions
+    res, rows = evaluate_captions(str(pipe_dir), str(data), "test", n)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "caption.json", json.dumps({**res, "rows": rows}, indent=2))
     return res
 
 
