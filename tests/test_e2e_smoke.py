@@ -46,13 +46,17 @@ def test_recipe_writes_a_loadable_pipeline_with_provenance(smoke_pipeline):
     cap = index["caption_eval"]
     assert cap["n"] == 8 and cap["split"] == "test" and 0 <= cap["caption_exact"] <= 1
     assert "Samples" in (out / "eval" / "report" / "index.html").read_text()
-    # a second run resumes: every stage is skipped, the pipeline is re-assembled, the selection is reused
+    assert index["report"] == index["eval"]["report"] == str(out / "eval" / "report" / "index.html")
+    assert ev["report"] == str(out / "eval-rl" / "report" / "index.html")  # the RL pipeline's eval (stage 6)
+    # a second run resumes: every stage is skipped, the pipeline is re-assembled, the seeded selection and the
+    # test eval come out the same
     r = xomni("pipeline", "--preset", "smoke", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[recipe] 2/" not in r.stderr and "[recipe] 6/" not in r.stderr
-    assert "[recipe] temperature" not in r.stderr and f"default temperature {sel['chosen']}" in r.stderr
-    index = json.loads((out / "pipeline" / "model_index.json").read_text())
-    assert index["sampling"]["temperature"] == sel["chosen"]
+    index2 = json.loads((out / "pipeline" / "model_index.json").read_text())
+    assert index2["sampling_selection"]["rows"] == sel["rows"]
+    assert index2["sampling"]["temperature"] == sel["chosen"]
+    assert index2["eval"]["exact_match"] == index["eval"]["exact_match"]
 
 
 def test_recipe_rl_stage_and_comparison_report(smoke_pipeline):

@@ -37,6 +37,15 @@ def test_presets_load_with_their_stage_settings():
     assert load_recipe("smoke", None, ["rl.train.steps=0"]).rl.train.steps == 0
 
 
+@pytest.mark.parametrize("sets,msg", [(["ar.caption_loss_weight=0"], "caption_loss_weight"),
+                                      (["ar.t2i_ratio=1.5"], "t2i_ratio"),
+                                      (["select_temperatures=[0.7, 0]"], "select_temperatures"),
+                                      (["select_n=0"], "select_n"), (["eval_n=0"], "eval_n")])
+def test_settings_that_would_fail_late_are_refused_at_load(sets, msg):
+    with pytest.raises(XomniError, match=msg):
+        load_recipe("mini", None, sets)
+
+
 def test_bad_preset_and_key():
     with pytest.raises(XomniError, match="unknown recipe preset 'huge'; available: mini, smoke, tiny"):
         load_recipe("huge", None, None)

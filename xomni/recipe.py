@@ -64,7 +64,19 @@ def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> Reci
     base = yaml.safe_load(path.read_text()) or {}
     rl = base.setdefault("rl", {})  # RL training-loop defaults (not the SFT ones); no RL stage unless steps are set
     rl["train"] = {**rl_base_config()["train"], "steps": 0, **(rl.get("train") or {})}
-    return load_config(RecipeConfig, config, sets, base=base)
+    return validate_recipe(load_config(RecipeConfig, config, sets, base=base))
+
+
+def validate_recipe(cfg: RecipeConfig) -> RecipeConfig:
+    """Settings that would otherwise fail only after hours of training are refused before the first stage."""
+    cfg.ar.validate()
+    if any(not t > 0 for t in cfg.select_temperatures):
+        raise XomniError(f"select_temperatures must all be > 0, got {cfg.select_temperatures}")
+    if cfg.select_temperatures and (cfg.select_n < 1 or cfg.select_samples < 1):
+        raise XomniError(f"select_n and select_samples must be >= 1, got {cfg.select_n} and {cfg.select_samples}")
+    if cfg.eval_n < 1:
+        raise XomniError(f"eval_n must be >= 1, got {cfg.eval_n}")
+    return cfg
 
 
 def _git_commit() -> str:
@@ -103,7 +115,6 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     from xomni.ar.trainer import train_ar_main
     from xomni.data.synth import synth
     from xomni.decoder.trainer import train_decoder
-    from xomni.eval.report import build_report
     from xomni.tokenizer.trainer import train_tokenizer
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,11 +171,10 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     t = time.time()
     ev = evaluate_pipeline(pipe_dir, data, out / "eval", cfg.eval_n)
     cap = evaluate_caption_stage(pipe_dir, data, out / "eval", cfg.caption_n)
-    report = build_report(str(out / "eval" / "images"), str(out / "eval" / "report"), fid=False)["report"]
     times["eval_s"] = time.time() - t
     times["total_s"] = time.time() - t_all
     index = json.loads((pipe_dir / "model_index.json").read_text())
-    index.update({"eval": ev, "report": report})
+    index.update({"eval": ev, "report": ev["report"]})
     if selection:
         index["sampling_selection"] = selection
     if cap:
@@ -173,7 +183,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     index["train_wall_s"] = {st: train_wall_s(out / st) for st in ("tokenizer", "decoder", "ar")}
     atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
     res = {"pipeline": str(pipe_dir), "eval": ev, "caption_eval": cap, "sampling_selection": selection,
-           "report": report, "durations_s": index["durations_s"], "stages": results}
+           "report": ev["report"], "durations_s": index["durations_s"], "stages": results}
     if cfg.rl.train.steps > 0:
         res.update(rl_stage(cfg, out, pipe_dir, data, times, n_st))
     return res
@@ -248,54 +258,50 @@ def split_targets(data: Path, split: str, n: int, path: Path) -> Path:
     return path
 
 
-def read_strings(pipe_dir: Path, targets: Path, samples: int, sampling: dict | None = None,
-                 save_dir: Path | None = None) -> dict:
+def read_strings(pipe_dir: Path, targets: Path, samples: int, sampling: dict | None = None) -> dict:
     """Draw `samples` images per line of `targets` (seed 0) and score them with Tesseract."""
     from xomni.eval.text import items_from_model, resolve_region, score_items
-    items, tg = items_from_model(str(pipe_dir), str(targets), samples=samples, seed=0, sampling=sampling,
-                                 save_dir=str(save_dir) if save_dir else None)
-    preset = json.loads((pipe_dir / "model_index.json").read_text()).get("data_preset")
-    res, _ = score_items(items, tg, region=resolve_region([], preset=preset))
-    used = items[0].meta["sampling"] if items else {}
-    res.update({"targets": str(targets), "samples_per_string": samples, "seed": 0, "sampling": used})
+    items, tg = items_from_model(str(pipe_dir), str(targets), samples=samples, seed=0, sampling=sampling)
+    res, _ = score_items(items, tg, region=resolve_region([it.meta for it in items]))
     return res
 
 
 def select_temperature(pipe_dir: Path, data: Path, out: Path, cfg: RecipeConfig) -> dict | None:
-    """Try cfg.select_temperatures on val-split strings; write the winner into the pipeline's default sampling.
-    The result is kept in OUT/select/selection.json with the AR weights' hash, so a rerun reuses it."""
+    """Try cfg.select_temperatures on val-split strings; write the winner into the pipeline's default sampling
+    (OUT/select/selection.json keeps the table). Seeded, so a rerun of the recipe chooses the same again."""
     if not cfg.select_temperatures:
         return None
-    from xomni.utils import file_sha256
-    key = {"temperatures": list(cfg.select_temperatures), "n": cfg.select_n, "samples": cfg.select_samples,
-           "ar_sha256": file_sha256(pipe_dir / "ar" / "model.safetensors")}
-    done = out / "selection.json"
-    sel = json.loads(done.read_text()) if done.is_file() else None
-    if not sel or sel.get("key") != key:
-        targets = split_targets(data, "val", cfg.select_n, out / "targets.txt")
-        rows = []
-        for temp in cfg.select_temperatures:
-            log(f"[recipe] temperature {temp}: {cfg.select_n} val strings x {cfg.select_samples}")
-            r = read_strings(pipe_dir, targets, cfg.select_samples, sampling={"temperature": temp})
-            rows.append({"temperature": temp, "exact_match": r["exact_match"], "cer": r["cer"],
-                         "ci95_exact_match": r["ci95"]["exact_match"], "n_images": r["n"]})
-        best = max(rows, key=lambda r: (r["exact_match"], -r["cer"], -r["temperature"]))
-        sel = {"key": key, "split": "val", "targets": str(targets), "rows": rows, "chosen": best["temperature"],
-               "rule": "highest exact match; ties: lower CER, then lower temperature"}
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(done, json.dumps(sel, indent=2))
+    targets = split_targets(data, "val", cfg.select_n, out / "targets.txt")
+    rows = []
+    for temp in cfg.select_temperatures:
+        log(f"[recipe] temperature {temp}: {cfg.select_n} val strings x {cfg.select_samples}")
+        r = read_strings(pipe_dir, targets, cfg.select_samples, sampling={"temperature": temp})
+        rows.append({"temperature": temp, "exact_match": r["exact_match"], "cer": r["cer"],
+                     "ci95_exact_match": r["ci95"]["exact_match"], "n_images": r["n"]})
+    best = max(rows, key=lambda r: (r["exact_match"], -r["cer"], -r["temperature"]))
+    sel = {"split": "val", "targets": str(targets), "samples_per_string": cfg.select_samples, "seed": 0,
+           "rows": rows, "chosen": best["temperature"],
+           "rule": "highest exact match; ties: lower CER, then lower temperature"}
+    atomic_write_text(out / "selection.json", json.dumps(sel, indent=2))
     index = json.loads((pipe_dir / "model_index.json").read_text())
     index["sampling"] = {**(index.get("sampling") or {}), "temperature": sel["chosen"]}
     atomic_write_text(pipe_dir / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
     log(f"[recipe] default temperature {sel['chosen']} (val exact by T: "
-        + ", ".join(f"{r['temperature']}: {r['exact_match']:.3f}" for r in sel["rows"]) + ")")
+        + ", ".join(f"{r['temperature']}: {r['exact_match']:.3f}" for r in rows) + ")")
     return sel
 
 
 def evaluate_pipeline(pipe_dir: Path, data: Path, out: Path, n: int) -> dict:
-    """Text accuracy (Tesseract) on `n` unseen test-split strings, one sample each at the model's default settings."""
+    """Text accuracy (Tesseract) on `n` unseen test-split strings, one sample each at the model's default settings,
+    and the HTML report OUT/report/index.html, both from one OCR pass (the report's)."""
+    from xomni.eval.report import build_report
+    from xomni.eval.text import items_from_model
     targets = split_targets(data, "test", n, out / "targets.txt")
-    res = read_strings(pipe_dir, targets, 1, save_dir=out / "images")
+    items, _ = items_from_model(str(pipe_dir), str(targets), samples=1, seed=0, save_dir=str(out / "images"))
+    rep = build_report(str(out / "images"), str(out / "report"), fid=False)
+    res = json.loads(Path(rep["metrics"]).read_text())["text"]
+    res.update({"targets": str(targets), "samples_per_string": 1, "seed": 0, "sampling": items[0].meta["sampling"],
+                "report": rep["report"]})
     atomic_write_text(out / "text.json", json.dumps(res, indent=2))
     return res
 

@@ -29,15 +29,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def log(msg: str) -> None:
     """Progress and logs go to stderr; stdout is reserved for JSON results."""
     print(msg, file=sys.stderr, flush=True)

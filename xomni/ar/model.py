@@ -135,7 +135,7 @@ class UnifiedAR(nn.Module):
             metrics["loss_image"] = li.item() / n_img
         if n_txt:
             lt = F.cross_entropy(self.text_logits(h_BLD[is_txt]), targets_BL[is_txt], reduction="sum")
-            total = total + (lt if text_weight == 1.0 else text_weight * lt)
+            total = total + text_weight * lt
             metrics["loss_text"] = lt.item() / n_txt
         return total / max(1.0, n_img + text_weight * n_txt), metrics
 

@@ -26,6 +26,14 @@ class ARTrainConfig:
                                                  "words, so the hard ones (the quoted text) get little of a plain mean.")
     text_tokenizer: str = field("byte", help="'byte' or a local Hugging Face tokenizer directory.")
 
+    def validate(self) -> "ARTrainConfig":
+        from xomni.errors import XomniError
+        if not 0 <= self.t2i_ratio <= 1 or not 0 <= self.uncond_prob < 1:
+            raise XomniError("t2i_ratio must be in [0, 1] and uncond_prob in [0, 1)")
+        if not self.caption_loss_weight > 0:
+            raise XomniError(f"caption_loss_weight must be > 0, got {self.caption_loss_weight}")
+        return self
+
 
 def make_sequences(batch: list[dict], model: UnifiedAR, text_tok, cfg: ARTrainConfig, gen: torch.Generator):
     """Right-padded ids/targets/mask for a batch; the mode of each row is drawn from `gen` (reproducible)."""

@@ -64,10 +64,7 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
     t0 = time.time()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    if not 0 <= cfg.t2i_ratio <= 1 or not 0 <= cfg.uncond_prob < 1:
-        raise XomniError("t2i_ratio must be in [0, 1] and uncond_prob in [0, 1)")
-    if not cfg.caption_loss_weight > 0:
-        raise XomniError(f"caption_loss_weight must be > 0, got {cfg.caption_loss_weight}")
+    cfg.validate()
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text_tok = load_text_tokenizer(cfg.text_tokenizer)

@@ -50,8 +50,8 @@ def all_words() -> tuple[str, ...]:
 
 
 def wordlist_sha256() -> str:
-    from xomni.utils import file_sha256
-    return file_sha256(wordlist_path())
+    with open(wordlist_path(), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def word_split(word: str) -> str:
