@@ -45,6 +45,9 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
              reward_config: Optional[str] = typer.Option(None, "--reward-config", help="RL config whose rewards "
                                                          "pick the best (YAML, RL run dir or RL-tuned pipeline); "
                                                          "default: the model's own RL config, else the RL defaults."),
+             compile: bool = typer.Option(False, "--compile", help="Run the AR sampler's token step as one "
+                                          "compiled graph: ~2x faster per image, but compiling takes ~30 s per batch "
+                                          "size on 2 cores (worth it for many prompts, not for one)."),
              model: Optional[str] = ModelOpt,
              device: str = DeviceOpt,
              out: str = typer.Option("out.png", "--out", "-o", help="PNG (a grid when n > 1) or, with --prompts, "
@@ -72,6 +75,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     from xomni.utils import resolve_device
     dev = resolve_device(device)
     pipe = Pipeline.from_pretrained(model).to(dev)
+    pipe.compile_sampler = compile
     if size:
         try:
             hh, ww = (int(v) for v in size.lower().split("x"))

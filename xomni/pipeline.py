@@ -34,6 +34,9 @@ class Pipeline:
         self.text_tokenizer, self.image_tokenizer, self.ar, self.decoder = text_tokenizer, image_tokenizer, ar, decoder
         self.index = dict(index or {})
         self.path = Path(path) if path else None
+        # True: the AR sampler runs each token step as one compiled graph (xomni.ar.compiled; `xomni generate
+        # --compile`): faster per image once compiled, but the first call per batch size compiles (~30 s on 2 cores)
+        self.compile_sampler = False
         if tuple(decoder.grid) != tuple(image_tokenizer.grid) or decoder.codebook_size != ar.cfg.image_vocab:
             raise XomniError(f"pipeline components do not match: tokenizer grid {image_tokenizer.grid}, decoder grid "
                              f"{decoder.grid}, decoder codes {decoder.codebook_size}, AR codes {ar.cfg.image_vocab}")
@@ -170,7 +173,7 @@ class Pipeline:
         ids = [self.check_prompt(p) for p in prompts]
         g = torch.Generator().manual_seed(seed)
         return sample_images(self.ar, ids, self.grid, sampling, generator=g, callback=callback,
-                             stream_every=stream_every)
+                             stream_every=stream_every, compile=self.compile_sampler)
 
     @torch.no_grad()
     def decode(self, codes_BHW: torch.Tensor, steps: int | None = None, seed: int = 0) -> list:

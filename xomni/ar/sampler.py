@@ -66,16 +66,20 @@ def process_logits(cond_NV: torch.Tensor, uncond_NV: torch.Tensor | None, s: Sam
 def draw(logprobs_NV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Inverse-CDF sampling: one uniform per row, cumsum, searchsorted (torch.multinomial draws one exponential per
     vocabulary entry and dominated decoding time on CPU). Same distribution."""
+    dev = generator.device if generator is not None else logprobs_NV.device  # CPU generators also drive CUDA
+    u_N = torch.rand(logprobs_NV.shape[0], generator=generator, device=dev).to(logprobs_NV.device)
+    return draw_from(logprobs_NV, u_N)
+
+
+def draw_from(logprobs_NV: torch.Tensor, u_N: torch.Tensor) -> torch.Tensor:
+    """The token at quantile `u_N` (uniforms in [0, 1)) of each row's distribution; no data-dependent branch, so the
+    compiled step (xomni.ar.compiled) draws with this same function."""
     probs = logprobs_NV.exp()
     cdf = probs.cumsum(-1)
-    dev = generator.device if generator is not None else probs.device  # CPU generators also drive CUDA sampling
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=dev).to(probs.device) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
+    idx = torch.searchsorted(cdf, u_N[:, None] * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
     # guard against landing on a zero-probability token through float ties at the end of the cdf
     bad = probs.gather(-1, idx) <= 0
-    if bad.any():
-        idx[bad] = probs[bad.squeeze(-1)].argmax(-1)
-    return idx.squeeze(-1)
+    return torch.where(bad, probs.argmax(-1, keepdim=True), idx).squeeze(-1)
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,11 +112,13 @@ class SampleOutput:
 def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampling: SamplingConfig,
                   generator: torch.Generator | None = None,
                   callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
-                  hf_cache: bool = False) -> SampleOutput:
+                  hf_cache: bool = False, compile: bool = False) -> SampleOutput:
     """Sample one h x w token grid per prompt (prompt = list of text token ids, without <bos>).
 
     Decoding uses the static-KV fast path for Qwen2/Llama backbones; `hf_cache=True` uses transformers' own
-    cache instead (the reference path; both are checked against a full forward in the tests)."""
+    cache instead (the reference path; both are checked against a full forward in the tests). `compile=True` runs
+    each token step as one compiled graph (xomni.ar.compiled: faster once compiled, ~30 s to compile per batch size;
+    the same seed draws the same uniforms, so it gives the same tokens up to float rounding)."""
     sampling.validate()
     model.eval()
     B, (h, w) = len(prompts), grid
@@ -129,36 +135,57 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     from xomni.ar import fastdecode
     fast = fastdecode.supports(model) and not hf_cache
+    step_c = None
+    if fast and compile:
+        from xomni.ar import compiled
+        step_c = compiled.compiled_step(model, sampling)
     cache = None
     if fast:  # static KV cache over the backbone's own modules (see fastdecode.py)
-        dec = fastdecode.StaticKVDecoder(model, R, L0 + N, mask)
+        S = L0 + N if step_c is None else compiled.cache_length(L0 + N, model.cfg.max_seq_len)
+        dec = fastdecode.StaticKVDecoder(model, R, S, mask)
         h_RLD = dec.step(ids, pos)
     else:
         h_RLD, cache = model.hidden(ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-    last = h_RLD[:, -1]
     codes = torch.empty(B, N, dtype=torch.long, device=device)
     logps = torch.empty(B, N, dtype=torch.float32, device=device)
-    next_pos = pos[:, -1:] + 1
+    pos0 = pos[:, -1] + 1  # position of image token 0 in each row
     off = model.layout.image_offset
+    dev_g = generator.device if generator is not None else device  # CPU generators also drive CUDA sampling
+    if step_c is not None:
+        base_valid = dec.valid.clone()
+        base_valid[:, L0:] = True  # image slots are live once written; the step masks the ones after its own
+        caches = [c for kv in zip(dec.k, dec.v) for c in kv]
+        cos_PD, sin_PD = compiled.rope_tables(model, model.cfg.max_seq_len)
     for t in range(N):
-        logits = model.image_logits(last)
-        lp = process_logits(logits[:B], logits[B:] if cfg_on else None, sampling)
-        tok = draw(lp, generator)
+        u_B = torch.rand(B, generator=generator, device=dev_g).to(device)
+        if t > 0:  # feed token t-1 (position pos0 + t - 1, cache slot L0 + t - 1), then draw token t
+            codes_R = codes[:, t - 1].repeat(2 if cfg_on else 1)
+            tok = None
+            if step_c is not None:
+                try:
+                    tok, lp_tok = step_c(codes_R, pos0 + t - 1, torch.tensor(L0 + t - 1, device=device), u_B,
+                                         base_valid, cos_PD, sin_PD, caches)
+                except Exception as err:  # no C++ compiler, an op inductor cannot lower: go on eagerly
+                    compiled.mark_failed(model, err)
+                    step_c = None
+                    dec.len = L0 + t - 1  # the compiled steps wrote slots L0 .. L0 + t - 2
+                    dec.valid[:, L0:dec.len] = True
+            if tok is None:
+                if fast:
+                    h_RLD = dec.step((codes_R + off)[:, None], (pos0 + t - 1)[:, None])
+                else:
+                    mask = torch.cat([mask, mask.new_ones(R, 1)], dim=1)
+                    h_RLD, cache = model.hidden((codes_R + off)[:, None], attention_mask=mask,
+                                                position_ids=(pos0 + t - 1)[:, None], cache=cache, use_cache=True)
+        if t == 0 or tok is None:
+            logits = model.image_logits(h_RLD[:, -1])
+            lp = process_logits(logits[:B], logits[B:] if cfg_on else None, sampling)
+            tok = draw_from(lp, u_B)
+            lp_tok = lp.gather(-1, tok[:, None]).squeeze(-1)
         codes[:, t] = tok
-        logps[:, t] = lp.gather(-1, tok[:, None]).squeeze(-1)
+        logps[:, t] = lp_tok
         if callback is not None and stream_every and ((t + 1) % stream_every == 0 or t + 1 == N):
             callback(t + 1, codes[:, :t + 1].clone())
-        if t + 1 == N:
-            break
-        step_ids = (tok + off).repeat(2 if cfg_on else 1)[:, None]
-        if fast:
-            h_RLD = dec.step(step_ids, next_pos)
-        else:
-            mask = torch.cat([mask, mask.new_ones(R, 1)], dim=1)
-            h_RLD, cache = model.hidden(step_ids, attention_mask=mask, position_ids=next_pos, cache=cache,
-                                        use_cache=True)
-        next_pos = next_pos + 1
-        last = h_RLD[:, -1]
     return SampleOutput(codes.view(B, h, w), logps)
 
 
