@@ -80,3 +80,17 @@ def test_fast_path_and_transformers_cache_draw_the_same_tokens():
     b = sample_images(m, PROMPTS, (3, 4), s, generator=torch.Generator().manual_seed(2), hf_cache=True)
     assert torch.equal(a.codes_BHW, b.codes_BHW)
     assert (a.logprobs_BN - b.logprobs_BN).abs().max().item() <= 1e-4
+
+
+def test_bench_sample_reports_ratios_of_its_own_medians():
+    from xomni.ar.bench import bench_sample_impl
+    m = _model()
+    res = bench_sample_impl(m, (2, 3), batches=(1, 2), repeats=2, compile=False)
+    b = res["batch2"]
+    assert set(b["median_s"]) == {"ours", "generate", "nocache"}  # no compiled path when not asked
+    for k in ("ours", "generate", "nocache"):
+        assert b[f"{k}_tokens_per_s"] == pytest.approx(2 * 6 / b["median_s"][k])
+    assert res["speedup_vs_generate"] == pytest.approx(b["ours_tokens_per_s"] / b["generate_tokens_per_s"])
+    assert res["speedup_vs_generate"] == res["eager_speedup_vs_generate"]
+    assert res["speedup_path"].startswith("eager") and res["compile_s"] == {}
+    assert 0 < res["bandwidth_fraction"] and res["peak_rss_mb"] > 0
