@@ -8,6 +8,8 @@ What it checks (each part is independent; a failure is recorded as {"error": ...
   (xomni.train.time_steps, as `xomni train ar` runs it).
 - sampler: the per-token log-probabilities returned by the CUDA sampler equal those of a separate full forward pass
   with CFG, min-p and temperature all on (max |diff|, fp32 and bf16 weights); tokens/s at batch 16 and 256.
+- sampler_compiled: the same log-prob check for the compiled sampler (fp32, CFG on; `fell_back_to_eager` says
+  whether it compiled at all), its first-call (compile) time, and tokens/s compiled vs eager at batch 16 and 256.
 - decoder: images/s of the diffusion decoder at its default steps, batch 16 and 256.
 - pipeline: `pipe.to("cuda")` draws every target of --targets with --samples samples; the images and their
   metadata go to --images-out so that `xomni eval text --images DIR` can score them on a machine with Tesseract.
@@ -112,6 +114,36 @@ def _sampler_runs(pipe, prompts, s, out) -> None:
                                           "images_per_s": round(B / t, 1)}
 
 
+def sampler_compiled(pipe) -> dict:
+    """The compiled sampler (xomni.ar.compiled) on this device, fp32: its log-probs against a full forward, and
+    tokens/s against the eager sampler with the same settings (CFG on), per batch size after one compiling call."""
+    from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
+    ar = pipe.ar.to(DEV, dtype=torch.float32).eval()
+    s = SamplingConfig(temperature=0.7, min_p=0.05, cfg_scale=2.0)
+    words = ("HELLO", "river", "Quartz", "42")
+    prompts = [pipe.check_prompt(f'a white poster with the text "{w}" in black bold sans-serif letters') for w in words]
+    out = {}
+    t = time.perf_counter()
+    o = sample_images(ar, prompts, pipe.grid, s, generator=torch.Generator().manual_seed(0), compile=True)
+    out["first_call_s"] = round(time.perf_counter() - t, 1)
+    with torch.no_grad():
+        ref = sequence_logprobs(ar, prompts, o.codes_BHW, s)
+    out["logprob_max_abs_diff_fp32"] = float((o.logprobs_BN - ref).abs().max())
+    out["logprob_bar_fp32_1e-4"] = out["logprob_max_abs_diff_fp32"] <= 1e-4
+    from xomni.ar import compiled
+    out["fell_back_to_eager"] = bool(compiled._failed)
+    for B in SIZES["sample"]:
+        rows = [prompts[i % 4] for i in range(B)]
+        runs = {}
+        for name, c in (("compiled", True), ("eager", False)):
+            runs[name] = _timed(lambda: sample_images(ar, rows, pipe.grid, s, generator=torch.Generator().manual_seed(0),
+                                                      compile=c), reps=max(1, SIZES["reps"] // 2), warmup=1)
+        n_tok = B * pipe.grid[0] * pipe.grid[1]
+        out[f"sample_b{B}"] = {f"{k}_tokens_per_s": round(n_tok / v) for k, v in runs.items()}
+        out[f"sample_b{B}"]["compiled_over_eager"] = round(runs["eager"] / runs["compiled"], 2)
+    return out
+
+
 def decoder(pipe) -> dict:
     out = {"steps": pipe.decoder.config.steps}
     for B in SIZES["decode"]:
@@ -165,7 +197,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     parts = [("ar_step", lambda: ar_step(pipe, a.tokens)), ("sampler", lambda: sampler(pipe)),
-             ("decoder", lambda: decoder(pipe))]
+             ("sampler_compiled", lambda: sampler_compiled(pipe)), ("decoder", lambda: decoder(pipe))]
     if a.targets and a.images_out:
         parts.append(("pipeline", lambda: pipeline_images(pipe, a.targets, a.samples, a.images_out)))
     for name, fn in parts:

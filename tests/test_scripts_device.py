@@ -13,7 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "xomni" / "pretrained" / "mini"
-PARTS = ("ar_step", "sampler", "decoder", "pipeline")
+PARTS = ("ar_step", "sampler", "sampler_compiled", "decoder", "pipeline")
 WORDS = ["HELLO", "river", "Quartz"]
 SAMPLES = 1
 
@@ -71,6 +71,10 @@ def test_device_check_dry_cpu_runs_every_part(token_cache, tmp_path):
     assert s["logprob_max_abs_diff_fp32"] <= 1e-4
     assert math.isfinite(s["logprob_max_abs_diff_bf16"])
     assert "sample_b4_fp32" in s and "sample_b4_bf16" in s
+
+    c = res["sampler_compiled"]
+    assert c["fell_back_to_eager"] is False and c["logprob_bar_fp32_1e-4"] is True
+    assert c["sample_b4"]["compiled_tokens_per_s"] > 0 and c["sample_b4"]["eager_tokens_per_s"] > 0
 
     assert "decode_b4" in res["decoder"] and res["decoder"]["steps"] > 0
 
