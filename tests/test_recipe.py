@@ -40,7 +40,9 @@ def test_presets_load_with_their_stage_settings():
 @pytest.mark.parametrize("sets,msg", [(["ar.caption_loss_weight=0"], "caption_loss_weight"),
                                       (["ar.t2i_ratio=1.5"], "t2i_ratio"),
                                       (["select_temperatures=[0.7, 0]"], "select_temperatures"),
-                                      (["select_n=0"], "select_n"), (["eval_n=0"], "eval_n")])
+                                      (["select_n=0"], "select_n"), (["eval_n=0"], "eval_n"),
+                                      (["tokenizer.model.levels=3"], r"max_seq_len=192 cannot hold .* 4x48 token"),
+                                      (["tokenizer.model.levels=5"], "levels")])
 def test_settings_that_would_fail_late_are_refused_at_load(sets, msg):
     with pytest.raises(XomniError, match=msg):
         load_recipe("mini", None, sets)

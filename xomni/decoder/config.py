@@ -21,8 +21,11 @@ def check_strength(strength: float) -> float:
 @dataclasses.dataclass
 class DecoderConfig:
     image_size: list[int] = field(default_factory=lambda: [64, 256], help="Output size [H, W] (from the tokenizer).")
-    grid: list[int] = field(default_factory=lambda: [4, 16], help="Token grid [h, w] (from the tokenizer).")
-    codebook_size: int = field(1024, help="Vocabulary size K (from the tokenizer).")
+    grid: list[int] = field(default_factory=lambda: [4, 16], help="Patch grid [h, w] (from the tokenizer).")
+    grid_levels: int = field(1, help="Codes per patch (from the tokenizer's `levels`): the token grid is "
+                                     "grid[0] x (grid[1] * grid_levels), and a patch's codes' embeddings are summed.")
+    codebook_size: int = field(1024, help="Codes per level K (from the tokenizer); the vocabulary is "
+                                          "grid_levels x K.")
     code_dim: int = field(32, help="Code embedding width (initialised from the tokenizer's codebook).")
     cond_channels: list[int] = field(default_factory=lambda: [128, 96, 64],
                                      help="Conditioning upsampler widths: grid level, then one per 2x upsampling "

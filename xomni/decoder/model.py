@@ -45,7 +45,8 @@ class CondNet(nn.Module):
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
-        self.embed = nn.Embedding(cfg.codebook_size, cfg.code_dim)
+        self.embed = nn.Embedding(cfg.codebook_size * cfg.grid_levels, cfg.code_dim)
+        self.levels = cfg.grid_levels
         n_up = int(math.log2(cfg.image_size[0] // cfg.shuffle // cfg.grid[0]))
         chans = list(cfg.cond_channels) + [cfg.cond_channels[-1]] * max(0, n_up + 1 - len(cfg.cond_channels))
         layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, chans[0], 1)]
@@ -66,7 +67,11 @@ class CondNet(nn.Module):
             self.hint_size = tuple(cfg.image_size)
 
     def forward(self, codes_BHW):
-        e = self.embed(codes_BHW).permute(0, 3, 1, 2)
+        e = self.embed(codes_BHW)
+        if self.levels > 1:  # a patch's codes sit side by side: sum their embeddings
+            B, h, wl, D = e.shape
+            e = e.view(B, h, wl // self.levels, self.levels, D).sum(3)
+        e = e.permute(0, 3, 1, 2)
         h = self.net(e)
         preview = self.preview(h)
         if self.hint is not None:
@@ -101,16 +106,18 @@ class Decoder(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        return self.config.codebook_size
+        """The token vocabulary: grid_levels x K."""
+        return self.config.codebook_size * self.config.grid_levels
 
     @property
     def grid(self) -> tuple[int, int]:
-        return tuple(self.config.grid)
+        """The token grid: the patch grid with each patch's grid_levels codes side by side."""
+        return self.config.grid[0], self.config.grid[1] * self.config.grid_levels
 
     # ------------------------------------------------------------------ validation
     def check_codes(self, codes) -> torch.Tensor:
-        h, w = self.config.grid
-        K = self.config.codebook_size
+        h, w = self.grid
+        K = self.codebook_size
         want = f"expected a token grid of shape [B, {h}, {w}] with ids in [0, {K}) (vocabulary size {K})"
         if not isinstance(codes, torch.Tensor):
             codes = torch.as_tensor(codes)
@@ -207,7 +214,7 @@ class Decoder(nn.Module):
 
     def init_from_tokenizer(self, tokenizer) -> None:
         """Code embeddings from the tokenizer's codebook; with recon_hint, its reconstruction head's weights."""
-        cb = tokenizer.codebook()
+        cb = tokenizer.code_table()
         if tuple(cb.shape) == tuple(self.cond.embed.weight.shape):
             with torch.no_grad():
                 self.cond.embed.weight.copy_(cb)
@@ -240,6 +247,6 @@ def config_for_tokenizer(cfg: DecoderConfig, tokenizer) -> DecoderConfig:
     import dataclasses
     tc = tokenizer.config
     return dataclasses.replace(cfg, image_size=list(tc.image_size), grid=list(tc.grid),
-                               codebook_size=tc.codebook_size, code_dim=tc.code_dim,
+                               codebook_size=tc.codebook_size, grid_levels=tc.levels, code_dim=tc.code_dim,
                                recon_hint=cfg.recon_hint and tc.recon_weight > 0, tokenizer_patch=tc.patch,
                                tokenizer_recon_down=tc.recon_down)

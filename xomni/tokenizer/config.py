@@ -28,6 +28,10 @@ class TokenizerConfig:
     input_scale: float = field(1.0, help="effnet/hf: upscale the input by this factor before the frozen trunk.")
     codebook_size: int = field(1024, help="K, number of codes (1,024 .. 65,536).")
     code_dim: int = field(32, help="Dimension of the L2-normalised (cosine) codebook.")
+    levels: int = field(1, help="Codes per patch (residual VQ): level 0 is the cosine codebook, each further level "
+                                "a Euclidean codebook of K entries for what the levels before it left. With L > 1 "
+                                "each patch's L codes sit side by side, so the token grid is H/patch x "
+                                "(W/patch * L) and the vocabulary L*K (level l's ids are offset by l*K).")
     vq_decay: float = field(0.95, help="EMA decay of the codebook.")
     commitment_weight: float = field(0.25, help="Commitment loss weight of the quantiser.")
     dead_code_threshold: float = field(1.0, help="Codes whose EMA cluster size falls below this are replaced by "
@@ -48,7 +52,17 @@ class TokenizerConfig:
 
     @property
     def grid(self) -> tuple[int, int]:
+        """The patch grid (what the encoder makes)."""
         return self.image_size[0] // self.patch, self.image_size[1] // self.patch
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """The token grid (what the AR model writes): the patch grid with each patch's `levels` codes side by side."""
+        return self.grid[0], self.grid[1] * self.levels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.codebook_size * self.levels
 
     def validate(self) -> "TokenizerConfig":
         if len(self.image_size) != 2:
@@ -64,6 +78,10 @@ class TokenizerConfig:
             raise XomniError("encoder=hf needs model.encoder_path (a local Hugging Face model directory)")
         if not 2 <= self.codebook_size <= 65536:
             raise XomniError(f"codebook_size must be in 2..65536, got {self.codebook_size}")
+        if not 1 <= self.levels <= 4:
+            raise XomniError(f"tokenizer levels (codes per patch) must be in 1..4, got {self.levels}")
+        if self.vocab_size > 65536:
+            raise XomniError(f"levels x codebook_size must be at most 65,536 tokens, got {self.vocab_size}")
         if self.recon_loss not in RECON_LOSSES:
             raise XomniError(f"unknown recon_loss {self.recon_loss!r} (use one of {', '.join(RECON_LOSSES)})")
         if self.recon_weight > 0 and (self.patch % self.recon_down or self.recon_down < 1):

@@ -50,7 +50,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
     train_set = load_split(cfg.data, cfg.train_split, mcfg.image_size, cfg.n_train, desc="load train")
     val_set = load_split(cfg.data, cfg.val_split, mcfg.image_size, cfg.n_val, desc="load val")
     log(f"[tokenizer] {len(train_set)} training images ({train_set.skipped} skipped), {len(val_set)} val images; "
-        f"grid {mcfg.grid[0]}x{mcfg.grid[1]}, K={mcfg.codebook_size}, encoder={mcfg.encoder}")
+        f"grid {mcfg.grid[0]}x{mcfg.grid[1]}, K={mcfg.codebook_size}, levels={mcfg.levels} (token grid "
+        f"{mcfg.token_grid[0]}x{mcfg.token_grid[1]}), encoder={mcfg.encoder}")
     seed_everything(cfg.train.seed)
     model = ImageTokenizer(mcfg)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -66,7 +67,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
         return None
     metrics = evaluate(model, val_set, max_ocr=cfg.n_ocr)
     out = {"out_dir": str(res.out_dir / "final"), "steps": res.step, "trainable_params": n_params,
-           "grid": list(mcfg.grid), "codebook_size": mcfg.codebook_size, "encoder": mcfg.encoder,
+           "grid": list(mcfg.grid), "codebook_size": mcfg.codebook_size, "levels": mcfg.levels,
+           "token_grid": list(mcfg.token_grid), "encoder": mcfg.encoder,
            "train_images": len(train_set), "skipped_images": train_set.skipped, "wall_time_s": round(t_train, 1),
            "last_train_metrics": res.last_metrics, "val": metrics}
     return out
@@ -101,7 +103,7 @@ def bench_tokenizer(model_dir: str | None, batch_size: int = 16, n_batches: int 
         tok.encode(x)
     dt = time.perf_counter() - t
     return {"model": model_dir or "untrained default config", "batch_size": batch_size, "n_batches": n_batches,
-            "threads": torch.get_num_threads(), "image_size": [h, w], "grid": list(tok.grid),
+            "threads": torch.get_num_threads(), "image_size": [h, w], "grid": list(tok.grid), "levels": tok.levels,
             "encode_images_per_s": batch_size * n_batches / dt,
             "params": sum(p.numel() for p in tok.parameters()) - sum(
                 p.numel() for p in tok.caption_decoder.parameters())}

@@ -1,0 +1,157 @@
+"""Residual VQ (`levels` codes per patch): the token grid layout, what the residual level adds, and the decoder,
+AR-facing properties and persistence on that layout. Tiny sizes, rendered images."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xomni.decoder.config import DecoderConfig
+from xomni.decoder.model import Decoder, config_for_tokenizer
+from xomni.errors import XomniError
+from xomni.tokenizer.config import TokenizerConfig
+from xomni.tokenizer.images import images_to_tensor
+from xomni.tokenizer.model import ImageTokenizer
+from xomni.tokenizer.textdec import encode_caption
+
+TOK = dict(width=32, depth=1, code_dim=16, text_dim=32, text_layers=1, text_heads=2, max_caption_bytes=48,
+           codebook_size=32, patch=8, recon_down=1)
+DEC = dict(cond_channels=[32, 16], cond_blocks=1, cond_out=8, unet_channels=[16, 32], steps=2)
+
+
+def renders(n):
+    from xomni.data.presets import TINY as P
+    from xomni.data.render import render
+    from xomni.data.scene import sample_scene
+    metas = [sample_scene(P, 0, "train", i) for i in range(n)]
+    return images_to_tensor([render(m) for m in metas], (64, 256)), metas
+
+
+@pytest.fixture(scope="module")
+def two_level():
+    """A 2-level tokenizer after one training forward on 8 renders (k-means initialises both codebooks)."""
+    torch.manual_seed(0)
+    tok = ImageTokenizer(TokenizerConfig(levels=2, **TOK)).train()
+    x, metas = renders(8)
+    caps = torch.stack([encode_caption(m["caption"], 48) for m in metas])
+    tok(x, caps)
+    return tok.eval(), x
+
+
+def test_token_grid_layout_and_vocabulary(two_level):
+    tok, x = two_level
+    K = 32
+    assert tok.grid == (8, 64) and tok.codebook_size == 2 * K and tok.config.grid == (8, 32)
+    codes = tok.encode(x)
+    assert codes.shape == (8, 8, 64)
+    assert int(codes[..., 0::2].max()) < K <= int(codes[..., 1::2].min()) and int(codes.max()) < 2 * K
+    # the level-0 codes are the nearest unit-norm codes by cosine, as with one level
+    f = F.normalize(tok.features(x), dim=1).permute(0, 2, 3, 1)
+    assert torch.equal(codes[..., 0::2], (f @ tok.codebook().t()).argmax(-1))
+    assert tok.code_table().shape == (2 * K, 16)
+
+
+def test_the_residual_level_brings_the_codes_closer_to_the_features(two_level):
+    tok, x = two_level
+    codes = tok.encode(x)
+    with torch.no_grad():
+        f = F.normalize(tok.features(x), dim=1).permute(0, 2, 3, 1)
+    err0 = (f - tok.codebook()[codes[..., 0::2]]).norm(dim=-1).mean()
+    err2 = (f - tok.code_vectors(codes)).norm(dim=-1).mean()
+    assert float(err2) < 0.8 * float(err0)
+    # code_vectors sums the two levels' vectors
+    table = tok.code_table()
+    assert torch.allclose(tok.code_vectors(codes), table[codes[..., 0::2]] + table[codes[..., 1::2]])
+
+
+def test_eval_reports_each_levels_usage(two_level):
+    from xomni.tokenizer.images import ImageSet
+    from xomni.tokenizer.metrics import evaluate
+    tok, x = two_level
+    _, metas = renders(8)
+    arr = ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    imgs = ImageSet(arr, metas)
+    out = evaluate(tok, imgs, max_caption=2)
+    codes = tok.encode(imgs.tensor(list(range(8))))
+    assert out["codebook_size"] == 64 and len(out["per_level"]) == 2
+    for lv, st in enumerate(out["per_level"]):
+        assert st["codebook_size"] == 32 and st["n_tokens"] == 8 * 8 * 32
+        assert st["codes_used"] == int(codes[..., lv::2].unique().numel())
+
+
+def test_save_load_and_decoder_on_the_two_level_grid(two_level, tmp_path):
+    tok, x = two_level
+    tok.save_pretrained(tmp_path / "tok")
+    tok2 = ImageTokenizer.from_pretrained(tmp_path / "tok")
+    codes = tok2.encode(x[:2])
+    assert torch.equal(codes, tok.encode(x[:2]))
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok2))
+    assert dec.grid == tok2.grid and dec.codebook_size == tok2.codebook_size
+    dec.init_from_tokenizer(tok2)
+    # the decoder starts at the tokenizer's reconstruction of the summed codes
+    assert torch.allclose(dec.decode(codes, steps=2), tok2.reconstruct(codes), atol=1e-4)
+    dec.save_pretrained(tmp_path / "dec")
+    dec2 = Decoder.from_pretrained(tmp_path / "dec")
+    assert dec2.grid == (8, 64)
+    with pytest.raises(XomniError, match=r"shape \[B, 8, 64\].*vocabulary size 64"):
+        dec2.decode(codes[..., :32])
+    with pytest.raises(XomniError, match=r"vocabulary size 64"):
+        dec2.decode(codes + 64)
+
+
+def test_levels_validation():
+    with pytest.raises(XomniError, match="levels"):
+        TokenizerConfig(levels=0).validate()
+    with pytest.raises(XomniError, match="65,536"):
+        TokenizerConfig(levels=2, codebook_size=65536).validate()
+    one = TokenizerConfig(**TOK)
+    assert one.token_grid == one.grid and one.vocab_size == 32
+
+
+def two_level_pipeline():
+    from xomni.ar.model import ARConfig, UnifiedAR
+    from xomni.data.text_tokenizer import ByteTokenizer
+    from xomni.pipeline import Pipeline
+    torch.manual_seed(0)
+    tok = ImageTokenizer(TokenizerConfig(levels=2, **{**TOK, "patch": 16, "recon_down": 2})).eval()
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok)).eval()
+    ar = UnifiedAR(ARConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=64,
+                            max_seq_len=256, image_vocab=tok.codebook_size)).eval()
+    return Pipeline(ByteTokenizer(), tok, ar, dec, index={"prompt_template": '"{text}"'})
+
+
+def test_pipeline_writes_and_reads_the_two_level_grid(tmp_path):
+    """The AR model needs nothing new: a 2-level tokenizer's token grid (4 x 32 for 4 x 16 patches) is just a wider
+    grid with a vocabulary of 2K; a pipeline built on it samples, decodes, saves and loads."""
+    from xomni.ar.model import ARConfig, UnifiedAR
+    from xomni.data.text_tokenizer import ByteTokenizer
+    from xomni.pipeline import Pipeline
+    pipe = two_level_pipeline()
+    tok, dec = pipe.image_tokenizer, pipe.decoder
+    with pytest.raises(XomniError, match="do not match"):
+        Pipeline(ByteTokenizer(), tok, UnifiedAR(ARConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                                                          intermediate_size=64, image_vocab=32)), dec)
+    assert pipe.grid == (4, 32)
+    codes = pipe.generate_codes(["HI"], seed=0).codes_BHW
+    assert codes.shape == (1, 4, 32) and int(codes.max()) < 64
+    images = pipe(["HI", "OK"], seed=0, steps=1)
+    assert len(images) == 2 and images[0].size == (256, 64)
+    caps = pipe.caption(images)  # image -> the 2-level tokenizer's grid -> the AR reads it
+    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
+    pipe.save_pretrained(tmp_path / "p")
+    again = Pipeline.from_pretrained(tmp_path / "p")
+    assert again.grid == (4, 32) and again.decoder.codebook_size == 64
+    assert np.array_equal(np.asarray(again(["HI"], seed=0, steps=1)[0]), np.asarray(pipe(["HI"], seed=0, steps=1)[0]))
+
+
+def test_column_credit_is_refused_for_several_codes_per_patch(tmp_path):
+    """RL's column credit maps token columns to pixel columns one code per patch: refused, with the way out."""
+    from xomni.rl.config import load_rl_config
+    from xomni.rl.trainer import train_rl
+    two_level_pipeline().save_pretrained(tmp_path / "pipe")
+    (tmp_path / "prompts.txt").write_text("HI\nOK\n")
+    cfg = load_rl_config({"model": str(tmp_path / "pipe"), "prompts": str(tmp_path / "prompts.txt"),
+                          "credit": "column", "preset": "mini", "group_size": 2, "rewards": {"ocr": 1.0},
+                          "reward_workers": 0, "val_n": 0,
+                          "train": {"out_dir": str(tmp_path / "rl"), "steps": 1, "batch_size": 2}})
+    with pytest.raises(XomniError, match="2 codes per patch.*credit=sequence"):
+        train_rl(cfg)
