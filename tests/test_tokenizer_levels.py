@@ -155,3 +155,14 @@ def test_column_credit_is_refused_for_several_codes_per_patch(tmp_path):
                           "train": {"out_dir": str(tmp_path / "rl"), "steps": 1, "batch_size": 2}})
     with pytest.raises(XomniError, match="2 codes per patch.*credit=sequence"):
         train_rl(cfg)
+
+
+def test_a_checkpoint_whose_config_claims_other_levels_is_refused(two_level, tmp_path):
+    import json
+    tok, _ = two_level
+    tok.save_pretrained(tmp_path / "tok")
+    cfg = json.loads((tmp_path / "tok" / "config.json").read_text())
+    cfg["model"]["levels"] = 3
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(XomniError, match=r"does not match the model: missing .*rvq\.1"):
+        ImageTokenizer.from_pretrained(tmp_path / "tok")
