@@ -168,10 +168,11 @@ def _run(a) -> int:
     from xomni.rl.credit import ColumnCredit
     comps = {k: v.tolist() for k, v in ro.comps.items()}
     token_adv = {}
+    lv = pipe.image_tokenizer.levels
     if "ocr" in comps:
-        token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards)(
+        token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards, lv)(
             ro.total.tolist(), comps, ro.reads, ro.targets, G, pipe.grid).double()
-        token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps, cfg.scale_rewards)(
+        token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps, cfg.scale_rewards, lv)(
             comps["ocr"], comps, ro.reads, ro.targets, G, pipe.grid).double()
     policy = PolicyLogprobs(pipe.ar)
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -183,3 +183,15 @@ def test_num_beams_from_argument_or_model_index(index, arg, ok):
             Pipeline.check_num_beams(pipe, arg)
     else:
         assert Pipeline.check_num_beams(pipe, arg) == ok
+
+
+def test_training_length_is_the_longer_sequence_format():
+    """training_length (the AR trainer's and the recipe's context check) = the captioning sequence's length, which is
+    the t2i one's plus <eos>, for any grid and text length."""
+    from xomni.ar.vocab import VocabLayout, training_length
+    lay = VocabLayout(n_text=260, image_vocab=64, bos_id=1, eos_id=2)
+    for h, w, n in ((4, 16, 7), (4, 32, 1), (2, 3, 0)):
+        codes, text = torch.zeros(h, w, dtype=torch.long), list(range(10, 10 + n))
+        i2t, _ = lay.i2t_sequence(codes, text)
+        t2i, _ = lay.t2i_sequence(text, codes)
+        assert training_length(n, h, w) == len(i2t) == len(t2i) + 1

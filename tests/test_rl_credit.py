@@ -40,6 +40,18 @@ def test_char_spans_follow_the_renderer():
         assert abs(sp[0][0] - x0) <= 3 and abs(sp[-1][1] - x1) <= 3  # and the ink within a side bearing
 
 
+def test_column_rewards_give_a_patchs_codes_one_reward():
+    """With 2 codes per patch side by side (tokenizer levels=2) the 32 token columns cover 16 patches: each pair
+    gets its patch's reward, not the reward of half-patch pixel ranges."""
+    t = "ABCDEFGH"
+    whole = [1.0, 7 / 8]
+    one = column_rewards(["ABCDEFGH", "ABCDEFGX"], [t, t], "mini", 128, 16, whole)
+    two = column_rewards(["ABCDEFGH", "ABCDEFGX"], [t, t], "mini", 128, 32, whole, levels=2)
+    assert two.shape == (2, 32) and np.array_equal(two, np.repeat(one, 2, axis=1))
+    naive = column_rewards(["ABCDEFGH", "ABCDEFGX"], [t, t], "mini", 128, 32, whole)  # 4 px per token column
+    assert not np.array_equal(two, naive)
+
+
 def test_column_rewards_and_advantages_localise():
     t = "ABCDEFGH"
     sp = char_spans(t, "mini")

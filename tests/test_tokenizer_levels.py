@@ -119,7 +119,7 @@ def two_level_pipeline():
     return Pipeline(ByteTokenizer(), tok, ar, dec, index={"prompt_template": '"{text}"'})
 
 
-def test_pipeline_writes_and_reads_the_two_level_grid(tmp_path):
+def test_pipeline_writes_and_reads_the_two_level_grid(tmp_path, monkeypatch):
     """The AR model needs nothing new: a 2-level tokenizer's token grid (4 x 32 for 4 x 16 patches) is just a wider
     grid with a vocabulary of 2K; a pipeline built on it samples, decodes, saves and loads."""
     from xomni.ar.model import ARConfig, UnifiedAR
@@ -135,26 +135,41 @@ def test_pipeline_writes_and_reads_the_two_level_grid(tmp_path):
     assert codes.shape == (1, 4, 32) and int(codes.max()) < 64
     images = pipe(["HI", "OK"], seed=0, steps=1)
     assert len(images) == 2 and images[0].size == (256, 64)
-    caps = pipe.caption(images)  # image -> the 2-level tokenizer's grid -> the AR reads it
-    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
+    from xomni.ar import caption
+    read = []
+    real = caption.caption_codes
+    monkeypatch.setattr(caption, "caption_codes", lambda m, codes, **kw: read.append(codes) or real(m, codes, **kw))
+    caps = pipe.caption(images)  # image -> the 2-level tokenizer's 4 x 32 grid -> the AR reads it
+    assert len(caps) == 2 and read[0].shape == (2, 4, 32) and int(read[0][..., 1::2].min()) >= 32
     pipe.save_pretrained(tmp_path / "p")
     again = Pipeline.from_pretrained(tmp_path / "p")
     assert again.grid == (4, 32) and again.decoder.codebook_size == 64
     assert np.array_equal(np.asarray(again(["HI"], seed=0, steps=1)[0]), np.asarray(pipe(["HI"], seed=0, steps=1)[0]))
 
 
-def test_column_credit_is_refused_for_several_codes_per_patch(tmp_path):
-    """RL's column credit maps token columns to pixel columns one code per patch: refused, with the way out."""
+def test_grpo_with_column_credit_runs_on_the_two_level_grid(tmp_path, monkeypatch):
+    """GRPO with column credit on a 2-level pipeline: one step; the credit is told the tokenizer's 2 codes per
+    patch, so a patch's two token columns share one reward (tests/test_rl_credit.py checks that mapping)."""
+    from xomni.rl import credit
     from xomni.rl.config import load_rl_config
     from xomni.rl.trainer import train_rl
+    seen = []
+    real = credit.column_rewards
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        seen.append((args[4], args[6] if len(args) > 6 else kw.get("levels", 1), out.shape))
+        return out
+    monkeypatch.setattr(credit, "column_rewards", spy)
     two_level_pipeline().save_pretrained(tmp_path / "pipe")
     (tmp_path / "prompts.txt").write_text("HI\nOK\n")
     cfg = load_rl_config({"model": str(tmp_path / "pipe"), "prompts": str(tmp_path / "prompts.txt"),
                           "credit": "column", "preset": "mini", "group_size": 2, "rewards": {"ocr": 1.0},
                           "reward_workers": 0, "val_n": 0,
-                          "train": {"out_dir": str(tmp_path / "rl"), "steps": 1, "batch_size": 2}})
-    with pytest.raises(XomniError, match="2 codes per patch.*credit=sequence"):
-        train_rl(cfg)
+                          "train": {"out_dir": str(tmp_path / "rl"), "steps": 1, "batch_size": 2, "lr": 1e-3,
+                                    "warmup_steps": 0, "log_every": 1, "progress": False}})
+    assert train_rl(cfg)["steps"] == 1
+    assert seen and all(s == (32, 2, (4, 32)) for s in seen)
 
 
 def test_a_checkpoint_whose_config_claims_other_levels_is_refused(two_level, tmp_path):

@@ -46,9 +46,9 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                                          "pick the best (YAML, RL run dir or RL-tuned pipeline); "
                                                          "default: the model's own RL config, else the RL defaults."),
              compile: bool = typer.Option(False, "--compile", help="Run the AR sampler's token step as one "
-                                          "compiled graph: AR sampling 1.7-4x faster once compiled (xomni bench "
-                                          "sample / generate), but compiling takes 10-40 s per batch size on 2 cores "
-                                          "(worth it for many prompts, not for one)."),
+                                          "compiled graph: faster once compiled, but the first call per batch size "
+                                          "compiles (worth it for many prompts, not for one; `xomni bench sample` "
+                                          "measures both, with the compile time)."),
              model: Optional[str] = ModelOpt,
              device: str = DeviceOpt,
              out: str = typer.Option("out.png", "--out", "-o", help="PNG (a grid when n > 1) or, with --prompts, "

@@ -70,13 +70,14 @@ def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> Reci
 def validate_recipe(cfg: RecipeConfig) -> RecipeConfig:
     """Settings that would otherwise fail only after hours of training are refused before the first stage."""
     cfg.ar.validate()
+    from xomni.ar.vocab import training_length
     tcfg = cfg.tokenizer.model.validate()
     h, w = tcfg.token_grid
-    need = h * w + 8  # bos, the 4-token image header, eom, and room for a short prompt
+    need = training_length(1, h, w)  # with a one-token caption; the AR trainer checks the longest one
     if cfg.ar.model.max_seq_len < need:
         raise XomniError(f"ar.model.max_seq_len={cfg.ar.model.max_seq_len} cannot hold the tokenizer's {h}x{w} token "
-                         f"grid (levels={tcfg.levels}) and a prompt: set ar.model.max_seq_len to at least {need} plus "
-                         f"the longest caption's tokens")
+                         f"grid (levels={tcfg.levels}) and a caption: set ar.model.max_seq_len to at least "
+                         f"{need - 1} plus the longest caption's tokens")
     if any(not t > 0 for t in cfg.select_temperatures):
         raise XomniError(f"select_temperatures must all be > 0, got {cfg.select_temperatures}")
     if cfg.select_temperatures and (cfg.select_n < 1 or cfg.select_samples < 1):

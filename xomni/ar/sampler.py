@@ -66,9 +66,13 @@ def process_logits(cond_NV: torch.Tensor, uncond_NV: torch.Tensor | None, s: Sam
 def draw(logprobs_NV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Inverse-CDF sampling: one uniform per row, cumsum, searchsorted (torch.multinomial draws one exponential per
     vocabulary entry and dominated decoding time on CPU). Same distribution."""
-    dev = generator.device if generator is not None else logprobs_NV.device  # CPU generators also drive CUDA
-    u_N = torch.rand(logprobs_NV.shape[0], generator=generator, device=dev).to(logprobs_NV.device)
-    return draw_from(logprobs_NV, u_N)
+    return draw_from(logprobs_NV, uniforms(logprobs_NV.shape[0], generator, logprobs_NV.device))
+
+
+def uniforms(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """n uniforms in [0, 1) on `device`, drawn on the generator's own device (CPU generators also drive CUDA)."""
+    dev = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=dev).to(device)
 
 
 def draw_from(logprobs_NV: torch.Tensor, u_N: torch.Tensor) -> torch.Tensor:
@@ -150,14 +154,13 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
     logps = torch.empty(B, N, dtype=torch.float32, device=device)
     pos0 = pos[:, -1] + 1  # position of image token 0 in each row
     off = model.layout.image_offset
-    dev_g = generator.device if generator is not None else device  # CPU generators also drive CUDA sampling
     if step_c is not None:
         base_valid = dec.valid.clone()
         base_valid[:, L0:] = True  # image slots are live once written; the step masks the ones after its own
         caches = [c for kv in zip(dec.k, dec.v) for c in kv]
         cos_PD, sin_PD = compiled.rope_tables(model, model.cfg.max_seq_len)
     for t in range(N):
-        u_B = torch.rand(B, generator=generator, device=dev_g).to(device)
+        u_B = uniforms(B, generator, device)
         if t > 0:  # feed token t-1 (position pos0 + t - 1, cache slot L0 + t - 1), then draw token t
             codes_R = codes[:, t - 1].repeat(2 if cfg_on else 1)
             tok = None

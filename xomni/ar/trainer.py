@@ -10,6 +10,7 @@ import torch
 from xomni.ar.data import TokenDataset, encode_to_cache
 from xomni.ar.model import UnifiedAR
 from xomni.ar.train import ARTrainConfig, build_loss_fn, flops_per_token, make_sequences
+from xomni.ar.vocab import training_length
 from xomni.config import to_dict
 from xomni.errors import XomniError
 from xomni.train import run_training, seed_everything
@@ -80,7 +81,7 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
     model = build_model(cfg, text_tok, image_tok)
     h, w = image_tok.grid
     longest = max(len(text_tok.encode(train[i]["caption"], add_special_tokens=False)) for i in range(min(len(train), 2000)))
-    need = 1 + longest + 4 + h * w + 2
+    need = training_length(longest, h, w)
     if need > cfg.model.max_seq_len:
         raise XomniError(f"model.max_seq_len={cfg.model.max_seq_len} is too short: captions need up to {need} "
                          f"tokens with a {h}x{w} grid; raise it with --set model.max_seq_len={need}")

@@ -17,6 +17,12 @@ import dataclasses
 import torch
 
 
+def training_length(text_tokens: int, h: int, w: int) -> int:
+    """Context a training pair needs: the longer format (captioning) with `text_tokens` of caption: <bos>, the
+    4-token image header, h*w codes, <EOM>, the caption, <eos>."""
+    return 1 + 4 + h * w + 1 + text_tokens + 1
+
+
 @dataclasses.dataclass(frozen=True)
 class VocabLayout:
     n_text: int           # text tokenizer vocabulary (incl. its pad/bos/eos)

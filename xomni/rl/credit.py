@@ -81,21 +81,23 @@ def char_spans(text: str, preset: str) -> tuple[tuple[float, float], ...]:
 
 
 def column_rewards(preds: list[str], targets: list[str], preset: str, width_px: int, grid_w: int,
-                   whole: list[float]) -> np.ndarray:
+                   whole: list[float], levels: int = 1) -> np.ndarray:
     """B x grid_w rewards: per token column, the overlap-weighted correctness of the target characters drawn
-    there; `whole[i]` (the rollout's whole-string reward) where no character overlaps the column."""
-    col = width_px / grid_w
-    out = np.empty((len(preds), grid_w), dtype=np.float64)
+    there; `whole[i]` (the rollout's whole-string reward) where no character overlaps the column. With `levels`
+    codes per patch (side by side in the row, xomni.tokenizer levels) a patch's columns share its reward."""
+    n = grid_w // levels  # patch columns
+    col = width_px / n
+    out = np.empty((len(preds), n), dtype=np.float64)
     for i, (pr, tg) in enumerate(zip(preds, targets)):
         t = normalize_ws(tg)
         spans = char_spans(t, preset) if t else ()
         ok = char_correct(pr, t) if spans else []
-        for c in range(grid_w):
+        for c in range(n):
             a, b = c * col, (c + 1) * col
             w = [max(0.0, min(b, x1) - max(a, x0)) for x0, x1 in spans]
             s = sum(w)
             out[i, c] = sum(wk * okk for wk, okk in zip(w, ok)) / s if s > 0 else whole[i]
-    return out
+    return np.repeat(out, levels, axis=1)
 
 
 def column_advantages(col_r_BW: np.ndarray, whole_B: list[float], G: int, h: int, eps: float = 1e-4,
@@ -119,10 +121,11 @@ class ColumnCredit:
     other reward stays per rollout. token reward r_ic = (w_ocr * column_ocr_ic + sum_k w_k r_k,i) / sum(w), then
     `column_advantages` (centred per column within each group, scaled by the group's std of the total reward)."""
 
-    def __init__(self, weights: dict, preset: str, eps: float = 1e-4, scale: bool = True):
+    def __init__(self, weights: dict, preset: str, eps: float = 1e-4, scale: bool = True, levels: int = 1):
         from xomni.data.presets import get_preset
         check_layout_preset(preset)
         self.weights, self.preset, self.eps, self.scale = dict(weights), preset, eps, scale
+        self.levels = levels  # codes per patch (the image tokenizer's `levels`)
         self.wsum = sum(float(w) for w in self.weights.values())
         self.width_px = get_preset(preset).width
 
@@ -130,7 +133,7 @@ class ColumnCredit:
                  grid: tuple[int, int]) -> torch.Tensor:
         h, w = grid
         ocr = np.asarray(comps["ocr"], dtype=np.float64)
-        col = column_rewards(reads, targets, self.preset, self.width_px, w, ocr.tolist())
+        col = column_rewards(reads, targets, self.preset, self.width_px, w, ocr.tolist(), self.levels)
         rest = np.asarray(total, dtype=np.float64) - float(self.weights["ocr"]) * ocr / self.wsum
         tok = float(self.weights["ocr"]) * col / self.wsum + rest[:, None]
         return column_advantages(tok, total, G, h, self.eps, self.scale)

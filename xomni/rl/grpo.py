@@ -200,16 +200,18 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
 # ------------------------------------------------------------------ the loss_fn
 class GRPOLoss:
     """`loss_fn(model, batch, gen)` for xomni.train.run_training; `model` is a PolicyLogprobs, maybe DDP-wrapped.
-    batch: list of {"prompt": str, "ids": [int], "text": str | None}; `grid` = (h, w) of the token grids;
+    batch: list of {"prompt": str, "ids": [int], "text": str | None}; `grid` = (h, w) of the token grids, with
+    `levels` codes per patch side by side (the image tokenizer's; column credit gives a patch's codes one reward);
     `decode_fn(codes_BHW, seed) -> list of PIL images`; `pool`: a RewardPool (or anything with that submit())."""
 
-    def __init__(self, cfg, reference: nn.Module, decode_fn: Callable, pool, grid: tuple[int, int], world: int = 1):
+    def __init__(self, cfg, reference: nn.Module, decode_fn: Callable, pool, grid: tuple[int, int], world: int = 1,
+                 levels: int = 1):
         self.cfg, self.ref, self.decode_fn, self.pool, self.world = cfg, reference, decode_fn, pool, world
         self.grid = tuple(grid)
         self.credit = None
         if cfg.credit == "column":
             from xomni.rl.credit import ColumnCredit
-            self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards)
+            self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards, levels)
         self.cache: Rollouts | None = None
         self._t_end: float | None = None
         self._warned = False

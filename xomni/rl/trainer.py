@@ -167,9 +167,6 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
     from xomni.rl.rewards import warn_if_eval_judge
     from xomni.train import run_training, seed_everything
     pipe = Pipeline.from_pretrained(cfg.model)
-    if cfg.credit == "column" and pipe.image_tokenizer.levels > 1:
-        raise XomniError(f"credit=column maps token columns to pixel columns one code per patch; this model's "
-                         f"tokenizer has {pipe.image_tokenizer.levels} codes per patch (use credit=sequence)")
     for r in train_rows + val_rows:
         r["ids"] = pipe.check_prompt(r["prompt"])
     policy_ar = pipe.ar
@@ -181,7 +178,7 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
     seed_everything(cfg.train.seed)
     policy = PolicyLogprobs(policy_ar)
     decode_fn = make_decode_fn(pipe, cfg.decode_steps)
-    loss_fn = GRPOLoss(cfg, ref, decode_fn, pool, pipe.grid, world=world)
+    loss_fn = GRPOLoss(cfg, ref, decode_fn, pool, pipe.grid, world=world, levels=pipe.image_tokenizer.levels)
     eval_fn = None
     if cfg.val_n and cfg.train.eval_every:
         def eval_fn(model, step):

@@ -95,9 +95,8 @@ def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0, ma
     tokenizer.train(was)
     codes_t = torch.cat(codes)
     out = {"n_images": n, **codebook_stats(codes_t, tokenizer.codebook_size)}
-    L = tokenizer.levels
+    L, K = tokenizer.levels, tokenizer.config.codebook_size
     if L > 1:  # each level's own usage (level l's ids are offset by l*K and sit in every L-th token column)
-        K = tokenizer.codebook_size // L
         out["per_level"] = [codebook_stats(codes_t[..., lv::L] - lv * K, K) for lv in range(L)]
     out.update(caption_scores(preds, imageset.metas[:n_cap]))
     if max_ocr > 0:

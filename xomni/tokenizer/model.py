@@ -157,9 +157,11 @@ class ImageTokenizer(nn.Module):
         """Semantic objective: caption cross-entropy from the quantised codes + VQ commitment (+ aux recon)."""
         f = self.features(images_B3HW)
         B, D, H, W = f.shape
-        q, codes, commit = self.vq(f.flatten(2).transpose(1, 2))  # B x HW x D
+        f_BND = f.flatten(2).transpose(1, 2)
+        unit_BND = F.normalize(f_BND, dim=-1)
+        q, codes, commit = self.vq(f_BND)  # q_BND: level 0's unit-norm codes (straight-through)
         if self.levels > 1:
-            r = (F.normalize(f.flatten(2).transpose(1, 2), dim=-1) - q).detach()
+            r = (unit_BND - q).detach()
             for vq in self.rvq:
                 q_l, _, _ = vq(r)
                 q, r = q + q_l, r - q_l.detach()
@@ -169,7 +171,7 @@ class ImageTokenizer(nn.Module):
              "batch_codes_used": float(codes.unique().numel())}
         if self.config.diversity_weight > 0:
             # negative entropy of the batch-mean soft assignment: minimal when all K codes are equally used
-            sim = F.normalize(f.flatten(2).transpose(1, 2), dim=-1) @ self.codebook().t()
+            sim = unit_BND @ self.codebook().t()
             avg = (sim.flatten(0, 1) * self.config.diversity_temp).softmax(-1).mean(0)
             neg_ent = (avg * avg.clamp_min(1e-9).log()).sum()
             loss = loss + self.config.diversity_weight * neg_ent
