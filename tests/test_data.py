@@ -23,10 +23,9 @@ from xomni.data.render import render
 from xomni.data.scene import sample_scene
 from xomni.data.synth import synth
 from xomni.errors import XomniError
+from xomni.eval.longtext import BENCH_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH_DIRS = [REPO.parent / "shared" / "benchmarks" / "longtext_bench", REPO / "shared" / "benchmarks" /
-              "longtext_bench"]
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -78,8 +77,11 @@ def test_splits_rendered_separately_keep_their_own_seed(tmp_path):
     assert meta["counts"] == {"val": 16, "train": 24}
     assert meta["split_seeds"] == {"val": 0, "train": 1}
     assert meta["split_commands"] == {"val": "c-val", "train": "c-train"}
-    synth(tmp_path, 16, seed=0, split="test", fmt="imagefolder", progress=False)   # another format: starts afresh
+    with pytest.raises(XomniError, match="pass --overwrite"):  # another format is never mixed in
+        synth(tmp_path, 16, seed=0, split="test", fmt="imagefolder", progress=False)
+    synth(tmp_path, 16, seed=0, split="test", fmt="imagefolder", progress=False, overwrite=True)  # starts afresh
     assert json.loads((tmp_path / "dataset.json").read_text())["counts"] == {"test": 16}
+    assert not (tmp_path / "val").exists() and not (tmp_path / "train").exists()
 
 
 # ------------------------------------------------------------------------------------------------------- words
@@ -98,9 +100,7 @@ def test_split_word_sets_are_disjoint_and_used():
 def test_longtext_bench_words_never_in_train():
     excluded = W.longtext_excluded_words()
     assert len(excluded) > 1000
-    bench = next((d for d in BENCH_DIRS if d.is_dir()), None)
-    if bench is not None:  # the frozen list covers the benchmark's target strings
-        assert W.benchmark_words(str(bench)) <= excluded
+    assert W.benchmark_words(str(BENCH_DIR)) <= excluded  # the frozen list covers the shipped benchmark's strings
     train = set(W.split_words("train"))
     assert not (train & excluded)
     for i in range(300):
@@ -308,7 +308,7 @@ def test_cli_bad_inputs_in_process(tmp_path, capsys, monkeypatch):
         code, _, e = _main(argv, capsys, monkeypatch, env)
         _assert_one_line_error(code, e, *needles)
 
-    err(["data", "synth", "-o", str(tmp_path / "x"), "--n", "0"], "--n must be positive")
+    err(["data", "synth", "-o", str(tmp_path / "x"), "--n", "0"], "--n must be >= 1")
     blocker = tmp_path / "file"
     blocker.write_text("")
     err(["data", "synth", "-o", str(blocker / "sub"), "--n", "4"], "not writable")
@@ -324,8 +324,9 @@ def test_cli_bad_inputs_in_process(tmp_path, capsys, monkeypatch):
     (tmp_path / "c.jsonl").write_text(json.dumps({"file_name": "bad.png", "caption": "c"}) + "\n")
     code, out, e = _main(["data", "import", "--images", str(img), "--captions", str(tmp_path / "c.jsonl"), "-o",
                           str(tmp_path / "o")], capsys, monkeypatch)
-    assert code == 2 and json.loads(out)["skipped"]["unreadable_image"] == 1
-    assert e.strip().splitlines()[-1].startswith("error: no usable samples") and "Traceback" not in e
+    assert code == 2 and not out.strip() and not (tmp_path / "o").exists()  # nothing written, no result
+    last = e.strip().splitlines()[-1]
+    assert last.startswith("error: no usable samples") and "unreadable_image 1" in last and "Traceback" not in e
     err(["data", "import", "--images", str(img), "--captions", str(tmp_path / "none.jsonl"), "-o",
          str(tmp_path / "o")], "captions file not found")
 

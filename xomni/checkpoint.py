@@ -48,9 +48,12 @@ def read_json(path: str | Path) -> dict:
     if not path.is_file():
         raise XomniError(f"file not found: {path}")
     try:
-        return json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise XomniError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
+    if not isinstance(d, dict):
+        raise XomniError(f"{path} must hold a JSON object, got {type(d).__name__}")
+    return d
 
 
 def _state_for_save(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

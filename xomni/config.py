@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -126,7 +127,48 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
             _merge(base, v)
             v = base
         kwargs[k] = _coerce(v, hints[k], path)
-    return cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise XomniError(f"config {where or cls.__name__}: {e}") from None
+    _check_finite(obj, hints, where)
+    if hasattr(obj, "check"):
+        obj.check(where)
+    return obj
+
+
+def _check_finite(obj: Any, hints: dict, where: str) -> None:
+    """No NaN or infinity in any float field (or list of floats) of a config."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in vals):
+            raise XomniError(f"config {where + '.' if where else ''}{f.name} must be finite, got {v!r}")
+
+
+def in_range(obj: Any, where: str, name: str, lo: float | None = None, hi: float | None = None, *,
+             lo_open: bool = False, hi_open: bool = False, zero: str = "") -> None:
+    """Config field `name` of `obj` within [lo, hi] (open ends with lo_open/hi_open); `zero` names a documented
+    meaning of 0 that is allowed besides the range. Raises one line naming the dotted field."""
+    v = getattr(obj, name)
+    if zero and v == 0:
+        return
+    if isinstance(v, float) and not math.isfinite(v):
+        bad = True
+    else:
+        bad = (lo is not None and (v <= lo if lo_open else v < lo)) or \
+              (hi is not None and (v >= hi if hi_open else v > hi))
+    if bad:
+        parts = ([f"{'>' if lo_open else '>='} {lo:g}"] if lo is not None else []) + \
+                ([f"{'<' if hi_open else '<='} {hi:g}"] if hi is not None else [])
+        extra = f" (or 0 = {zero})" if zero else ""
+        raise XomniError(f"config {where + '.' if where else ''}{name} must be {' and '.join(parts)}{extra}, "
+                         f"got {v!r}")
+
+
+def check_error(where: str, msg: str) -> XomniError:
+    """A one-line config error prefixed with the section path."""
+    return XomniError(f"config {where + ': ' if where else ''}{msg}")
 
 
 def _set_path(d: dict, cls: type, dotted: str, raw: str) -> None:
@@ -138,11 +180,20 @@ def _set_path(d: dict, cls: type, dotted: str, raw: str) -> None:
             raise XomniError(f"--set: unknown key '{'.'.join(parts[:i + 1])}' (valid: {', '.join(sorted(names))})")
         tp = typing.get_type_hints(cur_cls)[p]
         if i == len(parts) - 1:
-            val = yaml.safe_load(raw) if raw != "" else ""
+            try:
+                val = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                val = raw
+            if dataclasses.is_dataclass(tp) and not isinstance(val, dict):
+                raise XomniError(f"--set: '{dotted}' is a section, not a value; set its fields, e.g. "
+                                 f"{dotted}.{dataclasses.fields(tp)[0].name}=...")
             cur[p] = _coerce(val, tp, dotted) if not dataclasses.is_dataclass(tp) else val
         else:
             if not dataclasses.is_dataclass(tp):
                 raise XomniError(f"--set: '{'.'.join(parts[:i + 1])}' is not a section")
+            if not isinstance(cur.get(p, {}), dict):
+                raise XomniError(f"config: '{'.'.join(parts[:i + 1])}' is a section, not a value "
+                                 f"(got {cur[p]!r})")
             cur = cur.setdefault(p, {})
             cur_cls = tp
 
@@ -152,11 +203,11 @@ def load_config(cls: type, yaml_path: str | Path | None = None, overrides: list[
     """Defaults <- `base` dict <- YAML file <- `key.sub=value` overrides (later wins)."""
     data: dict = json.loads(json.dumps(base)) if base else {}
     if yaml_path:
+        from xomni.cliargs import read_text
         p = Path(yaml_path)
-        if not p.is_file():
-            raise XomniError(f"config file not found: {p}")
+        text = read_text(p, "config file")
         try:
-            y = yaml.safe_load(p.read_text()) or {}
+            y = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise XomniError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(y, dict):
@@ -178,8 +229,16 @@ def _merge(a: dict, b: dict) -> None:
             a[k] = v
 
 
-def config_from_dict(cls: type, data: dict) -> Any:
-    return _from_dict(cls, data)
+def config_from_dict(cls: type, data: Any, source: str | Path | None = None) -> Any:
+    """A config from a dict (e.g. a saved model's config.json section); errors name `source` when given."""
+    try:
+        if not isinstance(data, dict):
+            raise XomniError(f"expected a mapping, got {type(data).__name__}")
+        return _from_dict(cls, data)
+    except XomniError as e:
+        if source is None:
+            raise
+        raise XomniError(f"{source}: {e}") from None
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from xomni.cliargs import JsonOpt, SeedOpt, _cb, check_in_path, check_out_dir
 from xomni.utils import emit_json, log
 
 # Per dataset preset (the prompts follow the caption grammar the model was trained on).
@@ -38,7 +39,7 @@ def run_preview(out_dir: str = "demo_out", n: int = 16, seed: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="xomni-demo-") as d:
         synth(d, n, seed=seed, preset="tiny", split="val", fmt="imagefolder", progress=False,
               command=f"xomni demo -o {out_dir}")
-        res = preview(d, out / "preview.png", n=n, split="val")
+        res = preview(d, out / "preview.png", n=n, split="val", overwrite=True)
     return {"preview": res["grid"], "captions": res["captions"], "n": res["n"], "source": "synthetic tiny preset "
             "(no bundled model in this build)"}
 
@@ -74,10 +75,12 @@ def run_generate(out_dir: str, model: str | None, seed: int = 0) -> dict:
 def register(apps: dict) -> None:
     @apps["root"].command("demo")
     def demo_cmd(
-        out: str = typer.Option("demo_out", "--out", "-o", help="Output directory."),
-        model: str = typer.Option(None, "--model", help="Pipeline directory (default: the bundled model)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed."),
-        json_path: str = typer.Option(None, "--json", help="Also save the JSON result here."),
+        out: str = typer.Option("demo_out", "--out", "-o", help="Output directory.",
+                                callback=_cb(check_out_dir, "--out")),
+        model: str = typer.Option(None, "--model", help="Pipeline directory (default: the bundled model).",
+                                  callback=_cb(check_in_path, "--model")),
+        seed: int = SeedOpt(0),
+        json_path: str = JsonOpt,
     ):
         """Generate images from a few prompts with the bundled model (or preview the dataset if none ships)."""
         from xomni.pipeline import default_model_dir

@@ -8,10 +8,13 @@ from typing import Optional
 
 import typer
 
+from xomni.cliargs import (IMAGE_EXTS, MAX_IMAGES, FloatRange, IntRange, JsonOpt, OverwriteOpt, SeedOpt, _cb,
+                           check_in_file, check_in_path, check_out_dir, check_out_file, iter_lines, open_image,
+                           refuse_existing)
 from xomni.errors import XomniError
-from xomni.train_cli import JsonOpt
 
-ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled tiny model).")
+ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled tiny model).",
+                        callback=_cb(check_in_path, "--model"))
 DeviceOpt = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or "
                                                   "cuda:N. The same seed gives the same images on the same device.")
 
@@ -28,93 +31,95 @@ def _grid_image(images, cols: int):
 
 def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g. 'a white poster with the text "
                                                                "\"HELLO\" in black sans letters'."),
-             prompts: Optional[str] = typer.Option(None, "--prompts", help="Text file, one prompt per line: "
-                                                   "writes a directory of images with metadata.jsonl."),
-             n: int = typer.Option(4, "--n", help="Images per prompt."),
-             seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same images)."),
+             prompts: Optional[str] = typer.Option(None, "--prompts", help="UTF-8 text file, one prompt per line "
+                                                   "(instead of PROMPT): writes a directory of images with "
+                                                   "metadata.jsonl, --batch prompts at a time (memory stays flat).",
+                                                   callback=_cb(check_in_file, "--prompts")),
+             n: int = typer.Option(4, "--n", help=f"Images per prompt, 1..{MAX_IMAGES}.",
+                                   callback=IntRange("--n", 1, MAX_IMAGES)),
+             seed: int = SeedOpt(0, "Random seed (same seed, same images; with --prompts, batch c uses seed + c)."),
              size: Optional[str] = typer.Option(None, "--size", help="HxW in pixels; must match the model."),
-             temperature: Optional[float] = typer.Option(None, "--temperature", help="Default: the model's."),
-             top_k: Optional[int] = typer.Option(None, "--top-k", help="Default: the model's (0 = off)."),
-             top_p: Optional[float] = typer.Option(None, "--top-p", help="Default: the model's (1 = off)."),
-             min_p: Optional[float] = typer.Option(None, "--min-p", help="Default: the model's (X-Omni: 0.03)."),
-             cfg: Optional[float] = typer.Option(None, "--cfg", help="Classifier-free guidance scale (1 = off; "
-                                                                     "default: the model's)."),
-             steps: Optional[int] = typer.Option(None, "--steps", help="Decoder sampling steps."),
+             temperature: Optional[float] = typer.Option(None, "--temperature", help="> 0. Default: the model's.",
+                                                         callback=FloatRange("--temperature", 0, lo_open=True)),
+             top_k: Optional[int] = typer.Option(None, "--top-k", help="Default: the model's (0 = off).",
+                                                 callback=IntRange("--top-k", 0)),
+             top_p: Optional[float] = typer.Option(None, "--top-p", help="In (0, 1]. Default: the model's (1 = off).",
+                                                   callback=FloatRange("--top-p", 0, 1, lo_open=True)),
+             min_p: Optional[float] = typer.Option(None, "--min-p", help="In [0, 1). Default: the model's "
+                                                   "(X-Omni: 0.03).", callback=FloatRange("--min-p", 0, 1,
+                                                                                          hi_open=True)),
+             cfg: Optional[float] = typer.Option(None, "--cfg", help="Classifier-free guidance scale >= 1 (1 = off; "
+                                                                     "default: the model's).",
+                                                 callback=FloatRange("--cfg", 1)),
+             steps: Optional[int] = typer.Option(None, "--steps", help="Decoder sampling steps, 1..1000 (default: "
+                                                 "the decoder's).", callback=IntRange("--steps", 1, 1000)),
              best_of: int = typer.Option(1, "--best-of", help="Sample N per image and keep the best by the RL "
-                                                           "reward (needs the RL stage)."),
+                                                           f"reward, 1..{MAX_IMAGES} (needs the RL stage).",
+                                         callback=IntRange("--best-of", 1, MAX_IMAGES)),
              reward_config: Optional[str] = typer.Option(None, "--reward-config", help="RL config whose rewards "
                                                          "pick the best (YAML, RL run dir or RL-tuned pipeline); "
-                                                         "default: the model's own RL config, else the RL defaults."),
+                                                         "default: the model's own RL config, else the RL defaults.",
+                                                         callback=_cb(check_in_path, "--reward-config")),
              compile: bool = typer.Option(False, "--compile", help="Run the AR sampler's token step as one "
                                           "compiled graph: faster once compiled, but the first call per batch size "
                                           "compiles (worth it for many prompts, not for one; `xomni bench sample` "
                                           "measures both, with the compile time)."),
+             batch: int = typer.Option(8, "--batch", help="--prompts: prompts per generation call (x --n images).",
+                                       callback=IntRange("--batch", 1, 256)),
+             overwrite: bool = OverwriteOpt("the --prompts output directory"),
              model: Optional[str] = ModelOpt,
              device: str = DeviceOpt,
              out: str = typer.Option("out.png", "--out", "-o", help="PNG (a grid when n > 1) or, with --prompts, "
                                                                     "a directory."),
              json_path: Optional[str] = JsonOpt):
     """Text -> image(s)."""
-    from xomni.pipeline import MAX_IMAGES, Pipeline
-    from xomni.utils import emit_json, log
+    from xomni.pipeline import Pipeline
+    from xomni.utils import emit_json, log, resolve_device
     if prompt is None and prompts is None:
         raise XomniError("give a PROMPT or --prompts FILE")
+    if prompt is not None and prompts is not None:
+        raise XomniError("give either a PROMPT or --prompts FILE, not both")
     if prompt is not None and not prompt.strip():
         raise XomniError("the prompt is empty")
-    if not 1 <= n <= MAX_IMAGES:
-        raise XomniError(f"--n must be between 1 and {MAX_IMAGES}, got {n}")
-    if best_of < 1:
-        raise XomniError(f"--best-of must be >= 1, got {best_of}")
-    plist = [prompt] if prompt is not None else []
     if prompts:
-        pf = Path(prompts)
-        if not pf.is_file():
-            raise XomniError(f"prompts file not found: {pf}")
-        plist = [line.strip() for line in pf.read_text().splitlines() if line.strip()]
+        check_out_dir(out, "-o")
+        refuse_existing(Path(out), "-o", "files", overwrite)
+        plist = list(iter_lines(prompts, "prompts file"))
         if not plist:
-            raise XomniError(f"prompts file {pf} is empty")
-    from xomni.utils import resolve_device
+            raise XomniError(f"prompts file {prompts} is empty")
+    else:
+        check_out_file(out, "-o", IMAGE_EXTS)
+        plist = [(0, prompt)]
+    hw = _parse_size(size)
     dev = resolve_device(device)
     pipe = Pipeline.from_pretrained(model).to(dev)
     pipe.compile_sampler = compile
-    if size:
-        try:
-            hh, ww = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise XomniError(f"--size must look like 64x256, got {size!r}") from None
+    if hw is not None:
         want = tuple(pipe.image_tokenizer.config.image_size)
-        if (hh, ww) != want:
-            raise XomniError(f"--size {hh}x{ww} is not supported by this model; it draws {want[0]}x{want[1]}")
-    for p in plist:
-        pipe.check_prompt(p)
+        if hw != want:
+            raise XomniError(f"--size {hw[0]}x{hw[1]} is not supported by this model; it draws {want[0]}x{want[1]}")
+    for line, p in plist:
+        try:
+            pipe.check_prompt(p)
+        except XomniError as e:
+            raise XomniError(f"{prompts} line {line}: {e}" if prompts else str(e)) from None
+    s = pipe.sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg)
+    rc = reward_config or (str(pipe.path) if "rl" in pipe.index else None)
+    texts = [p for _, p in plist]
     t0 = time.time()
-    scores = None
-    if best_of > 1:
-        from xomni.rl.bestofn import best_of_n
-        rc = reward_config or (str(pipe.path) if "rl" in pipe.index else None)
-        s = pipe.sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, cfg_scale=cfg)
-        images, scores = best_of_n(pipe, [p for p in plist for _ in range(n)], best_of, rc, seed=seed,
-                                   sampling=s, steps=steps)
-    else:
-        images = pipe(plist, num_images=n, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                      min_p=min_p, cfg_scale=cfg, steps=steps)
-    dt = time.time() - t0
     outp = Path(out)
     if prompts:
-        from xomni.data.io import write_imagefolder
-        from xomni.data.caption import parse_caption
-        texts = [parse_caption(p).get("text") for p in plist]  # quoted text: `xomni eval text --images` reads it
-        rows = [(im, {"key": f"p{i // n:04d}-s{i % n}", "caption": plist[i // n], "prompt": plist[i // n],
-                      "seed": seed, "index": i % n,
-                      **({"text": texts[i // n]} if texts[i // n] else {}),
-                      **({"reward": scores[i]} if scores is not None else {})})
-                for i, im in enumerate(images)]
-        write_imagefolder(outp, rows)
-        result = {"out": str(outp), "n_images": len(images)}
+        from xomni.data.io import write_imagefolder_swap
+        rewards: list[float] = []
+        count = write_imagefolder_swap(outp, _prompt_rows(pipe, texts, n, seed, s, steps, best_of, rc, batch, rewards))
+        result = {"out": str(outp), "n_images": count, "n_prompts": len(texts), "batch": batch}
+        scores = rewards if best_of > 1 else None
     else:
-        outp.parent.mkdir(parents=True, exist_ok=True)
-        (images[0] if len(images) == 1 else _grid_image(images, cols=2 if len(images) >= 4 else len(images))).save(outp)
-        result = {"out": str(outp), "n_images": len(images), "prompt": plist[0]}
+        images, scores = _draw(pipe, texts, n, seed, s, steps, best_of, rc)
+        img = images[0] if len(images) == 1 else _grid_image(images, cols=2 if len(images) >= 4 else len(images))
+        _save_image(img, outp)
+        result = {"out": str(outp), "n_images": len(images), "prompt": texts[0]}
+    dt = time.time() - t0
     result.update({"seed": seed, "seconds": round(dt, 2), "model": str(pipe.path), "device": str(dev)})
     if scores is not None:
         result.update({"best_of": best_of, "rewards": [float(x) for x in scores]})
@@ -122,25 +127,73 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     emit_json(result, json_path)
 
 
-def caption(image: str = typer.Argument(..., help="Image file (any size; resized to the model's)."),
+def _parse_size(size: Optional[str]):
+    if not size:
+        return None
+    try:
+        hh, ww = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise XomniError(f"--size must look like 64x256, got {size!r}") from None
+    return hh, ww
+
+
+def _draw(pipe, prompts: list[str], n: int, seed: int, sampling, steps, best_of: int, reward_config):
+    """n images per prompt (prompt-major) and their best-of-N rewards (None without best-of-N)."""
+    import dataclasses
+    if best_of > 1:
+        from xomni.rl.bestofn import best_of_n
+        return best_of_n(pipe, [p for p in prompts for _ in range(n)], best_of, reward_config, seed=seed,
+                         sampling=sampling, steps=steps)
+    kw = {k: v for k, v in dataclasses.asdict(sampling).items()
+          if k in ("temperature", "top_k", "top_p", "min_p", "cfg_scale")}
+    return pipe(prompts, num_images=n, seed=seed, steps=steps, **kw), None
+
+
+def _prompt_rows(pipe, prompts: list[str], n: int, seed: int, sampling, steps, best_of: int, reward_config,
+                 batch: int, rewards: list):
+    """(image, metadata) rows for `--prompts`, generated `batch` prompts at a time (chunk c with seed + c), so only
+    one chunk's images are in memory; best-of-N rewards are appended to `rewards`."""
+    from xomni.data.caption import parse_caption
+    from xomni.utils import log
+    for c, start in enumerate(range(0, len(prompts), batch)):
+        chunk = prompts[start:start + batch]
+        images, scores = _draw(pipe, chunk, n, seed + c, sampling, steps, best_of, reward_config)
+        for j, im in enumerate(images):
+            i = start + j // n
+            text = parse_caption(prompts[i]).get("text")  # quoted text: `xomni eval text --images` reads it
+            meta = {"key": f"p{i:04d}-s{j % n}", "caption": prompts[i], "prompt": prompts[i], "seed": seed + c,
+                    "index": j % n, **({"text": text} if text else {})}
+            if scores is not None:
+                meta["reward"] = float(scores[j])
+                rewards.append(float(scores[j]))
+            yield im, meta
+        log(f"generate: {min(start + batch, len(prompts))}/{len(prompts)} prompts")
+
+
+def _save_image(img, path: Path) -> None:
+    """Save atomically (temp file + rename), so a failed save never leaves half a file."""
+    from xomni.utils import atomic_write_bytes
+    import io
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), path.suffix.lower().lstrip(".").upper())
+    img.save(buf, format=fmt)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def caption(image: str = typer.Argument(..., help="Image file (any size; resized to the model's).",
+                                         callback=_cb(check_in_file, "image")),
             model: Optional[str] = ModelOpt,
             device: str = DeviceOpt,
-            beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width (1 = greedy; default: the "
-                                                                      "model's own setting, else 1)."),
+            beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width, 1..64 (1 = greedy; "
+                                                "default: the model's own setting, else 1).",
+                                                callback=IntRange("--beams", 1, 64)),
             json_path: Optional[str] = JsonOpt):
     """Image -> caption, with the same AR weights that draw images."""
-    from PIL import Image, UnidentifiedImageError
-
     from xomni.pipeline import Pipeline
     from xomni.utils import emit_json, resolve_device
     dev = resolve_device(device)
     p = Path(image)
-    if not p.is_file():
-        raise XomniError(f"image not found: {p}")
-    try:
-        img = Image.open(p).convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise XomniError(f"cannot read image {p}: {e}") from None
+    img = open_image(p)
     pipe = Pipeline.from_pretrained(model).to(dev)
     emit_json({"image": str(p), "caption": pipe.caption([img], num_beams=beams)[0]}, json_path)
 

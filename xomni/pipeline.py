@@ -21,11 +21,40 @@ from xomni.errors import XomniError
 
 BUNDLED = Path(__file__).resolve().parent / "pretrained" / "mini"   # trained by the mini recipe
 COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
-MAX_IMAGES = 64
+from xomni.cliargs import MAX_IMAGES  # noqa: E402  (re-exported: images per prompt in one call)
 
 
 def default_model_dir() -> Path:
     return BUNDLED
+
+
+def check_sampling(s) -> None:
+    """SamplingConfig.validate plus finite numbers and CFG >= 1 (1 = off; below 1 it pushes towards other
+    prompts, negative values draw something else entirely)."""
+    import math
+    for name in ("temperature", "top_p", "min_p", "cfg_scale"):
+        v = getattr(s, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise XomniError(f"sampling {name} must be a finite number, got {v!r}")
+    if isinstance(s.top_k, bool) or not isinstance(s.top_k, int):
+        raise XomniError(f"sampling top_k must be an integer, got {s.top_k!r}")
+    s.validate()
+    if s.cfg_scale < 1:
+        raise XomniError(f"sampling cfg_scale must be >= 1 (1 = off), got {s.cfg_scale}")
+
+
+def _check_index(index, path: Path) -> None:
+    """The fields of model_index.json the pipeline reads have the right types (one line naming the file)."""
+    if not isinstance(index, dict):
+        raise XomniError(f"{path} must hold a JSON object")
+    want = {"charset": str, "prompt_template": str, "data_preset": str, "sampling": dict}
+    for key, tp in want.items():
+        v = index.get(key)
+        if v is not None and not isinstance(v, tp):
+            raise XomniError(f"{path}: '{key}' must be a {'mapping' if tp is dict else 'string'}, got {v!r}")
+    tmpl = index.get("prompt_template")
+    if tmpl is not None and "{text}" not in tmpl:
+        raise XomniError(f"{path}: 'prompt_template' must contain {{text}}, got {tmpl!r}")
 
 
 class Pipeline:
@@ -56,6 +85,7 @@ class Pipeline:
         if not (p / "model_index.json").is_file():
             raise XomniError(f"{p} is not a pipeline directory: model_index.json is missing")
         index = read_json(p / "model_index.json")
+        _check_index(index, p / "model_index.json")
         missing = [c for c in COMPONENTS if not (p / c).is_dir()]
         if missing:
             raise XomniError(f"pipeline {p} is missing component folder(s): {', '.join(missing)}")
@@ -65,7 +95,7 @@ class Pipeline:
         ar_cfg = read_json(p / "ar" / "config.json")
         if "ar" not in ar_cfg:
             raise XomniError(f"{p / 'ar' / 'config.json'} has no 'ar' section")
-        ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"]))
+        ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"], source=p / "ar" / "config.json"))
         load_model_weights(ar, p / "ar")
         if ar.cfg.n_text != text_tok.vocab_size:
             raise XomniError(f"pipeline {p}: the AR model expects a text vocabulary of {ar.cfg.n_text}, the text "
@@ -135,11 +165,12 @@ class Pipeline:
         import dataclasses
 
         from xomni.ar.sampler import SamplingConfig
+        from xomni.config import config_from_dict
         names = {f.name for f in dataclasses.fields(SamplingConfig)}
         kw = {k: v for k, v in (self.index.get("sampling") or {}).items() if k in names}
-        kw.update({k: v for k, v in overrides.items() if v is not None})
-        s = SamplingConfig(**kw)
-        s.validate()
+        base = config_from_dict(SamplingConfig, kw, source="model_index.json sampling")
+        s = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        check_sampling(s)
         return s
 
     def caption_for_text(self, text: str) -> str:

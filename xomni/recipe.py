@@ -54,6 +54,19 @@ class RecipeConfig:
     caption_n: int = field(200, help="Test-split renders captioned by the pipeline at the end (caption exact match "
                                      "of its own captions, as `xomni eval caption`); 0 = skip.")
 
+    def check(self, where: str = "") -> "RecipeConfig":
+        from xomni.cliargs import max_threads
+        from xomni.config import in_range
+        in_range(self, where, "threads", 1, max_threads())
+        for name in ("n_train", "eval_n", "best_of"):
+            in_range(self, where, name, 1)
+        for name in ("select_n", "select_samples", "caption_n"):
+            in_range(self, where, name, 0)
+        in_range(self, where, "data_seed", 0, 2 ** 32 - 1)
+        if self.save_dtype not in ("float32", "float16"):
+            raise XomniError(f"config save_dtype must be float32 or float16, got {self.save_dtype!r}")
+        return self
+
 
 def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> RecipeConfig:
     import yaml
@@ -237,7 +250,7 @@ def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
     from xomni.pipeline import Pipeline
     from xomni.tokenizer import ImageTokenizer
     ar_cfg = read_json(out / "ar" / "final" / "config.json")
-    ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"]))
+    ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg.get("ar"), source=out / "ar" / "final" / "config.json"))
     load_model_weights(ar, out / "ar" / "final")
     captions = [m["caption"] for m in TokenDataset(out / "ar" / "tokens-train").meta]
     pipe = Pipeline(load_text_tokenizer(cfg.ar.text_tokenizer), ImageTokenizer.from_pretrained(out / "tokenizer"),

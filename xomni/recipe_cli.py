@@ -5,6 +5,7 @@ from typing import List, Optional
 
 import typer
 
+from xomni.cliargs import JsonOpt, _cb, check_out_dir
 from xomni.train_cli import ConfigOpt, SetOpt
 
 
@@ -12,9 +13,10 @@ def pipeline_cmd(preset: str = typer.Option("tiny", "--preset", help="Recipe pre
                                                                       "domain, about 2 h on 2 cores), tiny (harder, "
                                                                       "longer) or smoke (minutes; the CI end-to-end "
                                                                       "test)."),
-                 out: str = typer.Option("runs/tiny", "--out", "-o", help="Output directory (stages resume here)."),
+                 out: str = typer.Option("runs/tiny", "--out", "-o", help="Output directory (stages resume here).",
+                                         callback=_cb(check_out_dir, "--out")),
                  config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
-                 json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here.")):
+                 json_path: Optional[str] = JsonOpt):
     """Run data -> tokenizer -> decoder -> AR -> pipeline -> eval; rerun the same command to resume."""
     from xomni.recipe import main_cli
     from xomni.utils import emit_json

@@ -11,6 +11,7 @@ and resumed with `--resume auto` ends with bitwise-identical parameters to an un
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -40,6 +41,9 @@ class TrainConfig:
     out_dir: str = field("runs/train", help="Directory for checkpoints/, log.jsonl and final/.")
     steps: int = field(1000, help="Total optimizer steps.")
     batch_size: int = field(32, help="Global batch size (split evenly across ranks under torchrun).")
+    grad_accum: int = field(1, help="Micro-batches per optimizer step: each rank's share of the batch is split into "
+                                    "this many equal parts, each with its own forward and backward (loss / k), so a "
+                                    "big batch fits in memory; batch_size must divide by world size x grad_accum.")
     lr: float = field(1e-3, help="Peak learning rate (AdamW).")
     min_lr_ratio: float = field(0.1, help="Final learning rate as a fraction of `lr` at the end of the cosine decay.")
     warmup_steps: int = field(100, help="Linear warm-up steps from 0 to `lr`.")
@@ -62,6 +66,30 @@ class TrainConfig:
     precision: str = field("fp32", help="fp32, or bf16: the loss is computed under bfloat16 autocast (parameters, "
                                         "gradients and optimizer state stay fp32). On CPUs without AMX bf16 is "
                                         "slower than fp32.")
+
+    def check(self, where: str = "train") -> "TrainConfig":
+        """Ranges of every field (called when a config is loaded and by run_training): one line before any work.
+        steps may be 0 here (the recipe's "no RL stage"); run_training itself needs steps >= 1."""
+        from xomni.cliargs import max_threads
+        from xomni.config import in_range
+        for name in ("steps", "warmup_steps", "ckpt_every", "max_bad_steps", "eval_every"):
+            in_range(self, where, name, 0)
+        for name in ("batch_size", "grad_accum", "log_every", "keep_last"):
+            in_range(self, where, name, 1)
+        in_range(self, where, "lr", 0, lo_open=True)
+        in_range(self, where, "eps", 0, lo_open=True)
+        in_range(self, where, "min_lr_ratio", 0, 1)
+        in_range(self, where, "weight_decay", 0)
+        in_range(self, where, "grad_clip", 0)
+        in_range(self, where, "beta1", 0, 1, hi_open=True)
+        in_range(self, where, "beta2", 0, 1, hi_open=True)
+        in_range(self, where, "seed", 0, 2 ** 32 - 1)
+        in_range(self, where, "num_threads", 1, max_threads(), zero="torch's default")
+        if self.precision not in ("fp32", "bf16"):
+            raise XomniError(f"config {where}.precision must be fp32 or bf16, got {self.precision!r}")
+        if not str(self.out_dir).strip():
+            raise XomniError(f"config {where}.out_dir is empty")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,7 +210,8 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                  init: str | None = None, resume: str | None = None,
                  eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
                  flops_per_token: float | None = None, peak_flops: float | None = None,
-                 extra_files: dict[str, str] | None = None, move_batch: bool = True) -> TrainResult:
+                 extra_files: dict[str, str] | None = None, move_batch: bool = True,
+                 extra_state: Any = None) -> TrainResult:
     """Train `model` on `dataset` (map-style: len + __getitem__) with `loss_fn(model, batch, gen)`.
 
     `config_dict` is saved next to the weights (final/config.json) so the model can be rebuilt. `init` loads
@@ -193,6 +222,8 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     batch on the CPU for a loss function that builds its inputs there and moves them itself (the AR trainer: moving
     256 small code grids one by one to a GPU and reading them back cost as much as the step).
     """
+    cfg.check()
+    check_run_dir(cfg.out_dir, resume)
     rank, world = dist_info()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -200,6 +231,9 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
         torch.use_deterministic_algorithms(True)
     if cfg.batch_size % world:
         raise XomniError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
+    if cfg.grad_accum < 1 or cfg.batch_size % (world * cfg.grad_accum):
+        raise XomniError(f"grad_accum must be >= 1 and divide batch_size / world size ({cfg.batch_size} / {world}), "
+                         f"got {cfg.grad_accum}")
     if cfg.steps <= 0:
         raise XomniError(f"steps must be > 0, got {cfg.steps}")
     if cfg.precision not in ("fp32", "bf16"):
@@ -231,6 +265,8 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
         else:
             state = load_checkpoint(ck, model, optimizer)
             start_step, bad_steps = state["step"], state.get("bad_steps", 0)
+            if extra_state is not None and "extra_state" in state:
+                extra_state.load_state_dict(state["extra_state"])
             if rank == 0:
                 log(f"[train] resumed from {ck} at step {start_step}")
             _truncate_log(out / "log.jsonl", start_step)
@@ -256,20 +292,12 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
             for g in optimizer.param_groups:
                 g["lr"] = lr
             idx = rank_slice(global_batch_indices(n, cfg.batch_size, step, cfg.seed), rank, world)
-            batch = collate([dataset[i] for i in idx])
-            if move_batch:
-                batch = _to_device(batch, device)
             gen = step_generator(cfg.seed, step, rank)
             torch.manual_seed(gen.initial_seed())  # dropout etc. also reproducible per step
             model.train()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss, m = loss_fn(ddp_model, batch, gen)
-            # agree across ranks before backward (DDP all-reduces inside backward)
-            ok = torch.tensor([1.0 if torch.isfinite(loss).all() else 0.0], device=device)
-            finite = _all_reduce_min(ok, world)
-            if finite.item() > 0:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+            loss, m, finite = _accumulate(cfg, ddp_model, dataset, idx, collate, loss_fn, gen, device, world,
+                                          move_batch)
             gnorm = torch.tensor(0.0)
             if finite.item() > 0:
                 params = [p for p in model.parameters() if p.grad is not None]
@@ -325,7 +353,9 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                 if rank == 0:
                     save_checkpoint(ckpt_root, step, model, optimizer,
                                     {"step": step, "bad_steps": bad_steps, "config": config_dict or {},
-                                     "train": to_dict(cfg), "world_size": world}, keep_last=cfg.keep_last)
+                                     "train": to_dict(cfg), "world_size": world,
+                                     **({"extra_state": extra_state.state_dict()} if extra_state is not None else {})},
+                                    keep_last=cfg.keep_last)
                 if world > 1:
                     dist.barrier()
             if stopping:
@@ -344,6 +374,52 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     if world > 1:
         dist.barrier()
     return TrainResult(model=model, step=step, bad_steps=bad_steps, last_metrics=metrics, out_dir=out)
+
+
+def _accumulate(cfg: TrainConfig, ddp_model, dataset, idx: list[int], collate, loss_fn, gen, device, world: int,
+                move_batch: bool):
+    """Forward + backward of this rank's indices in cfg.grad_accum equal micro-batches (loss / k each; DDP syncs
+    gradients on the last only). Returns (mean loss, mean metrics with summed "tokens", all-ranks finite flag);
+    after a non-finite micro-batch nothing more is run and the step is skipped."""
+    k = cfg.grad_accum
+    size = len(idx) // k
+    losses, ms, finite = [], [], torch.tensor([1.0])
+    for j in range(k):
+        batch = collate([dataset[i] for i in idx[j * size:(j + 1) * size]])
+        if move_batch:
+            batch = _to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss, m = loss_fn(ddp_model, batch, gen)
+        # agree across ranks before backward (DDP all-reduces inside backward)
+        ok = torch.tensor([1.0 if torch.isfinite(loss).all() else 0.0], device=device)
+        finite = _all_reduce_min(ok, world)
+        losses.append(loss.detach())
+        ms.append(m)
+        if finite.item() <= 0:
+            break
+        sync = contextlib.nullcontext() if (j == k - 1 or world == 1) else ddp_model.no_sync()
+        with sync:
+            (loss / k).backward()
+    m = {key: (sum(float(x.get(key, 0.0)) for x in ms) if key == "tokens" else
+               sum(float(x[key]) for x in ms if key in x) / sum(1 for x in ms if key in x))
+         for key in dict.fromkeys(kk for x in ms for kk in x)}
+    return torch.stack([x.float().reshape(()) for x in losses]).mean(), m, finite
+
+
+def check_run_dir(out_dir: str | Path, resume: str | None) -> None:
+    """A fresh run (no --resume) never writes into a directory that holds another run: its final/ would be replaced,
+    log.jsonl would interleave two runs and keep_last could delete the new checkpoints."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise XomniError(f"output directory {out} is a file")
+    if resume is not None or not out.is_dir():
+        return
+    ck = out / "checkpoints"
+    held = [name for name, hit in (("final/", (out / "final").exists()), ("log.jsonl", (out / "log.jsonl").exists()),
+                                   ("checkpoints/", ck.is_dir() and any(ck.iterdir()))) if hit]
+    if held:
+        raise XomniError(f"output directory {out} already holds a run ({', '.join(held)}); pass --resume auto to "
+                         f"continue it from its latest checkpoint, or choose a new --out")
 
 
 def time_steps(cfg: TrainConfig, model: torch.nn.Module, dataset: Any, loss_fn, *, steps: int = 20,

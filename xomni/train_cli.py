@@ -5,15 +5,22 @@ from typing import Any, List, Optional
 
 import typer
 
+from xomni import cliargs
+from xomni.cliargs import _cb, check_in_file, check_in_path, check_out_dir
 from xomni.config import help_rows, load_config
+from xomni.errors import XomniError
 
-ConfigOpt = typer.Option(None, "--config", help="YAML config file (keys as in --help-config).")
+ConfigOpt = typer.Option(None, "--config", help="YAML config file (keys as in --help-config).",
+                         callback=_cb(check_in_file, "--config"))
 SetOpt = typer.Option(None, "--set", help="Override a config field: key.sub=value (repeatable).")
-OutOpt = typer.Option(None, "--out", "-o", help="Output directory (sets train.out_dir).")
-ResumeOpt = typer.Option(None, "--resume", help="'auto' (latest checkpoint in the output dir) or a checkpoint dir.")
-InitOpt = typer.Option(None, "--init", help="Start from the weights of a trained model directory.")
+OutOpt = typer.Option(None, "--out", "-o", help="Output directory (sets train.out_dir).",
+                      callback=_cb(check_out_dir, "--out"))
+ResumeOpt = typer.Option(None, "--resume", help="'auto' (latest checkpoint in the output dir) or a checkpoint dir.",
+                         callback=lambda v: v if v in (None, "auto") else check_in_path(v, "--resume"))
+InitOpt = typer.Option(None, "--init", help="Start from the weights of a trained model directory.",
+                       callback=_cb(check_in_path, "--init"))
 HelpConfigOpt = typer.Option(False, "--help-config", help="List every config field with its default and help.")
-JsonOpt = typer.Option(None, "--json", help="Also save the JSON result here.")
+JsonOpt = cliargs.JsonOpt
 
 
 def run_trainer_cli(cls: type, train_fn, config: Optional[str], sets: Optional[List[str]], out: Optional[str],
@@ -25,6 +32,7 @@ def run_trainer_cli(cls: type, train_fn, config: Optional[str], sets: Optional[L
         print_config_help(cls)
         return
     cfg = trainer_config(cls, config, sets, out, base=base)
+    check_before_training(cfg, resume)
     res = train_fn(cfg, resume=resume, init=init)
     if res is not None:
         from xomni.utils import emit_json
@@ -38,6 +46,15 @@ def trainer_config(cls: type, config: Optional[str], sets: Optional[List[str]], 
     if out:
         overrides.append(f"train.out_dir={out}")
     return load_config(cls, config, overrides, base=base)
+
+
+def check_before_training(cfg: Any, resume: Optional[str]) -> None:
+    """What a trainer would refuse only after loading data and models: no steps, an output dir holding a run."""
+    from xomni.train import check_run_dir
+    if cfg.train.steps < 1:
+        raise XomniError(f"config train.steps must be >= 1, got {cfg.train.steps}")
+    check_out_dir(cfg.train.out_dir, "train.out_dir")
+    check_run_dir(cfg.train.out_dir, resume)
 
 
 def print_config_help(cls: type) -> None:

@@ -10,19 +10,52 @@ from typing import Any
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to `path` via a temp file + rename. A symlink is followed (its target is replaced, the link
+    stays); a device, FIFO or socket (/dev/null, /dev/stdout) is written in place, never replaced by a file.
+    OS errors become one-line XomniErrors."""
+    from xomni.errors import XomniError
+    path = Path(os.path.realpath(path))
+    try:
+        if path.is_dir():
+            raise XomniError(f"cannot write {path}: it is a directory")
+        if _is_special(path):
+            with open(path, "wb") as f:
+                f.write(data)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o7777 if path.exists() else None
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise XomniError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise XomniError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+
+
+def _is_special(p: Path) -> bool:
+    """A device, FIFO or socket."""
+    import stat
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -57,9 +90,11 @@ def _jsonable(o: Any) -> Any:
 
 
 def set_threads(n: int | None) -> None:
+    """torch intra-op threads: n in 1..cores (checked), 0/None leaves torch's default."""
     import torch
-    if n and n > 0:
-        torch.set_num_threads(n)
+    from xomni.cliargs import check_threads
+    if n:
+        torch.set_num_threads(check_threads(n))
 
 
 def resolve_device(spec: str = "auto"):

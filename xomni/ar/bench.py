@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_path
 
 def _hf_twin(model):
     """A Qwen2ForCausalLM over the unified vocabulary with the same transformer weights (for `generate`)."""
@@ -136,8 +137,9 @@ def register_bench(apps: dict) -> None:
     bench = apps["bench"]
 
     @bench.command("matmul")
-    def bench_matmul(n: int = typer.Option(1024, "--n", help="Matrix size."),
-                     json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
+    def bench_matmul(n: int = typer.Option(1024, "--n", help="Matrix size, 16..16384.",
+                                           callback=IntRange("--n", 16, 16384)),
+                     json_path: Optional[str] = JsonOpt):
         """fp32 matmul rate (GFLOP/s): the denominator of MFU."""
         import torch
         from xomni.hwbench import matmul_gflops
@@ -146,7 +148,7 @@ def register_bench(apps: dict) -> None:
                    "bf16_gflops": matmul_gflops(n, dtype=torch.bfloat16)}, json_path)
 
     @bench.command("memory")
-    def bench_memory(json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
+    def bench_memory(json_path: Optional[str] = JsonOpt):
         """Memory read bandwidth (GB/s) at working sets around the model sizes: decoding is bound by it."""
         from xomni.hwbench import read_bandwidth_gbs
         from xomni.utils import emit_json
@@ -154,11 +156,13 @@ def register_bench(apps: dict) -> None:
 
     @bench.command("sample")
     def bench_sample(model_dir: Optional[str] = typer.Option(None, "--model", help="Pipeline directory "
-                                                               "(default: the bundled model)."),
-                     repeats: int = typer.Option(5, "--repeats", help="Interleaved runs; the median is reported."),
+                                                               "(default: the bundled model).",
+                                                               callback=_cb(check_in_path, "--model")),
+                     repeats: int = typer.Option(5, "--repeats", help="Interleaved runs, 1..100; the median is "
+                                                 "reported.", callback=IntRange("--repeats", 1, 100)),
                      compile: bool = typer.Option(True, "--compile/--no-compile", help="Also time the compiled "
                                                   "sampler (compiles once per batch size first, ~30 s each)."),
-                     json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
+                     json_path: Optional[str] = JsonOpt):
         """Tokens/s of xomni's sampler vs transformers' generate(use_cache=True) and a no-cache loop."""
         from xomni.pipeline import Pipeline
         from xomni.utils import emit_json
@@ -169,16 +173,19 @@ def register_bench(apps: dict) -> None:
 
     @bench.command("generate")
     def bench_generate(model_dir: Optional[str] = typer.Option(None, "--model", help="Pipeline directory "
-                                                                   "(default: the bundled model)."),
+                                                                   "(default: the bundled model).",
+                                                                   callback=_cb(check_in_path, "--model")),
                        prompt: str = typer.Option('a white poster with the text "HELLO" in black sans-serif letters',
                                                   "--prompt", help="Prompt to generate."),
-                       n: int = typer.Option(4, "--n", help="Images per generation."),
-                       runs: int = typer.Option(5, "--runs", help="Timed runs after one warm-up (p50 reported)."),
-                       steps: Optional[int] = typer.Option(None, "--steps", help="Decoder steps (default: the "
-                                                                                  "decoder's)."),
+                       n: int = typer.Option(4, "--n", help="Images per generation, 1..64.",
+                                             callback=IntRange("--n", 1, 64)),
+                       runs: int = typer.Option(5, "--runs", help="Timed runs after one warm-up (p50 reported), "
+                                                "1..1000.", callback=IntRange("--runs", 1, 1000)),
+                       steps: Optional[int] = typer.Option(None, "--steps", help="Decoder steps, 1..1000 (default: "
+                                                           "the decoder's).", callback=IntRange("--steps", 1, 1000)),
                        compile: bool = typer.Option(False, "--compile", help="Compiled AR sampler (the warm-up run "
                                                     "compiles; not counted)."),
-                       json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
+                       json_path: Optional[str] = JsonOpt):
         """End-to-end latency of one n-image generation, p50, split between the AR sampler and the decoder."""
         from xomni.errors import XomniError
         from xomni.pipeline import Pipeline

@@ -5,7 +5,8 @@ from typing import List, Optional
 
 import typer
 
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, OutOpt, ResumeOpt, SetOpt
+from xomni.cliargs import IntRange
+from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
 
 
 def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (shards/imagefolder) with a train "
@@ -13,9 +14,10 @@ def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (s
              tokenizer: str = typer.Option(None, "--tokenizer", help="Trained image tokenizer directory."),
              config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
              resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
-             val_n: int = typer.Option(256, "--val-n", help="Validation grids for the periodic val loss."),
+             val_n: int = typer.Option(256, "--val-n", help="Validation grids for the periodic val loss (>= 1).",
+                                       callback=IntRange("--val-n", 1)),
              help_config: bool = HelpConfigOpt,
-             json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here.")):
+             json_path: Optional[str] = JsonOpt):
     """Supervised training (SFT) of the unified AR model: text->image and image->text together."""
     from xomni.ar.train import ARTrainConfig
     from xomni.train_cli import print_config_help, trainer_config
@@ -26,6 +28,11 @@ def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (s
     if not data or not tokenizer:
         raise XomniError("train ar needs --data DIR and --tokenizer DIR")
     cfg = trainer_config(ARTrainConfig, config, set_, out)
+    from xomni.cliargs import check_in_path
+    from xomni.train_cli import check_before_training
+    check_in_path(data, "--data")
+    check_in_path(tokenizer, "--tokenizer")
+    check_before_training(cfg, resume)
     from xomni.ar.trainer import train_ar_main
     from xomni.utils import emit_json
     emit_json(train_ar_main(cfg, data, tokenizer, resume=resume, init=init, val_n=val_n), json_path)

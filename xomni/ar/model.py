@@ -40,6 +40,27 @@ class ARConfig:
     dropout: float = field(0.0, help="Attention dropout.")
     tie_image_head: bool = field(False, help="Tie the image head to the image embedding table.")
 
+    def check(self, where: str = "model") -> "ARConfig":
+        """Ranges and shape constraints (heads divide the width, kv heads divide heads), checked at load."""
+        from xomni.config import check_error, in_range
+        for name in ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "n_text", "max_grid"):
+            in_range(self, where, name, 1)
+        in_range(self, where, "image_vocab", 2)
+        in_range(self, where, "max_seq_len", 8)
+        in_range(self, where, "rope_theta", 0, lo_open=True)
+        in_range(self, where, "dropout", 0, 1, hi_open=True)
+        for name in ("bos_id", "eos_id", "pad_id"):
+            in_range(self, where, name, 0, self.n_text - 1)
+        if self.backbone == "tiny":
+            if self.hidden_size % self.n_heads:
+                raise check_error(where, f"n_heads={self.n_heads} must divide hidden_size={self.hidden_size}")
+            if self.n_heads % self.n_kv_heads:
+                raise check_error(where, f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+            if (self.hidden_size // self.n_heads) % 2:
+                raise check_error(where, f"the head width hidden_size / n_heads = {self.hidden_size // self.n_heads} "
+                                         "must be even (RoPE)")
+        return self
+
     def layout(self) -> VocabLayout:
         return VocabLayout(n_text=self.n_text, image_vocab=self.image_vocab, max_grid=self.max_grid,
                            bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)

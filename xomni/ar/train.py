@@ -26,6 +26,9 @@ class ARTrainConfig:
                                                  "words, so the hard ones (the quoted text) get little of a plain mean.")
     text_tokenizer: str = field("byte", help="'byte' or a local Hugging Face tokenizer directory.")
 
+    def check(self, where: str = "") -> "ARTrainConfig":
+        return self.validate()
+
     def validate(self) -> "ARTrainConfig":
         from xomni.errors import XomniError
         if not 0 <= self.t2i_ratio <= 1 or not 0 <= self.uncond_prob < 1:

@@ -21,7 +21,7 @@ def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit:
     """A token cache for `split`: `data` itself when it is one, else built (once) under `cache_root`."""
     p = Path(data)
     if (p / "codes.safetensors").is_file():
-        return TokenDataset(p)
+        return _check_cache(TokenDataset(p), image_tokenizer, p)
     target = cache_root / f"tokens-{split}"
     if (target / "codes.safetensors").is_file():
         ds = TokenDataset(target)
@@ -29,6 +29,20 @@ def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit:
             return ds
     encode_to_cache(image_tokenizer, data, split, target, limit=limit)
     return TokenDataset(target)
+
+
+def _check_cache(ds: TokenDataset, image_tokenizer, where: Path) -> TokenDataset:
+    """A token cache given as --data must come from this image tokenizer: its codes index the tokenizer's vocabulary
+    and its grids have the tokenizer's shape (another tokenizer's cache failed deep inside the model)."""
+    from xomni.errors import XomniError
+    k = image_tokenizer.codebook_size
+    grid = tuple(ds.codes.shape[1:])
+    want = tuple(image_tokenizer.grid)
+    if len(ds) and (int(ds.codes.max()) >= k or int(ds.codes.min()) < 0 or grid != want):
+        raise XomniError(f"token cache {where} was made by another image tokenizer (grid {grid[0]}x{grid[1]}, codes "
+                         f"up to {int(ds.codes.max())}; this tokenizer: grid {want[0]}x{want[1]}, {k} codes): pass "
+                         f"the dataset instead, or the tokenizer that made the cache")
+    return ds
 
 
 def build_model(cfg: ARTrainConfig, text_tok, image_tokenizer) -> UnifiedAR:

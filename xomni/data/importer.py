@@ -40,8 +40,13 @@ class _Report:
 
 def _read_captions(path: Path, rep: _Report) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                rep.add("bad_line", f"{path.name}:{n}: not valid UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
@@ -61,8 +66,18 @@ def _read_captions(path: Path, rep: _Report) -> list[dict]:
 
 
 def import_folder(images: str | Path, captions: str | Path, out: str | Path, fmt: str = "imagefolder",
-                  shard_size: int = 1000, split: str = "train") -> dict:
+                  shard_size: int = 1000, split: str = "train", overwrite: bool = False) -> dict:
+    """Import into `out`, written aside and swapped in only when at least one sample was imported: a failed import
+    leaves `out` byte-identical; a non-empty `out` is replaced only with `overwrite`."""
+    from xomni.cliargs import check_split, refuse_existing
+    from xomni.data.io import staged_dir
     images, captions, out = Path(images), Path(captions), Path(out)
+    if shard_size < 1:
+        raise XomniError(f"--shard-size must be >= 1, got {shard_size}")
+    check_split(split)
+    if out.exists() and not out.is_dir():
+        raise XomniError(f"--out {out} is a file; give a directory")
+    refuse_existing(out, "--out", "files", overwrite)
     if not images.is_dir():
         raise XomniError(f"image folder not found: {images}")
     if not captions.is_file():
@@ -103,17 +118,19 @@ def import_folder(images: str | Path, captions: str | Path, out: str | Path, fmt
             meta["caption"] = meta["caption"].strip()
             yield img, meta
 
-    written = 0
-    if fmt == "imagefolder":
-        written = write_imagefolder(out, items())
-    else:
-        with ShardWriter(out, shard_size) as w:
-            for img, meta in items():
-                w.write(meta["key"], encode_png(img), meta)
-        written = w.count
-    report = {"out": str(out), "format": fmt, "written": written, "skipped": dict(rep.counts),
-              "skipped_total": sum(rep.counts.values()), "problems": rep.listed}
-    atomic_write_text(out / "dataset.json", json.dumps(
-        {"source": "import", "images": str(images), "captions": str(captions), "format": fmt,
-         "counts": {split: written}, "skipped": rep.counts}, indent=2) + "\n")
-    return report
+    with staged_dir(out) as tmp:
+        if fmt == "imagefolder":
+            written = write_imagefolder(tmp, items())
+        else:
+            with ShardWriter(tmp, shard_size) as w:
+                for img, meta in items():
+                    w.write(meta["key"], encode_png(img), meta)
+            written = w.count
+        if written == 0:
+            raise XomniError(f"no usable samples imported ({sum(rep.counts.values())} skipped: "
+                             + ", ".join(f"{k} {v}" for k, v in rep.counts.items() if v) + f"); {out} is unchanged")
+        atomic_write_text(tmp / "dataset.json", json.dumps(
+            {"source": "import", "images": str(images), "captions": str(captions), "format": fmt,
+             "counts": {split: written}, "skipped": rep.counts}, indent=2) + "\n")
+    return {"out": str(out), "format": fmt, "written": written, "skipped": dict(rep.counts),
+            "skipped_total": sum(rep.counts.values()), "problems": rep.listed}

@@ -11,9 +11,11 @@ train/val/test subdirs. `ds[i]` -> `Sample(key, image, meta, error)`; an unreada
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +246,35 @@ def write_imagefolder(out_dir: str | Path, items: Iterable[tuple[Any, dict]]) ->
                                 sort_keys=False, ensure_ascii=False))
     atomic_write_text(out / "metadata.jsonl", "".join(x + "\n" for x in lines))
     return len(lines)
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | Path):
+    """Build a directory aside and swap it in only when complete: yields a temp dir next to `final`; on success it
+    replaces `final` (whatever was there), on any error it is removed and `final` is left byte-identical."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def write_imagefolder_swap(out_dir: str | Path, items: Iterable[tuple[Any, dict]]) -> int:
+    """write_imagefolder into a staged directory that replaces `out_dir` only when every item is written."""
+    with staged_dir(out_dir) as tmp:
+        return write_imagefolder(tmp, items)
 
 
 # ----------------------------------------------------------------------------------------------------------- open

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from xomni.data.io import SPLIT_NAMES, open_dataset
 from xomni.errors import XomniError
-from xomni.utils import atomic_write_text
+from xomni.utils import atomic_write_bytes, atomic_write_text
 
 PAD = 4
 MAX_CELL = 512
@@ -35,9 +36,23 @@ def make_grid(images: list, pad: int = PAD, bg=(255, 255, 255)):
     return grid, cols
 
 
-def preview(path: str | Path, out_png: str | Path, n: int = 16, split: str | None = None) -> dict:
+def _ours(captions: Path) -> bool:
+    """A captions.txt that a preview wrote (every line: index TAB key TAB caption)."""
+    try:
+        lines = captions.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(re.match(r"^\d+\t[^\t]*\t", line) for line in lines)
+
+
+def preview(path: str | Path, out_png: str | Path, n: int = 16, split: str | None = None,
+            overwrite: bool = False) -> dict:
     if n <= 0:
         raise XomniError(f"--n must be positive, got {n}")
+    cap_path = Path(out_png).parent / "captions.txt"
+    if cap_path.exists() and not overwrite and (not cap_path.is_file() or not _ours(cap_path)):
+        raise XomniError(f"{cap_path} exists and was not written by a preview; pass --overwrite to replace it, or "
+                         f"write the preview into another directory")
     root = Path(path)
     if split is None and root.is_dir() and sum((root / s).is_dir() for s in SPLIT_NAMES) > 1:
         split = next(s for s in SPLIT_NAMES if (root / s).is_dir())   # train, else val, else test
@@ -55,12 +70,11 @@ def preview(path: str | Path, out_png: str | Path, n: int = 16, split: str | Non
     if not images:
         raise XomniError(f"no readable images in {root}")
     grid, cols = make_grid(images)
+    import io
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    grid.save(tmp)
-    tmp.replace(out_png)
-    cap_path = out_png.parent / "captions.txt"
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(out_png, buf.getvalue())
     atomic_write_text(cap_path, "".join(x + "\n" for x in lines))
     return {"grid": str(out_png), "captions": str(cap_path), "n": len(images), "columns": cols,
             "skipped_unreadable": skipped, "order": "row-major; captions.txt lines: index, key, caption"}

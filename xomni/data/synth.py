@@ -102,19 +102,62 @@ def write_split(out: Path, preset: Preset, seed: int, split: str, count: int, fm
     return {"count": count, "bytes": nbytes, "files": files}
 
 
+def _existing_dataset(out: Path, preset: str, fmt: str, overwrite: bool) -> dict:
+    """dataset.json of what `out` already holds when it is the same preset and format ({} when empty); another
+    preset, format or an imported dataset is only replaced with --overwrite (never mixed in)."""
+    path = out / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        old = {}
+    if not isinstance(old, dict):
+        old = {}
+    if old.get("preset") == preset and old.get("format") == fmt:
+        return old
+    if not overwrite:
+        what = (f"preset {old.get('preset')!r}, format {old.get('format')!r}" if old.get("preset")
+                else f"a dataset that synth did not render ({old.get('source', 'unknown source')})")
+        raise XomniError(f"--out {out} holds {what}; this run renders preset {preset!r}, format {fmt!r}; pass "
+                         f"--overwrite to replace that dataset (all its splits and dataset.json), or choose "
+                         f"another --out")
+    return {"replace": True}
+
+
+def _check_disk(out: Path, preset: Preset, seed: int, counts: dict[str, int]) -> None:
+    """Refuse a run that cannot fit on the disk (the size of one rendered sample x the count, with 20 % margin)."""
+    png, meta = make_sample((preset.name, seed, next(iter(counts)), 0))
+    need = int(1.2 * (len(png) + len(json.dumps(meta)) + 1024) * sum(counts.values()))
+    anc = out
+    while not anc.exists():
+        anc = anc.parent
+    free = shutil.disk_usage(anc).free
+    if need > free:
+        raise XomniError(f"{sum(counts.values()):,} samples need about {need / 1e9:,.1f} GB; {anc} has "
+                         f"{free / 1e9:,.1f} GB free")
+
+
 def synth(out: str | Path, n: int, seed: int = 0, preset: str = "tiny", split: str = "all",
           fmt: str = "shards", shard_size: int = 1000, workers: int = 1, command: str | None = None,
-          progress: bool = True) -> dict:
-    """Render the dataset; returns the dataset.json dict (also written to out/dataset.json)."""
+          progress: bool = True, overwrite: bool = False) -> dict:
+    """Render the dataset; returns the dataset.json dict (also written to out/dataset.json). An `out` holding a
+    dataset of another preset or format is refused unless `overwrite` (then it is replaced as a whole)."""
     p = get_preset(preset)
     counts = split_counts(n, split)
     if fmt not in FORMATS:
         raise XomniError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if shard_size <= 0:
         raise XomniError(f"--shard-size must be positive, got {shard_size}")
+    if not 0 <= seed <= 2 ** 63 - 1:
+        raise XomniError(f"--seed must be between 0 and 2^63-1, got {seed}")
     fonts = check_fonts(p.fonts)
     wordlist_path()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XomniError(f"--out {out} is a file; give a directory")
+    old = _existing_dataset(out, p.name, fmt, overwrite)
+    _check_disk(out, p, seed, counts)
     _check_writable(out)
     stats = {}
     for s, c in counts.items():
@@ -138,18 +181,17 @@ def synth(out: str | Path, n: int, seed: int = 0, preset: str = "tiny", split: s
         "command": command,
     }
     path = out / "dataset.json"
-    if split != "all" and path.exists():  # keep the other splits rendered earlier with the same preset and format
-        try:
-            old = json.loads(path.read_text())
-            if old.get("preset") == p.name and old.get("format") == fmt:
-                done = old.get("counts", {})
-                prev = {"counts": done,  # files written before split_seeds existed: one seed for all splits
-                        "split_seeds": old.get("split_seeds") or {s: old.get("seed") for s in done},
-                        "split_commands": old.get("split_commands") or {s: old.get("command") for s in done}}
-                for key, value in prev.items():
-                    info[key] = {**value, **info[key]}
-        except ValueError:
-            pass
+    if old.get("replace"):  # --overwrite of another dataset: its other splits go too (never a mix)
+        for s in SPLITS:
+            if s not in counts and (out / s).is_dir() and _replaceable(out / s):
+                shutil.rmtree(out / s)
+    elif split != "all" and old:  # keep the other splits rendered earlier with the same preset and format
+        done = old.get("counts", {})
+        prev = {"counts": done,  # files written before split_seeds existed: one seed for all splits
+                "split_seeds": old.get("split_seeds") or {s: old.get("seed") for s in done},
+                "split_commands": old.get("split_commands") or {s: old.get("command") for s in done}}
+        for key, value in prev.items():
+            info[key] = {**value, **info[key]}
     atomic_write_text(path, json.dumps(info, indent=2) + "\n")
     info["out"] = str(out)
     info["bytes"] = {s: v["bytes"] for s, v in stats.items()}

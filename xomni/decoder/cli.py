@@ -5,6 +5,8 @@ from typing import List, Optional
 
 import typer
 
+from xomni.cliargs import (FloatRange, IntRange, OverwriteOpt, SeedOpt, ThreadsOpt, _cb, check_in_path, check_out_dir,
+                           check_split)
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
 
 
@@ -24,11 +26,15 @@ def train_decoder_cmd(
 
 
 def bench_decoder_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="Decoder directory (default: untrained default)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Token grids per decode call."),
-    n_batches: int = typer.Option(2, "--batches", help="Timed batches."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the model's)."),
-    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Decoder directory (default: untrained default).",
+                                        callback=_cb(check_in_path, "--model")),
+    batch_size: int = typer.Option(16, "--batch-size", help="Token grids per decode call, 1..1024.",
+                                   callback=IntRange("--batch-size", 1, 1024)),
+    n_batches: int = typer.Option(2, "--batches", help="Timed batches, 1..1000.",
+                                  callback=IntRange("--batches", 1, 1000)),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps, 1..1000 (default: the model's).",
+                                        callback=IntRange("--steps", 1, 1000)),
+    threads: int = ThreadsOpt,
     json_path: Optional[str] = JsonOpt,
 ):
     """Decode speed (images/s) at the default sampling steps."""
@@ -38,25 +44,34 @@ def bench_decoder_cmd(
 
 
 def reconstruct_cmd(
-    inputs: str = typer.Argument(..., help="An image, a folder of images, or a dataset directory."),
-    out: str = typer.Option(..., "--out", "-o", help="Output imagefolder (PNG + metadata.jsonl)."),
-    tokenizer: str = typer.Option(..., "--tokenizer", help="Tokenizer directory."),
-    decoder: str = typer.Option(..., "--decoder", help="Decoder directory."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root (train/val/test)."),
-    n: int = typer.Option(0, "--n", help="First N images only (0 = all)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the decoder's)."),
+    inputs: str = typer.Argument(..., help="An image, a folder of images, or a dataset directory.",
+                                 callback=_cb(check_in_path, "input")),
+    out: str = typer.Option(..., "--out", "-o", help="Output imagefolder (PNG + metadata.jsonl).",
+                            callback=_cb(check_out_dir, "--out")),
+    tokenizer: str = typer.Option(..., "--tokenizer", help="Tokenizer directory.",
+                                  callback=_cb(check_in_path, "--tokenizer")),
+    decoder: str = typer.Option(..., "--decoder", help="Decoder directory.", callback=_cb(check_in_path, "--decoder")),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root (train/val/test).",
+                                        callback=_cb(check_split)),
+    n: int = typer.Option(0, "--n", help="First N images only (0 = all).", callback=IntRange("--n", 1, zero="all")),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps, 1..1000 (default: the decoder's).",
+                                        callback=IntRange("--steps", 1, 1000)),
     strength: Optional[float] = typer.Option(None, "--strength", help="Start noise level in (0, 1] (default: the "
-                                                                        "decoder's; 1 = pure noise)."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
-    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+                                                                        "decoder's; 1 = pure noise).",
+                                             callback=FloatRange("--strength", 0, 1, lo_open=True)),
+    seed: int = SeedOpt(0, "Noise seed."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per batch, 1..1024.",
+                                   callback=IntRange("--batch-size", 1, 1024)),
+    threads: int = ThreadsOpt,
+    overwrite: bool = OverwriteOpt("a non-empty --out"),
     json_path: Optional[str] = JsonOpt,
 ):
     """Image -> codes -> pixels. A dataset's metadata is kept, so `xomni eval text --images OUT` scores the result."""
     from xomni.decoder.reconstruct import reconstruct
     from xomni.utils import emit_json, set_threads
     set_threads(threads)
-    emit_json(reconstruct(inputs, out, tokenizer, decoder, split, n, steps, seed, batch_size, strength), json_path)
+    emit_json(reconstruct(inputs, out, tokenizer, decoder, split, n, steps, seed, batch_size, strength, overwrite),
+              json_path)
 
 
 def register(apps: dict) -> None:

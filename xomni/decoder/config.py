@@ -56,7 +56,31 @@ class DecoderConfig:
     loss_sigma_min: float = field(0.2, help="prediction=x0: the loss is ((x0_hat - x0) / max(sigma, this))^2, a "
                                             "velocity loss with its low-noise weight capped.")
 
+    def check(self, where: str = "model") -> "DecoderConfig":
+        """Ranges and non-empty channel lists, checked at load; `validate` adds the grid/size constraints once the
+        tokenizer has set them."""
+        from xomni.config import check_error, in_range
+        for name, v in (("image_size", self.image_size), ("grid", self.grid)):
+            if len(v) != 2 or min(v) < 1:
+                raise check_error(where, f"{name} must be two positive sizes, got {v}")
+        for name, v in (("unet_channels", self.unet_channels), ("cond_channels", self.cond_channels)):
+            if not v or min(v) < 1:
+                raise check_error(where, f"{name} must be a non-empty list of positive widths, got {v}")
+        for name in ("grid_levels", "code_dim", "cond_out", "layers_per_block", "steps", "tokenizer_patch",
+                     "tokenizer_recon_down"):
+            in_range(self, where, name, 1)
+        in_range(self, where, "codebook_size", 2)
+        in_range(self, where, "cond_blocks", 0)
+        in_range(self, where, "strength", 0, 1, lo_open=True)
+        in_range(self, where, "shift", 0, lo_open=True)
+        in_range(self, where, "preview_weight", 0)
+        in_range(self, where, "loss_sigma_min", 0, lo_open=True)
+        if self.shuffle not in (1, 2, 4):
+            raise check_error(where, f"shuffle must be 1, 2 or 4, got {self.shuffle}")
+        return self
+
     def validate(self) -> "DecoderConfig":
+        self.check()
         h, w = self.image_size
         if self.shuffle not in (1, 2, 4):
             raise XomniError(f"decoder shuffle must be 1, 2 or 4, got {self.shuffle}")
@@ -91,3 +115,12 @@ class DecoderTrainConfig:
     val_split: str = field("val", help="Split for the final OCR check (unseen words).")
     n_train: int = field(0, help="Use only the first N training samples (0 = all).")
     n_val: int = field(200, help="Val samples reconstructed and read by Tesseract at the end (0 = skip).")
+
+    def check(self, where: str = "") -> "DecoderTrainConfig":
+        from xomni.cliargs import check_split
+        from xomni.config import in_range
+        in_range(self, where, "n_train", 0)
+        in_range(self, where, "n_val", 0)
+        check_split(self.train_split, "config train_split")
+        check_split(self.val_split, "config val_split")
+        return self

@@ -75,8 +75,11 @@ def _skip(counts: dict, why: str) -> None:
 
 def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | None = None, n: int = 0,
                 steps: int | None = None, seed: int = 0, batch_size: int = 16,
-                strength: float | None = None) -> dict:
-    from xomni.data.io import write_imagefolder
+                strength: float | None = None, overwrite: bool = False) -> dict:
+    """Written aside and swapped in when complete; a non-empty `out` is replaced only with `overwrite`."""
+    from xomni.cliargs import refuse_existing
+    from xomni.data.io import write_imagefolder_swap
+    refuse_existing(Path(out), "--out", "files", overwrite)
     from xomni.decoder.model import Decoder
     from xomni.tokenizer.model import ImageTokenizer
     tok = ImageTokenizer.from_pretrained(tokenizer)
@@ -107,9 +110,11 @@ def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | N
                 counts["written"] += 1
                 yield img, meta
 
-    write_imagefolder(out, items())
-    if counts["written"] == 0:
-        raise XomniError(f"no readable images in {inp} ({counts['skipped']} unreadable)")
+    def checked():
+        yield from items()
+        if counts["written"] == 0:  # raised inside the staged write: `out` stays as it was
+            raise XomniError(f"no readable images in {inp} ({counts['skipped']} unreadable)")
+    write_imagefolder_swap(out, checked())
     dt = time.time() - t0
     return {"out": str(out), "written": counts["written"], "skipped": counts["skipped"],
             "steps": int(steps or dec.config.steps),

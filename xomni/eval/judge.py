@@ -84,6 +84,15 @@ class JudgeModelConfig:
     slot_width: int = field(16, help="Channels of the slot CNN's first layer (then 2x, 4x).")
     slot_margin: int = field(5, help="Pixels around the shape box included in each slot crop.")
 
+    def check(self, where: str = "model") -> "JudgeModelConfig":
+        from xomni.config import in_range
+        for name in ("width", "hidden", "slot_width"):
+            in_range(self, where, name, 1)
+        in_range(self, where, "height", 16)
+        in_range(self, where, "img_width", 16)
+        in_range(self, where, "slot_margin", 0)
+        return self
+
 
 def _cbr(a: int, b: int, k: int = 3, s: int = 1, p: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(a, b, k, s, p, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
@@ -238,7 +247,7 @@ class Judge:
         if cfg.get("kind") != "xomni-judge":
             raise XomniError(f"{d / 'config.json'} is not a judge config (kind={cfg.get('kind')!r})")
         from xomni.config import config_from_dict
-        net = JudgeNet(cfg["schema"], config_from_dict(JudgeModelConfig, cfg["model"]))
+        net = JudgeNet(cfg["schema"], config_from_dict(JudgeModelConfig, cfg.get("model"), source=d / "config.json"))
         load_model_weights(net, d / "model.safetensors")
         return cls(net, cfg)
 

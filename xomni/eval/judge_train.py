@@ -46,6 +46,15 @@ class JudgeConfig:
                                "defaults differ from the loop's: " + ", ".join(f"{k}={v}" for k, v in
                                                                            TRAIN_DEFAULTS.items()) + ".")
 
+    def check(self, where: str = "") -> "JudgeConfig":
+        from xomni.cliargs import check_split
+        from xomni.config import in_range
+        in_range(self, where, "eval_n", 0)
+        check_split(self.split, "config split")
+        if self.eval_split:
+            check_split(self.eval_split, "config eval_split")
+        return self
+
 
 def make_schema(src) -> dict:
     first = next((src[i] for i in range(min(len(src), 50)) if src[i].meta.get("background")), None)

@@ -73,6 +73,19 @@ def resolve_region(metas: Sequence[dict], preset: str | None = None, region: str
     return OcrRegion(p.ocr_region, (p.width, p.height)) if p.ocr_region else None
 
 
+def check_region_fits(reg: OcrRegion | None, items) -> None:
+    """A --region box given at the image's own size must lie inside the images (a crop outside reads nothing and
+    would score 0)."""
+    if not isinstance(reg, _BoxOnly):
+        return
+    im = next((it.image for it in items if it.image is not None), None)
+    if im is None:
+        return
+    x0, y0, x1, y1 = reg.box
+    if x0 < 0 or y0 < 0 or x1 > im.width or y1 > im.height:
+        raise XomniError(f"--region {x0},{y0},{x1},{y1} is outside the {im.width}x{im.height} images")
+
+
 class _BoxOnly(OcrRegion):
     def __init__(self, box):
         self.box, self.size = tuple(box), None

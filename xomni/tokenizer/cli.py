@@ -5,6 +5,7 @@ from typing import List, Optional
 
 import typer
 
+from xomni.cliargs import IntRange, ThreadsOpt, _cb, check_in_path, check_split
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
 
 
@@ -23,14 +24,18 @@ def train_tokenizer_cmd(
 
 
 def eval_tokenizer_cmd(
-    model: str = typer.Option(..., "--model", help="Tokenizer directory (a run dir or its final/)."),
-    data: str = typer.Option(..., "--data", help="Dataset directory."),
-    split: str = typer.Option("val", "--split", help="Split to evaluate (val = unseen words)."),
-    n: int = typer.Option(0, "--n", help="First N samples (0 = all)."),
-    captions: int = typer.Option(0, "--captions", help="Greedy-decode captions for the first N only (0 = all)."),
+    model: str = typer.Option(..., "--model", help="Tokenizer directory (a run dir or its final/).",
+                              callback=_cb(check_in_path, "--model")),
+    data: str = typer.Option(..., "--data", help="Dataset directory.", callback=_cb(check_in_path, "--data")),
+    split: str = typer.Option("val", "--split", help="Split to evaluate (val = unseen words).",
+                              callback=_cb(check_split)),
+    n: int = typer.Option(0, "--n", help="First N samples (0 = all).", callback=IntRange("--n", 1, zero="all")),
+    captions: int = typer.Option(0, "--captions", help="Greedy-decode captions for the first N only (0 = all).",
+                                 callback=IntRange("--captions", 1, zero="all")),
     ocr: Optional[int] = typer.Option(None, "--ocr", help="Tesseract on the reconstruction head's output (and the "
-                                                          "originals) for the first N (default 200; 0 = skip)."),
-    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+                                                          "originals) for the first N (default 200; 0 = skip).",
+                                      callback=IntRange("--ocr", 1, zero="skip")),
+    threads: int = ThreadsOpt,
     json_path: Optional[str] = JsonOpt,
 ):
     """Codebook usage/perplexity (argmin), caption / text exact-match decoded from codes, Tesseract on the
@@ -42,10 +47,13 @@ def eval_tokenizer_cmd(
 
 
 def bench_tokenizer_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer directory (default: untrained default)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per encode call."),
-    n_batches: int = typer.Option(8, "--batches", help="Timed batches."),
-    threads: int = typer.Option(0, "--threads", help="torch threads (0 = default)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer directory (default: untrained default).",
+                                        callback=_cb(check_in_path, "--model")),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per encode call, 1..1024.",
+                                   callback=IntRange("--batch-size", 1, 1024)),
+    n_batches: int = typer.Option(8, "--batches", help="Timed batches, 1..1000.",
+                                  callback=IntRange("--batches", 1, 1000)),
+    threads: int = ThreadsOpt,
     json_path: Optional[str] = JsonOpt,
 ):
     """Encode speed (images/s)."""

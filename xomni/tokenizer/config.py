@@ -64,6 +64,23 @@ class TokenizerConfig:
     def vocab_size(self) -> int:
         return self.codebook_size * self.levels
 
+    def check(self, where: str = "model") -> "TokenizerConfig":
+        """Ranges and shape constraints, checked at load (plus `validate`)."""
+        from xomni.config import check_error, in_range
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise check_error(where, f"image_size must be [H, W] with positive sizes, got {self.image_size}")
+        for name in ("width", "depth", "code_dim", "text_dim", "text_layers", "text_heads", "max_caption_bytes"):
+            in_range(self, where, name, 1)
+        in_range(self, where, "input_scale", 0, lo_open=True)
+        in_range(self, where, "vq_decay", 0, 1, hi_open=True)
+        for name in ("commitment_weight", "dead_code_threshold", "diversity_weight", "recon_weight"):
+            in_range(self, where, name, 0)
+        in_range(self, where, "diversity_temp", 0, lo_open=True)
+        in_range(self, where, "recon_down", 1)
+        if self.text_dim % self.text_heads:
+            raise check_error(where, f"text_heads={self.text_heads} must divide text_dim={self.text_dim}")
+        return self.validate()
+
     def validate(self) -> "TokenizerConfig":
         if len(self.image_size) != 2:
             raise XomniError(f"tokenizer image_size must be [H, W], got {self.image_size}")
@@ -101,3 +118,12 @@ class TokenizerTrainConfig:
     n_val: int = field(500, help="Samples of the val split for the final metrics (0 = all).")
     n_ocr: int = field(OCR_N, help="Final metrics: Tesseract reads the reconstruction head's pixels (and the "
                                  "originals) for this many val images (0 = skip).")
+
+    def check(self, where: str = "") -> "TokenizerTrainConfig":
+        from xomni.cliargs import check_split
+        from xomni.config import in_range
+        for name in ("n_train", "n_val", "n_ocr"):
+            in_range(self, where, name, 0)
+        check_split(self.train_split, "config train_split")
+        check_split(self.val_split, "config val_split")
+        return self

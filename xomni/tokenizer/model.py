@@ -197,6 +197,6 @@ class ImageTokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "ImageTokenizer":
         p, d = read_model_dir(path, KIND, "tokenizer", "xomni train tokenizer")
-        model = cls(config_from_dict(TokenizerConfig, d["model"]))
+        model = cls(config_from_dict(TokenizerConfig, d.get("model"), source=Path(p) / "config.json"))
         load_model_weights(model, p)
         return model.eval()
