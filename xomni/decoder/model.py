@@ -146,9 +146,11 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None,
-               strength: float | None = None) -> torch.Tensor:
+               strength: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Token grid -> images_B3HW in [-1, 1] with `steps` Euler steps (default config.steps), starting from noise
-        level `strength` (default config.strength; 1 = pure noise, below 1 = the preview noised to that level)."""
+        level `strength` (default config.strength; 1 = pure noise, below 1 = the preview noised to that level).
+        `noise`: the starting Gaussian noise (B x 3s^2 x H/s x W/s) instead of a draw from `generator`, e.g. one
+        seed per request in a server's merged batch."""
         codes = self.check_codes(codes_BHW)
         steps = int(steps or self.config.steps)
         if steps < 1:
@@ -160,8 +162,11 @@ class Decoder(nn.Module):
         codes = codes.to(dev)
         s, (H, W) = self.config.shuffle, self.config.image_size
         cond, preview = self.cond(codes)
-        x = torch.randn((codes.shape[0], 3 * s * s, H // s, W // s), generator=generator,
-                        device=generator.device if generator is not None else dev).to(dev)
+        shape = (codes.shape[0], 3 * s * s, H // s, W // s)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise XomniError(f"decoder noise must have shape {shape}, got {tuple(noise.shape)}")
+        x = (noise if noise is not None else torch.randn(shape, generator=generator, device=generator.device
+                                                          if generator is not None else dev)).to(dev)
         sch = self._scheduler()
         if strength < 1.0:
             x = (1 - strength) * preview + strength * x
@@ -176,9 +181,9 @@ class Decoder(nn.Module):
         return F.pixel_shuffle(x, s).clamp(-1, 1) if s > 1 else x.clamp(-1, 1)
 
     def decode_pil(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None,
-                   strength: float | None = None) -> list:
+                   strength: float | None = None, noise: torch.Tensor | None = None) -> list:
         from xomni.tokenizer.images import tensor_to_pil
-        return tensor_to_pil(self.decode(codes_BHW, steps, generator, strength))
+        return tensor_to_pil(self.decode(codes_BHW, steps, generator, strength, noise))
 
     @staticmethod
     def to_pil(images_B3HW) -> list:
@@ -237,7 +242,7 @@ class Decoder(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Decoder":
         p, d = read_model_dir(path, KIND, "decoder", "xomni train decoder")
-        model = cls(config_from_dict(DecoderConfig, d["model"]))
+        model = cls(config_from_dict(DecoderConfig, d.get("model"), source=Path(p) / "config.json"))
         load_model_weights(model, p)
         return model.eval()
 
