@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from xomni.eval.longtext import BENCH_EN as LONGTEXT_BENCH_EN
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 torch.set_num_threads(1)
@@ -20,17 +22,8 @@ def cli_env():
     return env
 
 
-def shared_dir():
-    """../shared beside the checkout (as laid out for sessions and CI)."""
-    from pathlib import Path
-    repo = Path(__file__).resolve().parents[1]
-    for cand in (repo.parent / "shared", repo / "shared", Path("/work/shared")):
-        if (cand / "benchmarks" / "longtext_bench").is_dir():
-            return cand
-    return repo.parent / "shared"
-
-
-BENCH_EN = str(shared_dir() / "benchmarks" / "longtext_bench" / "text_prompts_en.jsonl")
+# LongText-Bench prompts as shipped inside the package (xomni/data/longtext)
+BENCH_EN = str(LONGTEXT_BENCH_EN)
 
 
 def run_inproc(args, monkeypatch, capsys):

@@ -92,3 +92,17 @@ def test_bad_bench_files(tmp_path):
         L.load_bench(p)
     with pytest.raises(XomniError, match="not found"):
         L.load_bench(tmp_path / "missing.jsonl")
+
+
+def test_bench_prompts_ship_with_the_package(tmp_path):
+    """A fresh clone (or a wheel) has the prompts, their licence and attribution; `run_longtext` reads them by
+    default."""
+    en, zh = L.load_bench(L.BENCH_EN), L.load_bench(L.BENCH_ZH)
+    assert len(en) == len(zh) == 160 and sum(len(r["text"]) for r in en) == 740
+    assert L.detect_lang(en) == "en" and L.detect_lang(zh) == "zh"
+    assert (L.BENCH_DIR / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert "Apache" in (L.BENCH_DIR / "README.md").read_text()
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(XomniError, match="but 160 benchmark units"):  # no --bench: the shipped English prompts
+        L.run_longtext(images=str(tmp_path))

@@ -1,6 +1,6 @@
 """Frozen set of the lowercase words in the LongText-Bench target strings (English and Chinese files).
 
-Generated from /work/shared/benchmarks/longtext_bench/*.jsonl with `xomni.data.words.benchmark_words`; these words
+Generated from the shipped prompts, xomni/data/longtext/*.jsonl, with `xomni.data.words.benchmark_words`; these words
 never enter the train split (tests/test_data.py checks that this list covers the benchmark files).
 """
 LONGTEXT_WORDS = frozenset("""

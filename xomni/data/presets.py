@@ -59,12 +59,11 @@ TINY = Preset(
                    "bottom left": (22, 53), "bottom center": (128, 53), "bottom right": (234, 53)},
 )
 
-# The mini preset: the bundled CPU model's domain, small enough to learn on 2 cores in a session (a 4x16 grid of 64
+# The mini preset: the bundled CPU model's domain, small enough to learn on 2 CPU cores in hours (a 4x16 grid of 64
 # image tokens, a prompt of ~75 bytes). One line of one word or number (<= 10 characters, three cases) in one bold
 # sans font, centred in a 120x24 box (20 px, shrunk to >= 14 px for long words); no shapes; posters and signs in four
-# colours (8 readable text/background pairs). Fewer colour pairs leave the tokenizer more codes per glyph piece: with
-# the tiny palette's 22 pairs its reconstructions read 0.33 exact, with these 8 pairs 0.50 (same K=1024 tokenizer,
-# configs/tokenizer_mini.yaml). The tiny preset stays the harder benchmark (12 fonts, up to 3 tokens, shapes).
+# colours (8 readable text/background pairs). Fewer colour pairs leave the tokenizer more codes per glyph piece
+# (docs/RESULTS.md, tokenizer table). The tiny preset stays the harder benchmark (12 fonts, up to 3 tokens, shapes).
 MINI = Preset(
     name="mini", width=128, height=32,
     fonts=("dejavu-sans-bold",),

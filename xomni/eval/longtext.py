@@ -11,6 +11,8 @@ the OCR text (the official one strips only the last), and results are written wh
 Subsets: `select_units(..., max_chars=N)` keeps only target strings of at most N characters, one unit per kept
 string (a small model gets one templated prompt per string). A subset score is labelled
 `{"subset": "max_chars=N", "official": false}`; only a full, unfiltered run with no skipped image is official.
+
+The prompts ship with the package: `BENCH_EN` / `BENCH_ZH` (xomni/data/longtext, Apache-2.0, see its README).
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from typing import Iterable, Sequence
 from xomni.errors import XomniError
 
 REQUIRED_FIELDS = ("prompt_id", "prompt", "text")
+# the benchmark's prompts ship with the package (Apache-2.0, attribution in xomni/data/longtext/README.md)
+BENCH_DIR = Path(__file__).resolve().parents[1] / "data" / "longtext"
+BENCH_EN = BENCH_DIR / "text_prompts_en.jsonl"
+BENCH_ZH = BENCH_DIR / "text_prompts_zh.jsonl"
 
 
 def is_cjk(ch: str) -> bool:
@@ -193,8 +199,8 @@ def _unit_images_from_model(units: list[dict], model: str, samples: int, seed: i
     return out, 0
 
 
-def run_longtext(bench: str, images: str | None = None, model: str | None = None, lang: str = "auto",
-                 max_chars: int | None = None, engine: str | None = None, psm: int | None = None,
+def run_longtext(bench: str | Path | None = None, images: str | None = None, model: str | None = None,
+                 lang: str = "auto", max_chars: int | None = None, engine: str | None = None, psm: int | None = None,
                  samples: int = 1, seed: int = 0, keywords: Iterable[str] = (), preset: str | None = None,
                  region: str | None = None, batch: int = 8) -> tuple[dict, list[dict]]:
     from xomni.eval.text import ocr_images, resolve_region
@@ -202,7 +208,7 @@ def run_longtext(bench: str, images: str | None = None, model: str | None = None
         raise XomniError("pass exactly one of --images DIR or --model DIR")
     if max_chars is not None and max_chars < 1:
         raise XomniError("--max-chars must be >= 1")
-    records = load_bench(bench)
+    records = load_bench(bench if bench is not None else (BENCH_ZH if lang == "zh" else BENCH_EN))
     if lang == "auto":
         lang = detect_lang(records)
     if lang not in ("en", "zh"):
@@ -222,7 +228,14 @@ def run_longtext(bench: str, images: str | None = None, model: str | None = None
     flat = [(u, it) for u in units for it in by_id.get(u["id"], [])]
     ok = [(u, it) for u, it in flat if it.image is not None]
     zero = [(u, it) for u, it in flat if it.image is None and it.meta.get("unsupported")]
+    if not ok:
+        why = (f"the model cannot draw any of the {len(units)} prompts (characters outside its charset)"
+               if zero else "no image could be read")
+        hint = "; use --max-chars N to score the strings the model can draw" if model and max_chars is None else ""
+        raise XomniError(f"nothing to score: {why}{hint}")
     reg = resolve_region([it.meta for _, it in ok], preset, region) if max_chars is not None or region else None
+    from xomni.eval.text import check_region_fits
+    check_region_fits(reg, [it for _, it in ok])
     texts = ocr_images([it.image for _, it in ok], engine=engine, psm=psm, region=reg)
     rows, matched, total, cats = [], 0, 0, {}
     for (u, it), txt in zip(ok, texts):
