@@ -176,3 +176,22 @@ def test_judge_on_a_preset_without_shapes_learns_colours():
         pred = decode(net(x), schema)
     assert all(d["shapes"] == [] for d in pred)
     assert sum(d["background"] == mt["background"] for d, mt in zip(pred, metas)) >= 48
+
+
+def test_prompts_the_judge_never_learned_are_refused(metas):
+    """A judge trained on mini (no shapes, four colours) cannot check a tiny prompt's shapes or colours: refused
+    with one line instead of scored against a guess; prompts within its vocabulary are scored."""
+    from PIL import Image
+
+    from xomni.errors import XomniError
+    from xomni.eval.judge import schema_from_preset
+    mini = schema_from_preset("mini")
+    im = Image.new("RGB", (256, 64))
+    alien = next(m for m in metas if m.get("shapes"))  # tiny metas: shapes the mini judge has no slots for
+    assert C.unlearned(C.wanted({"caption": alien["caption"]}), mini)
+    with pytest.raises(XomniError, match="never learned"):
+        C.evaluate_images([Item("a", im, {"caption": alien["caption"]})], lambda ims: [{}] * len(ims), schema=mini)
+    own = 'a white poster with the text "OPEN" in black bold sans-serif letters'
+    assert C.unlearned(C.wanted({"caption": own}), mini) == []
+    tiny = schema_from_preset("tiny")
+    assert C.unlearned(C.wanted({"caption": alien["caption"]}), tiny) == []

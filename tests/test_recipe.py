@@ -159,3 +159,16 @@ def test_replace_weights_script_swaps_the_decoder_with_its_config(tmp_path, caps
     assert mod.main(["--pipeline", str(tmp_path / "base"), "--decoder", str(tmp_path / "wrong"), "--out",
                      str(tmp_path / "out2"), "--stage", "x", "y"]) == 2
     assert "do not match" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_rerun_with_another_config_is_refused(tmp_path):
+    """Stages whose results exist are skipped, so a rerun with a changed config would record a config for models
+    it did not make: refused with one line naming the difference; the same config (other threads) continues."""
+    from xomni.errors import XomniError
+    from xomni.recipe import check_same_recipe, load_recipe
+    cfg = load_recipe("smoke", None, [])
+    check_same_recipe(cfg, tmp_path)
+    assert (tmp_path / "recipe_config.json").is_file()
+    check_same_recipe(load_recipe("smoke", None, ["threads=1"]), tmp_path)
+    with pytest.raises(XomniError, match="another config .*data_seed"):
+        check_same_recipe(load_recipe("smoke", None, ["data_seed=7"]), tmp_path)

@@ -130,6 +130,30 @@ def train_wall_s(run_dir: Path, max_gap_s: float = 600.0) -> float | None:
     return round(sum(b - a for a, b in zip(ts, ts[1:]) if 0 <= b - a <= max_gap_s), 1) if len(ts) > 1 else None
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_same_recipe(cfg: RecipeConfig, out: Path) -> None:
+    """A rerun continues OUT only with the config that started it: stages whose results exist are skipped, so a
+    changed config would be recorded for models it did not make. The first run writes OUT/recipe_config.json."""
+    rec = out / "recipe_config.json"
+    now = json.loads(json.dumps(to_dict(cfg)))
+    if not rec.is_file():
+        atomic_write_text(rec, json.dumps(now, indent=2, sort_keys=True))
+        return
+    from xomni.checkpoint import read_json
+    old, new = _flat(read_json(rec)), _flat(now)
+    diff = sorted(k for k in set(old) | set(new) if k != "threads" and old.get(k) != new.get(k))
+    if diff:
+        raise XomniError(f"{out} holds a recipe run with another config (differs in {', '.join(diff[:4])}"
+                         f"{', ...' if len(diff) > 4 else ''}); rerun with the same command to continue it, or "
+                         f"choose a new --out")
+
+
 def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     import torch
 
@@ -139,6 +163,7 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     from xomni.tokenizer.trainer import train_tokenizer
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_same_recipe(cfg, out)
     torch.set_num_threads(cfg.threads)
     t_all = time.time()
     times: dict[str, float] = {}

@@ -141,7 +141,7 @@ def register(apps: dict) -> None:
         j = Judge.load(judge)
         src = ImageSource(images, split=split)
         items = [src[i] for i in range(min(limit or len(src), len(src)))]
-        res, per = evaluate_images(items, j.predict)
+        res, per = evaluate_images(items, j.predict, schema=j.schema)
         res["judge"] = judge
         if per_image:
             write_per_image(per, per_image)

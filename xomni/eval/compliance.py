@@ -83,8 +83,23 @@ def score(preds: Sequence[dict], wants: Sequence[dict], n_boot: int = 500) -> tu
     return res, per_image
 
 
-def evaluate_images(items, predict: Callable[[list], list[dict]], n_boot: int = 500) -> tuple[dict, list[dict]]:
-    """Compliance of a list of Items (image + meta with caption or attributes)."""
+def unlearned(want: dict, schema: dict) -> list[str]:
+    """What a prompt asks for that a judge with this schema never learned (colours, nouns, shape kinds or
+    positions outside its vocabulary): such checks would be scored against a guess."""
+    out = [f"{k} {want[k]!r}" for k, vocab in (("background", "colors"), ("text_color", "colors"), ("noun", "nouns"))
+           if k in want and want[k] not in schema.get(vocab, ())]
+    for sh in want.get("shapes") or []:
+        if sh["position"] not in schema.get("positions", ()):
+            out.append(f"a shape at {sh['position']!r}")
+        elif sh["kind"] not in schema.get("kinds", ()) or sh["color"] not in schema.get("colors", ()):
+            out.append(f"a {sh['color']} {sh['kind']}")
+    return out
+
+
+def evaluate_images(items, predict: Callable[[list], list[dict]], n_boot: int = 500,
+                    schema: dict | None = None) -> tuple[dict, list[dict]]:
+    """Compliance of a list of Items (image + meta with caption or attributes). With the judge's `schema`, a
+    prompt asking for something the judge never learned is refused (XomniError) rather than scored."""
     ok, wants, skipped = [], [], []
     for it in items:
         w = wanted(it.meta) if it.image is not None else None
@@ -97,6 +112,11 @@ def evaluate_images(items, predict: Callable[[list], list[dict]], n_boot: int = 
             wants.append(w)
     if not ok:
         raise XomniError("no image with a caption (or attribute metadata) to score; images need metadata.jsonl")
+    for it, w in zip(ok, wants) if schema is not None else ():
+        bad = unlearned(w, schema)
+        if bad:
+            raise XomniError(f"image {it.key} asks for {', '.join(bad[:3])}, which the judge (trained on preset "
+                             f"{schema.get('preset')!r}) never learned; use a judge trained on data like these images")
     preds = predict([it.image for it in ok])
     res, per = score(preds, wants, n_boot=n_boot)
     for r, it, w in zip(per, ok, wants):

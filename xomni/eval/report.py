@@ -150,7 +150,8 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
     if judge:
         from xomni.eval.compliance import evaluate_images
         from xomni.eval.judge import Judge
-        comp, per = evaluate_images(items, Judge.load(judge).predict)
+        jd = Judge.load(judge)
+        comp, per = evaluate_images(items, jd.predict, schema=jd.schema)
         comp_by_key = {r["key"]: r for r in per}
         metrics["compliance"] = comp
     refs = _match_reference(items, reference, split)
