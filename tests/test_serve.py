@@ -222,6 +222,8 @@ def test_docs_client_example_runs(srv, tmp_path, monkeypatch):
     doc = (Path(__file__).resolve().parents[1] / "docs" / "SERVING.md").read_text()
     code = doc.split("<!-- client-example -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     assert "http://127.0.0.1:8000" in code and len(code.strip().splitlines()) <= 15
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert code.strip() in readme  # the README shows this same client
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
