@@ -1,16 +1,10 @@
-"""scripts/rl_gradient_snr.py: the signal/noise estimates recover a known mean and covariance."""
-import importlib.util
-from pathlib import Path
-
+"""xomni.rl.snr (`xomni bench rl-snr`): the signal/noise estimates recover a known mean and covariance."""
 import torch
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location(
-        "rl_gradient_snr", Path(__file__).resolve().parents[1] / "scripts" / "rl_gradient_snr.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    import xomni.rl.snr
+    return xomni.rl.snr
 
 
 def test_gradient_snr_recovers_signal_and_noise():

@@ -24,8 +24,11 @@ class SamplingConfig:
 
     def validate(self) -> None:
         from xomni.errors import XomniError
-        if not self.temperature > 0:
-            raise XomniError(f"temperature must be > 0, got {self.temperature}")
+        import math
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise XomniError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if not (self.cfg_scale >= 1 and math.isfinite(self.cfg_scale)):
+            raise XomniError(f"cfg_scale must be a finite number >= 1 (1 = off), got {self.cfg_scale}")
         if not 0 < self.top_p <= 1:
             raise XomniError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p < 1:

@@ -15,6 +15,11 @@ import torch
 from xomni.errors import XomniError
 
 
+def pick_best(scores_PN: torch.Tensor) -> list[int]:
+    """Per row, the index of the highest reward (the first one on ties): the rule of best-of-N and of ReST."""
+    return scores_PN.argmax(-1).tolist()
+
+
 def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, seed: int = 0, sampling=None,
               steps: int | None = None, batch: int = 8, return_details: bool = False):
     """-> (images, scores): one PIL image and its combined reward per prompt (prompt order; a prompt may repeat,
@@ -35,6 +40,8 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     from xomni.pipeline import MAX_IMAGES
     if not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:  # the N candidates of a prompt are one pipeline call
         raise XomniError(f"best-of-N needs 1 <= N <= {MAX_IMAGES}, got {n!r}")
+    if reward_cfg is None:  # the RL defaults, reading the OCR region of the model's own data preset
+        reward_cfg = {"preset": pipe.index.get("data_preset") or ""}
     cfg = load_rl_config(reward_cfg)
     sampling = sampling or cfg.sampling
     sampling.validate()
@@ -47,7 +54,7 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     images = [im for g in groups for im in g]
     total, comps = rewards.scores(images, rows)
     scores = torch.tensor(total).view(len(prompts), n)
-    best = scores.argmax(-1).tolist()  # first maximum on ties
+    best = pick_best(scores)
     out_images = [images[i * n + b] for i, b in enumerate(best)]
     out_scores = [float(scores[i, b]) for i, b in enumerate(best)]
     if not return_details:

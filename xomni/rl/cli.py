@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from xomni.cliargs import SeedOpt, ThreadsOpt, check_in_dir, check_int
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
 
 
@@ -27,6 +28,10 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
         if val:
             sets.append(f"{key}={val}")
     cfg = trainer_config(RLConfig, config, sets, out, base=base_config())
+    from xomni.rl.config import with_model_sampling
+    cfg = with_model_sampling(cfg, config, sets + ([f"train.out_dir={out}"] if out else []), base_config())
+    from xomni.train_cli import check_before_training
+    check_before_training(cfg, resume)
     from xomni.rl.trainer import train_rl as run
     from xomni.utils import emit_json
     res = run(cfg, resume=resume)
@@ -74,15 +79,62 @@ def eval_rl(sft: str = typer.Option(..., "--sft", help="SFT pipeline directory (
             split: str = typer.Option("test", "--split", help="Split of --reference."),
             n_ref: int = typer.Option(512, "--n-ref", help="Reference images for FID."),
             judge: Optional[str] = typer.Option(None, "--judge", help="Evaluation judge for compliance (optional)."),
+            rest: Optional[str] = typer.Option(None, "--rest", help="ReST run directory (xomni train rl --set "
+                                               "algo=rest) or pipeline: adds its one-sample row (the control)."),
             json_path: Optional[str] = JsonOpt):
     """RL reproduction table: SFT and SFT+GRPO, 1 sample and best-of-N (Tesseract, RapidOCR, reward, FID), HTML."""
     from xomni.rl.compare import compare
     from xomni.utils import emit_json
     emit_json(compare(sft, rl, targets, out, best_of=best_of, reward_config=reward_config, seed=seed,
-                      reference=reference, split=split, n_ref=n_ref, judge=judge), json_path)
+                      reference=reference, split=split, n_ref=n_ref, judge=judge, rest=rest), json_path)
+
+
+def bench_rl(model: str = typer.Option("xomni/pretrained/mini", "--model", help="Pipeline directory (the policy)."),
+             data: str = typer.Option(..., "--data", help="Dataset whose train-split captions are the prompts."),
+             config: Optional[str] = typer.Option(None, "--config", help="RL config (e.g. configs/rl_mini.yaml)."),
+             set_: Optional[List[str]] = SetOpt,
+             prompts: int = typer.Option(16, "--prompts", help="Prompts (groups) per step, >= 1."),
+             steps: int = typer.Option(2, "--steps", help="Steps to time (the first is a warm-up when > 1)."),
+             seed: int = SeedOpt(0, "Sampling seed."), threads: int = ThreadsOpt,
+             json_path: Optional[str] = JsonOpt):
+    """Rollout engine speed: rollouts/s and the split of a GRPO step (sample / decode / reward wait / update)."""
+    from xomni.rl.bench import bench_rl as run
+    from xomni.utils import emit_json
+    check_in_dir(data, "--data")
+    check_int(prompts, "--prompts", 1, 4096)
+    check_int(steps, "--steps", 1, 1000)
+    emit_json(run(_bundled(model), data, config, list(set_ or []), prompts, steps, seed, threads), json_path)
+
+
+def bench_rl_snr(model: str = typer.Option("xomni/pretrained/mini", "--model", help="Pipeline directory (the SFT "
+                                                                                  "policy)."),
+                 data: str = typer.Option(..., "--data", help="Dataset whose train-split captions are the prompts."),
+                 config: Optional[str] = typer.Option(None, "--config", help="RL config (rewards, G, credit)."),
+                 set_: Optional[List[str]] = SetOpt,
+                 groups: int = typer.Option(64, "--groups", help="Prompts (groups) to draw, >= 4."),
+                 repeats: int = typer.Option(1, "--repeats", help="Groups per prompt: 1, or 2 to compare two groups "
+                                                                  "of the same prompt."),
+                 seed: int = SeedOpt(0, "Seed of the prompt choice and the sampler."), threads: int = ThreadsOpt,
+                 json_path: Optional[str] = JsonOpt):
+    """Gradient signal/noise at the start of RL; prints the rollouts one step needs for half of it to be signal."""
+    from xomni.rl.snr import measure
+    from xomni.utils import emit_json
+    check_in_dir(data, "--data")
+    check_int(groups, "--groups", 4, 4096)
+    emit_json(measure(_bundled(model), data, config, list(set_ or []), groups, repeats, seed, threads), json_path)
+
+
+def _bundled(model: str) -> str:
+    """The default --model names the bundled pipeline inside the installed package."""
+    from pathlib import Path
+    if model == "xomni/pretrained/mini" and not Path(model).is_dir():
+        return str(Path(__file__).resolve().parents[1] / "pretrained" / "mini")
+    return model
 
 
 def register(apps: dict) -> None:
+    apps["bench"].command("rl")(bench_rl)
+    apps["bench"].command("rl-snr")(bench_rl_snr)
     apps["train"].command("rl")(train_rl)
     apps["eval"].command("rewards")(eval_rewards)
     apps["eval"].command("rl")(eval_rl)

@@ -101,7 +101,7 @@ def run_condition(pipe, targets: list[str], n: int, reward_cfg, seed: int, judge
            "reward_mean": float(np.mean(scores)), "reward_ci95": _mean_ci(scores)}
     if judge is not None:
         from xomni.eval.compliance import evaluate_images
-        comp, _ = evaluate_images(items, judge.predict)
+        comp, _ = evaluate_images(items, judge.predict, schema=judge.schema)
         res["compliance"] = {"overall": comp["overall"], "ci95": comp["ci95"]["overall"]}
     if real_feats is not None:
         from xomni.eval.fid import extract
@@ -117,7 +117,7 @@ def _mean_ci(values, n_boot: int = 1000, seed: int = 0) -> list[float]:
 
 def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, reward_config: str | None = None,
             seed: int = 0, reference: str | None = None, split: str | None = "test", n_ref: int = 512,
-            judge: str | None = None, n_boot_fid: int = 200) -> dict:
+            judge: str | None = None, n_boot_fid: int = 200, rest: str | None = None) -> dict:
     from xomni.eval import text as T
     from xomni.eval.images import read_targets
     from xomni.rl.config import load_rl_config
@@ -126,6 +126,9 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     targets = read_targets(targets_file)
     rl_dir, rl_log = resolve_rl(rl)
     pipes = {"SFT": T.load_pipeline(sft), "SFT+GRPO": T.load_pipeline(str(rl_dir))}
+    rest_dir = resolve_rl(rest)[0] if rest else None
+    if rest_dir is not None:  # the reward-filtered self-training control: one sample only
+        pipes["SFT+ReST"] = T.load_pipeline(str(rest_dir))
     for name, pipe in pipes.items():
         bad = [t for t in targets if T.unsupported_chars(pipe, t)]
         if bad:
@@ -148,7 +151,7 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     (od / "img").mkdir(parents=True, exist_ok=True)
     rows, grids = {}, {}
     for name, pipe in pipes.items():
-        for n in (1, best_of):
+        for n in ((1,) if name == "SFT+ReST" else (1, best_of)):
             label = f"{name}, " + ("1 sample" if n == 1 else f"best-of-{n}")
             log(f"[eval rl] {label} on {len(targets)} prompts ...")
             res, images = run_condition(pipe, targets, n, rc, seed, jd, real_feats, extractor, n_boot_fid)
@@ -158,10 +161,15 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     result = {"sft": sft, "rl": str(rl_dir), "targets": targets_file, "n_targets": len(targets), "seed": seed,
               "best_of": best_of, "reward_weights": dict(rcfg.rewards), "reward_config": rc,
               "sampling": {k: _sampling(p) for k, p in pipes.items()}, "conditions": rows,
-              "rl_steps": curve[-1][0] if curve else None}
+              "rl_steps": curve[-1][0] if curve else None, "rest": str(rest_dir) if rest_dir else None,
+              "rl_kl_last": _last(rl_log, "kl") if rl_log else None}
     s1, sb, r1 = rows["SFT, 1 sample"], rows[f"SFT, best-of-{best_of}"], rows["SFT+GRPO, 1 sample"]
     result["bars"] = {"grpo1_ge_sft_best": r1["exact_match"] >= sb["exact_match"],
+                      "grpo1_ci95": r1["ci95"]["exact_match"], "sft_best_ci95": sb["ci95"]["exact_match"],
                       "grpo1_minus_sft1_points": round(100 * (r1["exact_match"] - s1["exact_match"]), 1)}
+    if "SFT+ReST, 1 sample" in rows:
+        result["bars"]["grpo1_minus_rest1_points"] = round(
+            100 * (r1["exact_match"] - rows["SFT+ReST, 1 sample"]["exact_match"]), 1)
     if "fid" in r1:  # no reward hacking: not worse than SFT by more than SFT's own interval
         result["bars"]["fid_not_worse"] = r1["fid"]["fid"] <= s1["fid"]["ci95"][1]
     if "compliance" in r1:
@@ -174,6 +182,19 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     result["report"] = str(od / "index.html")
     log(f"report: {od / 'index.html'}")
     return result
+
+
+def _last(log_path: Path, key: str) -> float | None:
+    """The last logged value of `key` in an RL run's log.jsonl."""
+    val = None
+    for line in log_path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and key in r:
+            val = float(r[key])
+    return val
 
 
 def _sampling(pipe) -> dict:

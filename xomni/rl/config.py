@@ -32,7 +32,24 @@ class RLConfig:
                                     "across ranks); each prompt gets group_size rollouts. RL defaults: " +
                                     ", ".join(f"{k}={v}" for k, v in TRAIN_DEFAULTS.items()) + ".")
     sampling: SamplingConfig = field(default_factory=SamplingConfig,
-                                     help="Sampling distribution of the rollouts; the loss uses the same one.")
+                                     help="Sampling distribution of the rollouts; the loss uses the same one. With "
+                                          "sampling_from_model these fields start from the model's shipped ones.")
+    sampling_from_model: bool = field(True, help="Start `sampling` from the pipeline's shipped settings "
+                                                 "(model_index `sampling`), so RL improves the distribution users "
+                                                 "run; fields set in the config or by --set still win.")
+    algo: str = field("grpo", help="grpo: clipped policy gradient with group-normalised advantages. rest: the "
+                                   "reward-filtered self-training control (ReST/RAFT): per group keep the rollout "
+                                   "best-of-N would pick (same rewards) when its reward >= rest_min_reward, and "
+                                   "fine-tune on it (mean token NLL under the raw model).")
+    rest_min_reward: float = field(1.0, help="rest: a group's best rollout trains only when its combined reward is "
+                                             "at least this (1.0 with OCR alone = read exactly right).")
+    skip_flat: bool = field(True, help="Leave rollouts whose advantages are all 0 (groups that all read the same) "
+                                       "out of the gradient-carrying pass: their policy-gradient term is exactly 0, "
+                                       "so only their KL term (beta) is dropped, and the backward costs less.")
+    prompt_pool: bool = field(True, help="Draw each step's prompts with weight p(1-p), p = the prompt's pass rate "
+                                         "(OCR reward 1) estimated online from its own rollouts, shrunk to the "
+                                         "running mean: words the policy gets partly right teach most (DAPO-style "
+                                         "dynamic sampling). false: the shared loop's epoch order.")
     model: str = field("", help="Pipeline directory whose AR model is the initial policy (--model).")
     prompts: str = field("", help="Prompt file, one prompt per line (--prompts); or use `data`.")
     data: str = field("", help="Dataset directory (--data): prompts are the captions of `data_split`, and the "
@@ -49,15 +66,18 @@ class RLConfig:
     adv_eps: float = field(1e-4, help="Epsilon added to the group reward std when normalising advantages.")
     scale_rewards: bool = field(True, help="Divide advantages by the group's reward std (GRPO); false: only centre "
                                            "them (Dr. GRPO), so groups whose rewards barely differ push little.")
-    credit: str = field("sequence", help="Where the advantage goes. sequence: one advantage per rollout, on every "
+    credit: str = field("auto", help="Where the advantage goes. auto: column where the preset's layout allows it "
+                                     "(one font, one size: mini), else sequence. sequence: one advantage per rollout, on every "
                                          "token (GRPO). column: the OCR reward is credited per token column, to the "
                                          "columns that drew each character, by whether OCR read that character "
-                                         "right (xomni.rl.credit); the other rewards stay per rollout.")
+                                         "right (xomni.rl.credit); the other rewards stay per rollout. Column credit "
+                                         "gives a cleaner gradient per rollout (measure it: xomni bench rl-snr).")
     reference: str = field("", help="AR weights of the frozen KL reference (an ar/ dir, a pipeline dir or a "
                                     ".safetensors); '' = the initial policy itself.")
-    rewards: dict[str, float] = field(default_factory=lambda: {"ocr": 1.0, "aesthetic": 0.25},
+    rewards: dict[str, float] = field(default_factory=lambda: {"ocr": 1.0},
                                       help="Reward name -> weight; combined reward = sum(w * r) / sum(w). Names: "
-                                           "ocr, alignment, caption_similarity, aesthetic, or 'module:function'.")
+                                           "ocr, alignment, caption_similarity, aesthetic, or 'module:function'. "
+                                           "Default OCR alone: the aesthetic term measured as noise in the gradient.")
     reward_judge: str = field("", help="Judge directory for the `alignment` reward: train it separately from the "
                                        "evaluation judge (`xomni train judge --set train.seed=1`).")
     preset: str = field("tiny", help="Dataset preset whose ocr_region the OCR reward and the val text accuracy "
@@ -68,9 +88,13 @@ class RLConfig:
                                         "process samples and decodes the next group). 0 = in-process.")
     rollout_batch: int = field(64, help="Most sequences per sampler / decoder call.")
     decode_steps: int = field(0, help="Decoder sampling steps for rollouts (0 = the decoder's default).")
-    exact_entropy: bool = field(True, help="Log the exact entropy of the sampling distribution at the drawn "
+    exact_entropy: bool = field(False, help="Log the exact entropy of the sampling distribution at the drawn "
                                            "positions (one extra no-grad forward); false: the Monte-Carlo estimate "
                                            "mean(-log p(drawn token)).")
+
+    def check(self, where: str = "") -> "RLConfig":
+        """Called by load_config for every RL config: the same checks as `validate`, one line before any work."""
+        return validate(self)
 
 
 def validate(cfg: RLConfig) -> RLConfig:
@@ -87,8 +111,15 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise XomniError(f"adv_eps must be > 0, got {cfg.adv_eps}")
     if cfg.reward_workers < 0 or cfg.rollout_batch < 1 or cfg.decode_steps < 0 or cfg.val_n < 0:
         raise XomniError("reward_workers, decode_steps and val_n must be >= 0 and rollout_batch >= 1")
-    if cfg.credit not in ("sequence", "column"):
-        raise XomniError(f"credit must be 'sequence' or 'column', got {cfg.credit!r}")
+    if cfg.reward_workers > 64 or cfg.decode_steps > 1000:
+        raise XomniError(f"reward_workers must be <= 64 and decode_steps <= 1000, got {cfg.reward_workers} and "
+                         f"{cfg.decode_steps}")
+    if cfg.algo not in ("grpo", "rest"):
+        raise XomniError(f"algo must be 'grpo' or 'rest', got {cfg.algo!r}")
+    if not math.isfinite(cfg.rest_min_reward):
+        raise XomniError(f"rest_min_reward must be a finite number, got {cfg.rest_min_reward}")
+    if cfg.credit not in ("auto", "sequence", "column"):
+        raise XomniError(f"credit must be 'auto', 'sequence' or 'column', got {cfg.credit!r}")
     if cfg.credit == "column" and (float(cfg.rewards.get("ocr", 0.0)) == 0.0 or not cfg.preset):
         raise XomniError("credit=column credits the OCR reward per token column: it needs rewards.ocr > 0 and a "
                          "preset (whose renderer lays out the characters)")
@@ -100,6 +131,38 @@ def validate(cfg: RLConfig) -> RLConfig:
     cfg.sampling.validate()
     validate_rewards(cfg)
     return cfg
+
+
+def effective_credit(cfg: RLConfig) -> str:
+    """'column' or 'sequence': `auto` is column when there is an OCR reward and the preset fixes the text layout."""
+    if cfg.credit != "auto":
+        return cfg.credit
+    if float(cfg.rewards.get("ocr", 0.0)) == 0.0 or not cfg.preset:
+        return "sequence"
+    from xomni.rl.credit import check_layout_preset
+    try:
+        check_layout_preset(cfg.preset)
+    except XomniError:
+        return "sequence"
+    return "column"
+
+
+def with_model_sampling(cfg: RLConfig, yaml_path=None, overrides: list[str] | None = None,
+                        base: dict | None = None) -> RLConfig:
+    """`cfg` rebuilt with `sampling` starting from the model's shipped settings (model_index `sampling`), then the
+    same base / YAML / --set layers on top, so explicitly set fields win. Unchanged when sampling_from_model is
+    false or `cfg.model` is not a pipeline."""
+    idx = Path(cfg.model or "") / "model_index.json"
+    if not cfg.sampling_from_model or not cfg.model or not idx.is_file():
+        return cfg
+    from xomni.checkpoint import read_json
+    shipped = read_json(idx).get("sampling") or {}
+    if not isinstance(shipped, dict):
+        raise XomniError(f"{idx}: 'sampling' must be a mapping, got {shipped!r}")
+    names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    b = json.loads(json.dumps(base or base_config()))
+    b["sampling"] = {**{k: v for k, v in shipped.items() if k in names}, **(b.get("sampling") or {})}
+    return validate(load_config(RLConfig, yaml_path, overrides, base=b))
 
 
 def validate_rewards(cfg: RLConfig) -> None:

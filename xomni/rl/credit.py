@@ -2,7 +2,7 @@
 
 GRPO gives every token of a rollout the same advantage. For a one-line text image most of those tokens drew
 characters that were read correctly in every sample of the group, yet they all get pushed up or down with the
-rollout's one reward: that is noise in the policy gradient (`scripts/rl_gradient_snr.py` measures it).
+rollout's one reward: that is noise in the policy gradient (`xomni bench rl-snr` measures it).
 Column credit localises the OCR reward instead:
 
 1. `char_correct(pred, target)`: align the OCR reading with the target string (Levenshtein, backtraced) and mark

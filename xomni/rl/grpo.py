@@ -1,41 +1,25 @@
 """GRPO on the unified AR policy (X-Omni's RL stage), as a `loss_fn` for the shared training loop.
 
-One optimizer step (`GRPOLoss.__call__(model, batch, gen)`, batch = this rank's prompts):
-  1. rollouts, no grad: for each prompt, G token grids from `xomni.ar.sampler.sample_images`, which also returns
-     log p_old(token) under the exact sampling distribution (`process_logits`: CFG -> temperature -> top-k -> top-p
-     -> min-p); decoded by the diffusion decoder; each group's images go to the reward pool at once, so OCR runs
-     in worker processes while the next group is sampled and decoded;
-  2. advantages: A = (r - mean_group(r)) / (std_group(r) + adv_eps) (population std), one value per rollout,
-     broadcast to its tokens; a group whose rewards are all equal gets A = 0 (only the KL term acts on it).
-     With credit=column the OCR reward is credited per token column instead (xomni.rl.credit): A is B x N.
-     With scale_rewards=false (Dr. GRPO, TRL's `scale_rewards=False`) A = r - mean_group(r): a group whose
-     rewards differ only a little (every sample already reads right, say, and only the aesthetic term varies)
-     then pushes the policy a little, instead of as hard as a group where half the samples misspell;
-  3. loss, with gradients through `model(prompts, codes, sampling)` = `sequence_logprobs` with the SAME
-     SamplingConfig as the sampler (so ratio == 1 exactly at the first inner step):
-        ratio_t = exp(lp_t - lp_old_t)
-        pg_t    = -min(ratio_t A, clip(ratio_t, 1 - eps, 1 + eps) A)
-        kl_t    = exp(ref_t - lp_t) - (ref_t - lp_t) - 1          (k3 estimator, >= 0, 0 when lp == ref)
-        loss    = mean over every token of every rollout of (pg_t + beta kl_t)
-     The reference log-probs use the same sampling transform on the frozen reference model, so the KL is between
-     the two sampling distributions and is exactly 0 while the policy equals the reference. Where the reference's
-     filters (min-p, top-k/p) exclude a token the policy drew, log-ratios are clamped to +-20 (as verl does), so
-     the penalty stays finite.
+One call (`GRPOLoss.__call__(model, batch, gen)`, one micro-batch of prompts; the loop accumulates micro-batches):
+  1. prompts: this micro-batch's, or drawn from the pass-rate pool (xomni.rl.pool) when one is attached;
+  2. rollouts, no grad: G token grids per prompt from `sample_images`, with log p_old of each drawn token under the
+     exact sampling distribution (`process_logits`); decoded a chunk at a time; the reward pool scores a chunk's
+     groups in worker processes while the next chunk samples;
+  3. advantages: A = (r - mean_group(r)) / (std_group(r) + adv_eps) per rollout (scale_rewards=false: centred only,
+     Dr. GRPO), or per token with column credit (xomni.rl.credit: the OCR reward goes to the columns that drew each
+     character); algo=rest instead marks each group's best-of-N pick when it passes rest_min_reward;
+  4. loss with gradients through `model(prompts, codes, sampling)` (`sequence_logprobs` with the SAME sampling
+     settings, so ratio == 1 at the first inner step):
+        pg_t = -min(r_t A, clip(r_t, 1 - eps, 1 + eps) A),  r_t = exp(lp_t - lp_old_t)
+        kl_t = exp(ref_t - lp_t) - (ref_t - lp_t) - 1       (k3, against the frozen reference's sampling dist.)
+        loss = sum over tokens of (pg_t + beta kl_t) / (all tokens of the micro-batch)
+     Rollouts whose advantages are all 0 have pg_t = 0: with skip_flat they stay out of the gradient-carrying pass
+     (only their KL term is dropped). The denominator counts every rollout, so k micro-batches of loss / k give the
+     gradient of one big batch. rest: loss = -sum of the kept rollouts' token log-probs under the raw model / same.
 
-Loss normalisation: every rollout has exactly h*w image tokens, so "mean over tokens within a sequence, then mean
-over sequences" (GRPO paper) and "mean over all tokens of the batch" (DAPO's token-level) are the same number; we
-take the token mean. Not the token *sum*: its gradient would grow with the grid size, so the learning rate would
-have to change with the resolution. With rewards normalised per group, each group contributes equally.
-
-Memory: the gradient-carrying forward covers all (prompts per rank) x G rollouts at once (run_training does one
-backward per step); lower train.batch_size for a large backbone. The no-grad passes are chunked by rollout_batch.
-
-DDP: `PolicyLogprobs` wraps the UnifiedAR (it registers the AR's own submodules, so its state_dict has the AR's
-keys and OUT/final is a drop-in `ar/` folder) and its `forward` is `sequence_logprobs`, so the gradient-carrying
-call goes through DistributedDataParallel's forward when run_training wraps it; sampling, the reference pass and
-the entropy pass use `xomni.train.unwrap(model).ar` under no_grad. The text head (unused by image log-probs) is
-frozen so DDP sees no unused parameters. The wrapper keeps the AR in eval mode (no dropout): the log-probs must be
-those of the policy that sampled.
+DDP: `PolicyLogprobs` registers the AR's own submodules (its state_dict is a drop-in `ar/` folder) and its forward
+is `sequence_logprobs`, so the gradient-carrying call goes through DDP; sampling and the no-grad passes use the
+unwrapped AR. The text head is frozen (unused by image log-probs) and the AR stays in eval mode (no dropout).
 """
 from __future__ import annotations
 
@@ -52,6 +36,7 @@ from xomni.errors import XomniError
 from xomni.utils import log
 
 LOG_RATIO_CLAMP = 20.0
+RAW_SAMPLING = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, cfg_scale=1.0)  # the model itself
 
 
 # ------------------------------------------------------------------ math
@@ -71,15 +56,16 @@ def k3_kl(lp: torch.Tensor, ref_lp: torch.Tensor) -> torch.Tensor:
 
 
 def grpo_token_loss(lp: torch.Tensor, old_lp: torch.Tensor, ref_lp: torch.Tensor, adv_B: torch.Tensor,
-                    clip_eps: float, beta: float) -> tuple[torch.Tensor, dict]:
-    """Clipped token-level policy-gradient loss + beta * k3 KL, averaged over all tokens (see module doc)."""
+                    clip_eps: float, beta: float, denom: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Clipped token-level policy-gradient loss + beta * k3 KL, summed over the given tokens and divided by
+    `denom` tokens (default: their number, i.e. the mean; see module doc)."""
     log_ratio = (lp - old_lp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     a = adv_B.to(lp.device)
     a = a if a.dim() == 2 else a.unsqueeze(-1)  # B x N token advantages (column credit) or one per rollout
     pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
     kl = k3_kl(lp, ref_lp)
-    loss = (pg + beta * kl).mean()
+    loss = (pg + beta * kl).sum() / (denom or pg.numel())
     with torch.no_grad():
         stats = {"kl": kl.mean().item(), "pg_loss": pg.mean().item(),
                  "clip_frac": ((ratio - 1).abs() > clip_eps).float().mean().item(),
@@ -152,9 +138,9 @@ class Rollouts:
 def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampling: SamplingConfig,
                      decode_fn: Callable, pool, gen: torch.Generator, rollout_batch: int, adv_eps: float,
                      scale_rewards: bool = True, credit: Callable | None = None) -> Rollouts:
-    """Sample G grids per prompt (whole groups batched up to `rollout_batch` rows per sampler call), then decode
-    group by group and hand each group's images to the reward pool at once: OCR of group i runs in the workers
-    while group i+1 is decoded and the next chunk sampled. Then collect rewards and normalise them per group;
+    """Sample G grids per prompt (whole groups batched up to `rollout_batch` rows per sampler call), decode each
+    chunk in one decoder call and hand its groups to the reward pool: their OCR runs in the workers while the next
+    chunk is sampled and decoded. Then collect rewards and normalise them per group;
     with `credit` (an xomni.rl.credit.ColumnCredit) the advantages are per token instead."""
     per_call = max(1, rollout_batch // G)
     ids, codes, old_lp, futures, times = [], [], [], [], {"sample_s": 0.0, "decode_s": 0.0}
@@ -164,12 +150,12 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
         t0 = time.time()
         out = sample_images(ar, row_ids, tuple(grid), sampling, generator=gen)
         times["sample_s"] += time.time() - t0
-        for j, b in enumerate(chunk):
-            t0 = time.time()
-            seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
-            images = decode_fn(out.codes_BHW[j * G:(j + 1) * G], seed)
-            times["decode_s"] += time.time() - t0
-            futures.append(pool.submit(images, [b["prompt"]] * G, {"text": [b.get("text")] * G}))
+        t0 = time.time()
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
+        images = decode_fn(out.codes_BHW, seed)  # the whole chunk in one decoder call
+        times["decode_s"] += time.time() - t0
+        for j, b in enumerate(chunk):  # OCR of these groups runs in the workers while the next chunk samples
+            futures.append(pool.submit(images[j * G:(j + 1) * G], [b["prompt"]] * G, {"text": [b.get("text")] * G}))
         ids.extend(row_ids)
         codes.append(out.codes_BHW)
         old_lp.append(out.logprobs_BN)
@@ -197,6 +183,23 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
                     targets=targets)
 
 
+def passes_per_group(ro: Rollouts, G: int) -> list[int]:
+    """Rollouts per group whose OCR reward is 1 (read exactly right); the combined reward when there is no OCR."""
+    r = ro.comps.get("ocr", ro.total)
+    return (r.view(-1, G) >= 1.0).sum(-1).tolist()
+
+
+def rest_selection(total_PG: torch.Tensor, min_reward: float) -> torch.Tensor:
+    """ReST / RAFT filter, P*G weights: 1 for each group's best-of-N pick (`pick_best`, the rule best-of-N uses)
+    when its reward is >= min_reward, else 0."""
+    from xomni.rl.bestofn import pick_best
+    P, G = total_PG.shape
+    w = torch.zeros(P, G)
+    for p, b in enumerate(pick_best(total_PG)):
+        w[p, b] = float(total_PG[p, b] >= min_reward)
+    return w.reshape(-1)
+
+
 # ------------------------------------------------------------------ the loss_fn
 class GRPOLoss:
     """`loss_fn(model, batch, gen)` for xomni.train.run_training; `model` is a PolicyLogprobs, maybe DDP-wrapped.
@@ -209,10 +212,12 @@ class GRPOLoss:
         self.cfg, self.ref, self.decode_fn, self.pool, self.world = cfg, reference, decode_fn, pool, world
         self.grid = tuple(grid)
         self.credit = None
-        if cfg.credit == "column":
+        from xomni.rl.config import effective_credit
+        if effective_credit(cfg) == "column" and cfg.algo == "grpo":
             from xomni.rl.credit import ColumnCredit
             self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards, levels)
         self.cache: Rollouts | None = None
+        self.prompt_pool, self.rows = None, None
         self._t_end: float | None = None
         self._warned = False
 
@@ -224,22 +229,41 @@ class GRPOLoss:
         ar = unwrap(model).ar
         fresh = self.cache is None or self.cache.uses >= cfg.inner_epochs
         if fresh:
+            if self.prompt_pool is not None:  # this step's prompts come from the pool, not the loop's order
+                batch = [self.rows[i] for i in self.prompt_pool.draw(len(batch), gen)]
             self.cache = collect_rollouts(ar, batch, self.grid, cfg.group_size, cfg.sampling, self.decode_fn,
                                           self.pool, gen, cfg.rollout_batch, cfg.adv_eps, cfg.scale_rewards,
                                           credit=self.credit)
+            if cfg.algo == "rest":
+                self.cache.adv = rest_selection(self.cache.total.view(-1, cfg.group_size), cfg.rest_min_reward)
+            if self.prompt_pool is not None:
+                self.prompt_pool.update([b["idx"] for b in batch], passes_per_group(self.cache, cfg.group_size),
+                                        cfg.group_size)
         ro = self.cache
         ro.uses += 1
         t_fwd = time.time()
-        ref_lp = self._no_grad_chunks(self.ref, ro, need_entropy=False)[0]
-        lp = model(ro.ids, ro.codes, cfg.sampling)
-        loss, st = grpo_token_loss(lp, ro.old_lp.to(lp.device), ref_lp.to(lp.device), ro.adv, cfg.clip_eps, cfg.beta)
+        keep = self._rows_to_train(ro)
+        ids, codes = [ro.ids[i] for i in keep], ro.codes[keep]
+        denom = ro.old_lp.numel()  # every rollout's tokens, trained or not: accumulation stays exact
+        if cfg.algo == "rest":  # fine-tune on the kept rollouts under the raw model (SFT on filtered samples)
+            lp = model(ids, codes, RAW_SAMPLING)
+            w = ro.adv[keep].to(lp.device)
+            loss = -(lp * w[:, None]).sum() / denom
+            st = {"rest_kept": float(w.sum()) / (len(ro.ids) // cfg.group_size)}
+        else:
+            sub = dataclasses.replace(ro, ids=ids, codes=codes)
+            ref_lp = self._no_grad_chunks(self.ref, sub, need_entropy=False)[0]
+            lp = model(ids, codes, cfg.sampling)
+            loss, st = grpo_token_loss(lp, ro.old_lp[keep].to(lp.device), ref_lp.to(lp.device), ro.adv[keep],
+                                       cfg.clip_eps, cfg.beta, denom=denom)
+        st["trained_frac"] = len(keep) / len(ro.ids)
         if fresh:
             if cfg.exact_entropy:
                 st["entropy"] = self._no_grad_chunks(ar, ro, need_entropy=True)[1].mean().item()
             else:
                 st["entropy"] = (-ro.old_lp).mean().item()
-            st["ratio_dev_first"] = st["ratio_max_dev"]
-            if st["ratio_max_dev"] > 1e-3 and not self._warned:
+            st["ratio_dev_first"] = st.get("ratio_max_dev", 0.0)
+            if st.get("ratio_max_dev", 0.0) > 1e-3 and not self._warned:
                 self._warned = True
                 log(f"[rl] warning: at the first inner step the policy/sampler ratio deviates from 1 by "
                     f"{st['ratio_max_dev']:.2e}: the loss log-probs are not those of the sampling distribution")
@@ -256,10 +280,22 @@ class GRPOLoss:
         for k in ("sample", "decode", "reward_wait", "update"):
             m[f"share_{k}"] = times[f"{k}_s"] / wall
         m.update({k: v for k, v in times.items()})
+        if fresh:  # rollouts per second of collection (sampling + decoding + waiting for rewards)
+            m["rollouts_per_s"] = len(ro.ids) / max(1e-9, times["sample_s"] + times["decode_s"] + times["reward_wait_s"])
+        if self.prompt_pool is not None:
+            m["pool_mean_pass"] = self.prompt_pool.mean_pass()
         m["tokens"] = float(ro.old_lp.numel())
         m = self._reduce(m)
         self._t_end = time.time()
         return loss, m
+
+    def _rows_to_train(self, ro: Rollouts) -> list[int]:
+        """Rows of the gradient-carrying pass: with skip_flat (grpo) or for rest, the rollouts with a non-zero
+        advantage / selection weight; at least one row, so that every rank runs a backward."""
+        if self.cfg.algo == "grpo" and not self.cfg.skip_flat:
+            return list(range(len(ro.ids)))
+        live = ro.adv.reshape(len(ro.ids), -1).abs().amax(-1) > 0
+        return [i for i in range(len(ro.ids)) if live[i]] or [0]
 
     @torch.no_grad()
     def _no_grad_chunks(self, net, ro: Rollouts, need_entropy: bool):

@@ -53,6 +53,12 @@ def resolve_user_reward(spec: str) -> Callable:
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise XomniError(f"reward {spec!r}: module {mod_name!r} has no callable {fn_name!r}")
+    try:
+        inspect.signature(fn).bind([], [])
+    except TypeError as e:
+        raise XomniError(f"reward {spec!r} must take (images, prompts, **meta): {e}") from None
+    except ValueError:  # a builtin without a signature: called as it is
+        pass
     return fn
 
 

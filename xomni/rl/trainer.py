@@ -20,7 +20,7 @@ import torch
 
 from xomni.config import to_dict
 from xomni.errors import XomniError
-from xomni.rl.config import RLConfig, validate
+from xomni.rl.config import RLConfig, effective_credit, validate
 from xomni.utils import log
 
 ARCH_KEYS = ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "n_text", "bos_id", "eos_id",
@@ -179,6 +179,13 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
     policy = PolicyLogprobs(policy_ar)
     decode_fn = make_decode_fn(pipe, cfg.decode_steps)
     loss_fn = GRPOLoss(cfg, ref, decode_fn, pool, pipe.grid, world=world, levels=pipe.image_tokenizer.levels)
+    prompt_pool = None
+    if cfg.prompt_pool:
+        from xomni.rl.pool import PromptPool
+        for i, r in enumerate(train_rows):
+            r["idx"] = i
+        prompt_pool = loss_fn.prompt_pool = PromptPool(len(train_rows))
+        loss_fn.rows = train_rows
     eval_fn = None
     if cfg.val_n and cfg.train.eval_every:
         def eval_fn(model, step):
@@ -192,9 +199,10 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
         log(f"[rl] val before: {result['val_before']}")
     if rank == 0:
         log(f"[rl] {len(train_rows)} prompts, G={cfg.group_size}, {cfg.train.batch_size} prompts/step over "
-            f"{world} rank(s), rewards {cfg.rewards}, {cfg.reward_workers} reward worker(s) per rank")
+            f"{world} rank(s), rewards {cfg.rewards}, {cfg.reward_workers} reward worker(s) per rank, {cfg.algo}, "
+            f"credit {effective_credit(cfg) if cfg.algo == 'grpo' else '-'}, sampling {to_dict(cfg.sampling)}")
     res = run_training(cfg.train, policy, train_rows, loss_fn, collate=list, config_dict=config_dict,
-                       resume=resume, eval_fn=eval_fn)
+                       resume=resume, eval_fn=eval_fn, extra_state=prompt_pool)
     if rank == 0:
         out = Path(cfg.train.out_dir)
         policy_ar.cpu()

@@ -1,7 +1,9 @@
 """How much of a GRPO step is signal? Policy-gradient signal-to-noise and reward repeatability at the start of RL.
 
-    python scripts/rl_gradient_snr.py --model xomni/pretrained/mini --data runs/mini5/data \
-        --config configs/rl_mini.yaml --groups 64 --json runs/snr.json
+    xomni bench rl-snr --model xomni/pretrained/mini --data DATA --config configs/rl_mini.yaml --groups 64
+
+`rollouts_for_cos_0.5` (top level) is the number of rollouts one optimizer step needs for half of it to be signal
+with the configured credit: set train.batch_size x group_size to about that (train.grad_accum keeps it in memory).
 
 Draws `--groups` training prompts x G rollouts exactly as `xomni train rl` does (same sampler, decoder and reward
 pool), then measures at the initial policy (ratio = 1, KL = 0, so the GRPO gradient is the plain policy gradient):
@@ -25,21 +27,17 @@ pool), then measures at the initial policy (ratio = 1, KL = 0, so the GRPO gradi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from xomni.errors import XomniError  # noqa: E402
-from xomni.utils import log  # noqa: E402
+from xomni.errors import XomniError
+from xomni.utils import log
 
 
 def gram(g_PD: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
@@ -85,39 +83,30 @@ def pair_cosines(K: torch.Tensor, repeats: int) -> dict:
             "other_prompt_cos": float(np.mean(other)), "other_prompt_cos_sem": float(np.std(other) / math.sqrt(P))}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="pipeline directory (the SFT policy)")
-    ap.add_argument("--data", required=True, help="dataset whose train-split captions are the prompts")
-    ap.add_argument("--config", default="configs/rl_mini.yaml", help="RL config (rewards, G, sampling)")
-    ap.add_argument("--set", action="append", default=[], help="override an RL config field (key=value)")
-    ap.add_argument("--groups", type=int, default=64, help="prompts (groups) to draw; >= 4")
-    ap.add_argument("--repeats", type=int, default=1, choices=(1, 2),
-                    help="groups per prompt (2: also compare two groups of the same prompt)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", help="also save the JSON result here")
-    a = ap.parse_args(argv)
-    try:
-        return _run(a)
-    except XomniError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(a) -> int:
+def measure(model: str, data: str, config: str | None = None, sets: list[str] | None = None, groups: int = 64,
+            repeats: int = 1, seed: int = 0, threads: int = 2) -> dict:
+    """Draw `groups` prompts x G rollouts as `xomni train rl` would (the model's shipped sampling unless the
+    config says otherwise) and measure reward repeatability and gradient signal/noise (see the module doc)."""
+    import types
+    a = types.SimpleNamespace(model=model, data=data, config=config, set=list(sets or []), groups=groups,
+                              repeats=repeats, seed=seed, threads=threads)
     from xomni.pipeline import Pipeline
-    from xomni.rl.config import load_rl_config
+    from xomni.rl.config import effective_credit, load_rl_config
     from xomni.rl.grpo import PolicyLogprobs, collect_rollouts, group_advantages
     from xomni.rl.rewards import RewardPool, reward_spec
     from xomni.rl.trainer import make_decode_fn, read_dataset_prompts
+    if repeats not in (1, 2):
+        raise XomniError(f"--repeats must be 1 or 2, got {repeats}")
     if a.groups < 4:
         raise XomniError(f"--groups must be >= 4, got {a.groups}")
     if a.groups % a.repeats:
         raise XomniError(f"--groups {a.groups} is not a multiple of --repeats {a.repeats}")
     t0 = time.time()
-    torch.set_num_threads(a.threads)
-    cfg = load_rl_config(a.config, a.set)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from xomni.rl.config import base_config, with_model_sampling
+    cfg = load_rl_config(a.config, a.set + [f"model={a.model}"])
+    cfg = with_model_sampling(cfg, a.config, a.set + [f"model={a.model}"], base_config())
     G = cfg.group_size
     pipe = Pipeline.from_pretrained(a.model)
     rows = read_dataset_prompts(a.data, cfg.data_split)
@@ -200,13 +189,8 @@ def _run(a) -> int:
            "gradient": {k: {**stats_from_gram(K, seed=a.seed), **(pair_cosines(K, a.repeats) if a.repeats > 1 else {})}
                         for k, K in ((k, gram(g)) for k, g in grads.items())},
            "wall_s": round(time.time() - t0, 1)}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    key = "column_configured" if effective_credit(cfg) == "column" and "column_configured" in out["gradient"] \
+        else "configured"
+    out["credit"] = key
+    out["rollouts_for_cos_0.5"] = out["gradient"][key]["groups_for_cos_0.5"] * G
+    return out
