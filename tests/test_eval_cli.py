@@ -88,3 +88,14 @@ def test_text_and_longtext_happy_paths(tmp_path, cli_env):
     assert set(res["ci95"]) == {"exact_match", "word_recall", "cer"}
     assert res["n"] == len(units) and res["exact_match"] >= 0.8
     assert len((tmp_path / "per.jsonl").read_text().splitlines()) == len(units)
+
+
+def test_generated_prompts_carry_the_preset_so_eval_text_reads_its_region(tmp_path, monkeypatch, capsys):
+    """`generate --prompts` on the bundled mini model writes the model's data preset into metadata.jsonl, so that
+    `eval text --images G` reads the sign's OCR region (the whole image would include the frame)."""
+    (tmp_path / "p.txt").write_text('a white poster with the text "OPEN" in black bold sans-serif letters\n')
+    r = run_inproc(["generate", "--prompts", str(tmp_path / "p.txt"), "--n", "1", "--steps", "2",
+                    "-o", str(tmp_path / "G")], monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "G" / "metadata.jsonl").read_text().splitlines()[0])
+    assert meta["preset"] == "mini" and meta["text"] == "OPEN"

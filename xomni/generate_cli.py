@@ -155,6 +155,7 @@ def _prompt_rows(pipe, prompts: list[str], n: int, seed: int, sampling, steps, b
     one chunk's images are in memory; best-of-N rewards are appended to `rewards`."""
     from xomni.data.caption import parse_caption
     from xomni.utils import log
+    preset = pipe.index.get("data_preset")  # `xomni eval text --images` then reads that preset's OCR region
     for c, start in enumerate(range(0, len(prompts), batch)):
         chunk = prompts[start:start + batch]
         images, scores = _draw(pipe, chunk, n, seed + c, sampling, steps, best_of, reward_config)
@@ -162,7 +163,7 @@ def _prompt_rows(pipe, prompts: list[str], n: int, seed: int, sampling, steps, b
             i = start + j // n
             text = parse_caption(prompts[i]).get("text")  # quoted text: `xomni eval text --images` reads it
             meta = {"key": f"p{i:04d}-s{j % n}", "caption": prompts[i], "prompt": prompts[i], "seed": seed + c,
-                    "index": j % n, **({"text": text} if text else {})}
+                    "index": j % n, **({"text": text} if text else {}), **({"preset": preset} if preset else {})}
             if scores is not None:
                 meta["reward"] = float(scores[j])
                 rewards.append(float(scores[j]))
