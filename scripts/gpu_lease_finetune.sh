@@ -1,5 +1,5 @@
 #!/bin/bash
-# The first GPU lease of 2026-11-30 (one H200, 15 minutes of device time), as it ran: `BUDGET=270 bash THIS` in the
+# An AR fine-tune on a lent GPU (one H200, 15 minutes of device time): `BUDGET=270 bash THIS` in the
 # repo root on the GPU machine, with $OUT the folder whose files come back. It expects, carried beside the repo:
 #   .whl/     wheels the GPU image lacks (diffusers, vector-quantize-pytorch and its deps, transformers 5.24)
 #   .devdata/ tok4_codes.safetensors.xz + tok4_meta.jsonl.xz + tok4_info.json: the token cache of
@@ -8,7 +8,7 @@
 #             the 64 MiB transfer), tokval/ (the first 256 val renders of seed 0, encoded the same way) and
 #             eval_targets.txt (= models/mini/eval_targets.txt).
 # It checks the CUDA path (scripts/device_check.py) and then runs three timed AR fine-tunes of the bundled AR side by
-# side on the GPU (scripts/timed_finetune.py). Fine-tune C is the bundled AR since 2026-11-30.
+# side on the GPU (scripts/timed_finetune.py). Which run became the bundled AR: docs/RECIPE.md.
 # One GPU lease: install the carried wheels, unpack the token caches, check the CUDA path, then three timed
 # AR fine-tunes side by side on the GPU. Everything useful lands in $OUT (<= 8 files).
 T0=$(date +%s)

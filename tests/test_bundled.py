@@ -1,9 +1,8 @@
 """Guards on the bundled model (xomni/pretrained/mini): it is there, small, safetensors only, and it still writes
-text: Tesseract exact match >= 0.65 on 32 fixed test-split prompts, greedy AR decoding, decoder seed 0 (measured
-0.78 by `pytest -s -m slow tests/test_bundled.py` for the AR of 2026-11-30 evening; the AR before it read 0.91, the
-one before 0.81; the issue's floor is 0.25).
+text: Tesseract exact match >= 0.65 on 32 fixed test-split prompts, greedy AR decoding, decoder seed 0 (the test
+prints the figure: `pytest -s -m slow tests/test_bundled.py`).
 It also still reads: its own captions (the model's default, beam search 4) of 32 rendered test-split scenes match
-the true caption exactly >= 0.7 of the time (measured 0.91; the AR before it 0.875, the one before 0.56 greedy).
+the true caption exactly >= 0.7 of the time.
 A regression in the sampler, decoder, tokenizer or the weights fails the build. Also runs the README's Python example."""
 import json
 import re

@@ -4,7 +4,8 @@ The same preprocessing (`preprocess_for_ocr`) and the same engine settings are u
 generated; nothing is derived from the target string (no whitelist).
 
 - `tesseract_batch(images, psm=7)`: the tesseract binary run once per chunk over a list file (pages come back
-  separated by form feeds), chunks spread over `workers` processes. ~15x faster than one pytesseract call per image.
+  separated by form feeds), chunks spread over `workers` processes (`xomni bench ocr` times it against one
+  pytesseract call per image).
 - `rapidocr_batch(images)`: RapidOCR (PP-OCR, ONNX) recognition only, one engine per process.
 - `normalize_ws`, `exact_match`: exact match = equal after stripping both ends and collapsing whitespace runs;
   case and punctuation count.

@@ -3,11 +3,10 @@
 One `torch.compile` graph per (rows, cache bucket, sampling settings) runs a whole token step: image embedding ->
 layers over the static KV cache (written in place) -> image head -> `process_logits` -> inverse-CDF draw. In eager
 mode a batch-16 step of the tiny model is ~150 small ops; inductor fuses the elementwise work and, with `freezing`
-and `max_autotune`, generates its own C++ GEMMs over weights packed once. `freezing` is what pays: at batch 16 on
-the bundled model, 5049 tokens/s with it, 3470 with `max_autotune` alone, 3599 with the options passed through
-`torch.compile(options=...)` (which left `freezing` unapplied), eager 2641-3009 (one session-12 run of each).
-`xomni bench sample` measures both paths. On CUDA it compiles with `freezing` only
-(not measured: no GPU in the sessions that built it).
+and `max_autotune`, generates its own C++ GEMMs over weights packed once. `freezing` is what pays (the variants
+measured are in docs/RESULTS.md); passing the options through `torch.compile(options=...)` left `freezing`
+unapplied, hence the per-call patch below. `xomni bench sample` measures both paths. On CUDA it compiles with
+`freezing` only (not yet measured on a GPU).
 
 Costs, stated: the first call for a new batch size or cache bucket compiles (~30 s on 2 cores; inductor's on-disk
 cache makes later processes faster), and the weights are frozen into the graph, so the step is rebuilt when they

@@ -2,11 +2,11 @@
 
 Accepted `--inception-weights` files:
   * a state dict with torchvision's InceptionV3 parameter names (`Conv2d_1a_3x3.conv.weight`, ..., `fc.weight`),
-    e.g. torchvision's `inception_v3_google-*.pth` (fc 1000) or pytorch-fid's `pt_inception-2015-12-05-*.pth`
+    e.g. torchvision's `inception_v3_google-*.pth` (fc 1000) or pytorch-fid's `pt_inception-*.pth`
     (fc 1008; its FID-specific block variants are selected automatically from the fc size);
   * a TorchScript file of a torchvision-style InceptionV3 (its submodules are run up to the 2048-d pool);
   * any other TorchScript module whose forward(x, [return_features=True]) maps float images in [0, 255],
-    N x 3 x 299 x 299, to N x D features (e.g. the StyleGAN/clean-fid `inception-2015-12-05.pt`).
+    N x 3 x 299 x 299, to N x D features (e.g. the StyleGAN/clean-fid `inception-*.pt`).
 Features: the 2048-d global average pool after Mixed_7c (the standard FID layer). Input: RGB in [0, 1] resized to
 299x299 (bilinear) and scaled to [-1, 1], which is what both torchvision (transform_input) and pytorch-fid feed.
 """

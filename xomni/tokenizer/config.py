@@ -46,9 +46,8 @@ class TokenizerConfig:
     max_caption_bytes: int = field(192, help="Longest caption (UTF-8 bytes) the caption decoder handles.")
     recon_weight: float = field(1.0, help="Weight of the auxiliary pixel reconstruction loss (0 = off).")
     recon_down: int = field(2, help="The auxiliary reconstruction target is the image downsampled by this factor.")
-    recon_loss: str = field("mse", help="Pixel loss of the reconstruction head: mse | l1. Measured on the mini preset "
-                                        "(1500 steps, Tesseract on 200 val head reconstructions): mse with "
-                                        "diversity 0.1 read 0.33, l1 with diversity 0 read 0.02; mse is the default.")
+    recon_loss: str = field("mse", help="Pixel loss of the reconstruction head: mse | l1 (mse reads better on the mini "
+                                        "preset; the comparison is in docs/RESULTS.md).")
 
     @property
     def grid(self) -> tuple[int, int]:
