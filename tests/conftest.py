@@ -33,11 +33,12 @@ def run_inproc(args, monkeypatch, capsys):
 
     import xomni.cli
     monkeypatch.setattr(sys, "argv", ["xomni", *args])
+    capsys.readouterr()
     code = 0
     try:
         xomni.cli.main()
     except SystemExit as e:
-        code = e.code
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_inproc
 
 from xomni.pipeline import BUNDLED
 
@@ -109,16 +109,8 @@ def env(tmp_path_factory):
 
 
 def run_cli(argv, monkeypatch, capsys):
-    from xomni.cli import main
-    monkeypatch.setattr(sys, "argv", ["xomni", *argv])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    r = run_inproc(argv, monkeypatch, capsys)
+    return r.returncode, r.stdout, r.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------- table
@@ -282,7 +274,7 @@ CASES = [
     ("tok-batch-0", TT + ["--set", "train.batch_size=0"], "train.batch_size must be >= 1", None),
     ("tok-lr-nan", TT + ["--set", "train.lr=nan"], "train.lr must be finite", None),
     ("tok-lr-neg", TT + ["--set", "train.lr=-1"], "train.lr must be > 0", None),
-    ("tok-threads-huge", TT + ["--set", "train.num_threads=100000"], "train.num_threads must be >= 1 and <=", None),
+    ("tok-threads-huge", TT + ["--set", "train.num_threads=100000"], "train.num_threads must be between 1 and", None),
     ("tok-threads-neg", TT + ["--set", "train.num_threads=-1"], "train.num_threads must be", None),
     ("tok-train-scalar", TT + ["--set", "train=5"], "'train' is a section", None),
     ("tok-train-scalar-out", TT + ["--set", "train=5", "--out", "{t}/tokrun"], "'train' is a section", None),
@@ -310,9 +302,9 @@ CASES = [
     ("judge-seed-neg", TJ + ["--seed=-1"], "--seed must be between", None),
     ("judge-finished-run", TJ + ["--out", "{run_done}"], "pass --resume auto", "run_done"),
     ("pipeline-threads-0", ["pipeline", "--preset", "smoke", "-o", "{t}/pl", "--set", "threads=0"],
-     "threads must be >= 1", None),
+     "threads must be between 1 and", None),
     ("pipeline-threads-huge", ["pipeline", "--preset", "smoke", "-o", "{t}/pl", "--set", "threads=100000"],
-     "threads must be >= 1 and <=", None),
+     "threads must be between 1 and", None),
     ("pipeline-n-train-0", ["pipeline", "--preset", "smoke", "-o", "{t}/pl", "--set", "n_train=0"],
      "n_train must be >= 1", None),
     ("pipeline-section-scalar", ["pipeline", "--preset", "smoke", "-o", "{t}/pl", "--set", "ar=1"],

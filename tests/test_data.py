@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_inproc
 from PIL import Image
 
 from xomni.data import words as W
@@ -283,18 +284,10 @@ def _assert_one_line_error(code, stderr, *needles):
 
 def _main(argv, capsys, monkeypatch, env=None):
     """xomni.cli.main() in-process (a subprocess costs seconds of imports per call on 2 cores)."""
-    from xomni.cli import main
     for k, v in (env or {}).items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(sys, "argv", ["xomni", *argv])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    r = run_inproc(argv, monkeypatch, capsys)
+    return r.returncode, r.stdout, r.stderr
 
 
 def test_cli_bad_input_subprocess_exits_2_with_one_line(tmp_path):

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_rl import PROMPTS, _grpo_loss, _ListPool, brightness, mock_decode, tiny_ar
+from test_rl import PROMPTS, _grpo_loss, _ListPool, brightness, mock_decode
 from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
 from xomni.errors import XomniError
 from xomni.rl.bestofn import pick_best
-from xomni.rl.config import RLConfig, base_config, load_rl_config, with_model_sampling
-from xomni.rl.grpo import GRPOLoss, PolicyLogprobs, collect_rollouts, rest_selection
+from xomni.rl.config import RLConfig, load_run_config
+from xomni.rl.grpo import collect_rollouts, rest_selection
 from xomni.rl.pool import PromptPool
 from xomni.train import TrainConfig, run_training
 
@@ -75,7 +75,6 @@ def test_grpo_accumulation_and_skip_flat_keep_the_gradient():
     # accumulation: per-prompt halves of the same rollouts, each loss / 2
     loss_fn, pol, batch = _grpo_loss(s, beta=0.0)
     loss_fn.cfg = dataclasses.replace(loss_fn.cfg, inner_epochs=10 ** 6)
-    half = []
     for j in range(2):
         sub = dataclasses.replace(ro, ids=ro.ids[4 * j:4 * j + 4], codes=ro.codes[4 * j:4 * j + 4],
                                   old_lp=ro.old_lp[4 * j:4 * j + 4], total=ro.total[4 * j:4 * j + 4],
@@ -142,23 +141,26 @@ def test_rest_keeps_exactly_the_best_of_n_pick():
     assert pol.image_head.weight.grad.abs().sum() > 0
 
 
-def test_rl_sampling_starts_from_the_model_and_set_fields_win(tmp_path):
+def test_rl_config_starts_from_the_model_and_set_fields_win(tmp_path):
+    """A run on a model samples with its shipped settings and reads its data preset's OCR region, unless the
+    config or --set says otherwise (even when the value set equals the class default)."""
     shipped = json.loads((BUNDLED / "model_index.json").read_text())["sampling"]
-    base = base_config()
-    cfg = with_model_sampling(load_rl_config({"model": str(BUNDLED)}), None, [f"model={BUNDLED}"], base)
+    m = f"model={BUNDLED}"
+    cfg = load_run_config(None, [m])
     assert cfg.sampling.temperature == shipped["temperature"] != SamplingConfig().temperature
-    cfg = with_model_sampling(load_rl_config({"model": str(BUNDLED)}), None,
-                              [f"model={BUNDLED}", "sampling.temperature=1.0"], base)
-    assert cfg.sampling.temperature == 1.0  # an explicit field wins, even when it equals the class default
+    assert cfg.preset == "mini" != RLConfig().preset
+    cfg = load_run_config(None, [m, "sampling.temperature=1.0", "preset=tiny"])
+    assert cfg.sampling.temperature == 1.0 and cfg.preset == "tiny"
     y = tmp_path / "c.yaml"
     y.write_text("sampling: {min_p: 0.1}\nsampling_from_model: false\n")
-    cfg = with_model_sampling(load_rl_config(str(y), overrides=[f"model={BUNDLED}"]), y, [f"model={BUNDLED}"], base)
-    assert cfg.sampling.temperature == 1.0 and cfg.sampling.min_p == 0.1
+    cfg = load_run_config(y, [m])
+    assert cfg.sampling.temperature == 1.0 and cfg.sampling.min_p == 0.1 and cfg.preset == "mini"
+    assert load_run_config(None, []).preset == RLConfig().preset  # no model: the class defaults
     bad = tmp_path / "m"
     bad.mkdir()
     (bad / "model_index.json").write_text(json.dumps({"sampling": "hot"}))
     with pytest.raises(XomniError, match="'sampling' must be a mapping"):
-        with_model_sampling(load_rl_config({"model": str(bad)}), None, [f"model={bad}"], base)
+        load_run_config(None, [f"model={bad}"])
 
 
 def test_sampler_and_trainer_logprobs_agree_at_the_shipped_settings():

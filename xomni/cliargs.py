@@ -153,28 +153,27 @@ def refuse_existing(p: Path, name: str, what: str, overwrite: bool) -> None:
                          f"(the new output is written aside and swapped in only when complete)")
 
 
-def check_in_file(path: Optional[str], name: str) -> Optional[str]:
+def _check_in(path: Optional[str], name: str, want_dir: bool) -> Optional[str]:
+    """An existing input of the wanted kind, named as such when it is the other kind."""
     if path is None:
         return None
     p = Path(path)
     if not p.exists():
         raise XomniError(f"{name} not found: {p}")
-    if p.is_dir():
-        raise XomniError(f"{name} {p} is a directory; expected a file")
+    if p.is_dir() != want_dir:
+        raise XomniError(f"{name} {p} is a {'file' if want_dir else 'directory'}; expected a "
+                         f"{'directory' if want_dir else 'file'}")
     if not os.access(p, os.R_OK):
         raise XomniError(f"{name} {p} is not readable")
     return path
 
 
+def check_in_file(path: Optional[str], name: str) -> Optional[str]:
+    return _check_in(path, name, want_dir=False)
+
+
 def check_in_dir(path: Optional[str], name: str) -> Optional[str]:
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise XomniError(f"{name} not found: {p}")
-    if not p.is_dir():
-        raise XomniError(f"{name} {p} is a file; expected a directory")
-    return path
+    return _check_in(path, name, want_dir=True)
 
 
 def check_in_path(path: Optional[str], name: str) -> Optional[str]:

@@ -150,20 +150,13 @@ def in_range(obj: Any, where: str, name: str, lo: float | None = None, hi: float
              lo_open: bool = False, hi_open: bool = False, zero: str = "") -> None:
     """Config field `name` of `obj` within [lo, hi] (open ends with lo_open/hi_open); `zero` names a documented
     meaning of 0 that is allowed besides the range. Raises one line naming the dotted field."""
+    from xomni.cliargs import check_float, check_int
     v = getattr(obj, name)
-    if zero and v == 0:
-        return
-    if isinstance(v, float) and not math.isfinite(v):
-        bad = True
-    else:
-        bad = (lo is not None and (v <= lo if lo_open else v < lo)) or \
-              (hi is not None and (v >= hi if hi_open else v > hi))
-    if bad:
-        parts = ([f"{'>' if lo_open else '>='} {lo:g}"] if lo is not None else []) + \
-                ([f"{'<' if hi_open else '<='} {hi:g}"] if hi is not None else [])
-        extra = f" (or 0 = {zero})" if zero else ""
-        raise XomniError(f"config {where + '.' if where else ''}{name} must be {' and '.join(parts)}{extra}, "
-                         f"got {v!r}")
+    label = f"config {where + '.' if where else ''}{name}"
+    if isinstance(v, int) and not isinstance(v, bool) and not (lo_open or hi_open):
+        check_int(v, label, lo, hi, zero=zero)
+    elif not (zero and v == 0):
+        check_float(v, label, lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def check_error(where: str, msg: str) -> XomniError:

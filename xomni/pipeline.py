@@ -57,6 +57,16 @@ def _check_index(index, path: Path) -> None:
         raise XomniError(f"{path}: 'prompt_template' must contain {{text}}, got {tmpl!r}")
 
 
+DECODE_SEED_OFFSET = 1_000_003  # the decoder's noise is seeded apart from the sampler's uniforms
+
+
+def _generators(seed: int, seeds: list[tuple[int, int]] | None, offset: int = 0):
+    """One generator for the batch, or per-request streams [(generator, rows), ...] (xomni.ar.sampler.uniforms)."""
+    if seeds is None:
+        return torch.Generator().manual_seed(seed + offset)
+    return [(torch.Generator().manual_seed(s + offset), k) for s, k in seeds]
+
+
 class Pipeline:
     def __init__(self, text_tokenizer, image_tokenizer, ar, decoder, index: dict | None = None,
                  path: str | Path | None = None):
@@ -198,18 +208,22 @@ class Pipeline:
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate_codes(self, prompts: list[str], seed: int = 0, sampling=None,
-                       callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0):
+                       callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
+                       seeds: list[tuple[int, int]] | None = None):
+        """Token grids for `prompts`. `seeds`: per-request (seed, rows) in row order instead of one `seed`, so each
+        request of a merged batch gets the tokens it would get alone."""
         from xomni.ar.sampler import sample_images
         sampling = sampling or self.sampling_config()
         ids = [self.check_prompt(p) for p in prompts]
-        g = torch.Generator().manual_seed(seed)
-        return sample_images(self.ar, ids, self.grid, sampling, generator=g, callback=callback,
+        return sample_images(self.ar, ids, self.grid, sampling, generator=_generators(seed, seeds), callback=callback,
                              stream_every=stream_every, compile=self.compile_sampler)
 
     @torch.no_grad()
-    def decode(self, codes_BHW: torch.Tensor, steps: int | None = None, seed: int = 0) -> list:
-        g = torch.Generator().manual_seed(seed + 1_000_003)
-        return self.decoder.decode_pil(codes_BHW, steps=steps, generator=g)
+    def decode(self, codes_BHW: torch.Tensor, steps: int | None = None, seed: int = 0,
+               seeds: list[tuple[int, int]] | None = None) -> list:
+        """Images of token grids; `seeds` as in generate_codes."""
+        return self.decoder.decode_pil(codes_BHW, steps=steps,
+                                       generator=_generators(seed, seeds, DECODE_SEED_OFFSET))
 
     def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int = 0, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,

@@ -229,15 +229,11 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
         torch.set_num_threads(cfg.num_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
-    if cfg.batch_size % world:
-        raise XomniError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
-    if cfg.grad_accum < 1 or cfg.batch_size % (world * cfg.grad_accum):
-        raise XomniError(f"grad_accum must be >= 1 and divide batch_size / world size ({cfg.batch_size} / {world}), "
-                         f"got {cfg.grad_accum}")
+    if cfg.batch_size % (world * cfg.grad_accum):  # ranges were checked by cfg.check()
+        raise XomniError(f"batch_size {cfg.batch_size} is not divisible by world size x grad_accum "
+                         f"({world} x {cfg.grad_accum})")
     if cfg.steps <= 0:
         raise XomniError(f"steps must be > 0, got {cfg.steps}")
-    if cfg.precision not in ("fp32", "bf16"):
-        raise XomniError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
     from xomni.utils import resolve_device
     device = resolve_device(cfg.device)
     collate = collate or default_collate

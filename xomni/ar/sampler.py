@@ -72,8 +72,16 @@ def draw(logprobs_NV: torch.Tensor, generator: torch.Generator | None) -> torch.
     return draw_from(logprobs_NV, uniforms(logprobs_NV.shape[0], generator, logprobs_NV.device))
 
 
-def uniforms(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """n uniforms in [0, 1) on `device`, drawn on the generator's own device (CPU generators also drive CUDA)."""
+def uniforms(n: int, generator, device) -> torch.Tensor:
+    """n uniforms in [0, 1) on `device`, drawn on the generator's own device (CPU generators also drive CUDA).
+    `generator` may also be per-request streams, a list of (generator, rows) in row order, so that each request of
+    a merged batch (xomni serve) draws what it would draw alone."""
+    if isinstance(generator, (list, tuple)):
+        u = torch.cat([torch.rand(k, generator=g, device=g.device).to(device) for g, k in generator])
+        if len(u) != n:
+            from xomni.errors import XomniError
+            raise XomniError(f"random streams cover {len(u)} rows, the batch has {n}")
+        return u
     dev = generator.device if generator is not None else device
     return torch.rand(n, generator=generator, device=dev).to(device)
 

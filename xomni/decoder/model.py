@@ -7,9 +7,8 @@ An auxiliary head makes the conditioning map predict the clean image (`preview_w
 by a deterministic path first; with `recon_hint` the tokenizer's own pixel-reconstruction head (copied from the
 tokenizer by `init_from_tokenizer`, then trained on) is added to that preview, so training starts from the
 tokenizer's reconstruction; with `prediction=x0` (default) the UNet predicts the clean image as that preview plus
-a residual (output layer zero-initialised) and the scheduler receives the implied velocity (x_t - x0_hat) / sigma.
-Measured: after 200 steps a velocity-prediction UNet still left visible noise in 8-step samples, while the preview
-already showed the word shapes.
+a residual (output layer zero-initialised) and the scheduler receives the implied velocity (x_t - x0_hat) / sigma,
+so a short training run already starts from the word shapes instead of noise.
 
 API::
 
@@ -39,6 +38,15 @@ KIND = "xomni-decoder"
 def _gn(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, c), c)
 
+
+
+def _start_noise(shape: tuple, generator, dev) -> torch.Tensor:
+    """Gaussian starting noise, drawn on the generator's device; per-request streams draw their rows each."""
+    if isinstance(generator, (list, tuple)):
+        if sum(k for _, k in generator) != shape[0]:
+            raise XomniError(f"random streams cover {sum(k for _, k in generator)} rows, the batch has {shape[0]}")
+        return torch.cat([torch.randn((k, *shape[1:]), generator=g, device=g.device).to(dev) for g, k in generator])
+    return torch.randn(shape, generator=generator, device=generator.device if generator is not None else dev).to(dev)
 
 class CondNet(nn.Module):
     """codes_BHW -> cond_BCHW at the UNet's resolution (+ a clean-image preview for the auxiliary loss)."""
@@ -145,12 +153,12 @@ class Decoder(nn.Module):
         return (x_t - x0_hat) / sigma_B.clamp_min(1e-6).view(-1, 1, 1, 1), x0_hat
 
     @torch.no_grad()
-    def decode(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None,
-               strength: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, codes_BHW, steps: int | None = None, generator=None,
+               strength: float | None = None) -> torch.Tensor:
         """Token grid -> images_B3HW in [-1, 1] with `steps` Euler steps (default config.steps), starting from noise
         level `strength` (default config.strength; 1 = pure noise, below 1 = the preview noised to that level).
-        `noise`: the starting Gaussian noise (B x 3s^2 x H/s x W/s) instead of a draw from `generator`, e.g. one
-        seed per request in a server's merged batch."""
+        `generator`: a torch.Generator, or per-request streams [(generator, rows), ...] in row order (the starting
+        noise of each request's rows then comes from its own generator, as in `xomni.ar.sampler.uniforms`)."""
         codes = self.check_codes(codes_BHW)
         steps = int(steps or self.config.steps)
         if steps < 1:
@@ -162,11 +170,7 @@ class Decoder(nn.Module):
         codes = codes.to(dev)
         s, (H, W) = self.config.shuffle, self.config.image_size
         cond, preview = self.cond(codes)
-        shape = (codes.shape[0], 3 * s * s, H // s, W // s)
-        if noise is not None and tuple(noise.shape) != shape:
-            raise XomniError(f"decoder noise must have shape {shape}, got {tuple(noise.shape)}")
-        x = (noise if noise is not None else torch.randn(shape, generator=generator, device=generator.device
-                                                          if generator is not None else dev)).to(dev)
+        x = _start_noise((codes.shape[0], 3 * s * s, H // s, W // s), generator, dev)
         sch = self._scheduler()
         if strength < 1.0:
             x = (1 - strength) * preview + strength * x
@@ -180,10 +184,10 @@ class Decoder(nn.Module):
         self.train(was)
         return F.pixel_shuffle(x, s).clamp(-1, 1) if s > 1 else x.clamp(-1, 1)
 
-    def decode_pil(self, codes_BHW, steps: int | None = None, generator: torch.Generator | None = None,
-                   strength: float | None = None, noise: torch.Tensor | None = None) -> list:
+    def decode_pil(self, codes_BHW, steps: int | None = None, generator=None,
+                   strength: float | None = None) -> list:
         from xomni.tokenizer.images import tensor_to_pil
-        return tensor_to_pil(self.decode(codes_BHW, steps, generator, strength, noise))
+        return tensor_to_pil(self.decode(codes_BHW, steps, generator, strength))
 
     @staticmethod
     def to_pil(images_B3HW) -> list:

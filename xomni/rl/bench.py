@@ -18,7 +18,7 @@ from xomni.utils import log
 def bench_rl(model: str, data: str, config: str | None = None, sets: list[str] | None = None, prompts: int = 16,
              steps: int = 2, seed: int = 0, threads: int = 2) -> dict:
     from xomni.pipeline import Pipeline
-    from xomni.rl.config import base_config, effective_credit, load_rl_config, with_model_sampling
+    from xomni.rl.config import effective_credit, load_run_config
     import copy
 
     from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
@@ -29,7 +29,7 @@ def bench_rl(model: str, data: str, config: str | None = None, sets: list[str] |
     if threads:
         torch.set_num_threads(threads)
     sets = list(sets or []) + [f"model={model}"]
-    cfg = with_model_sampling(load_rl_config(config, sets), config, sets, base_config())
+    cfg = load_run_config(config, sets)
     pipe = Pipeline.from_pretrained(model)
     rows = read_dataset_prompts(data, cfg.data_split)
     for r in rows[:prompts * steps]:

@@ -40,8 +40,9 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     from xomni.pipeline import MAX_IMAGES
     if not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:  # the N candidates of a prompt are one pipeline call
         raise XomniError(f"best-of-N needs 1 <= N <= {MAX_IMAGES}, got {n!r}")
-    if reward_cfg is None:  # the RL defaults, reading the OCR region of the model's own data preset
-        reward_cfg = {"preset": pipe.index.get("data_preset") or ""}
+    if reward_cfg is None:  # the RL defaults with the model's own preset and sampling (as `xomni train rl` uses)
+        from xomni.rl.config import model_defaults
+        reward_cfg = model_defaults(pipe.index)
     cfg = load_rl_config(reward_cfg)
     sampling = sampling or cfg.sampling
     sampling.validate()

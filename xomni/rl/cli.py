@@ -19,7 +19,7 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
              json_path: Optional[str] = JsonOpt):
     """GRPO on the AR policy with OCR / alignment / aesthetic rewards (X-Omni's RL stage)."""
     from xomni.rl.config import RLConfig, base_config
-    from xomni.train_cli import print_config_help, trainer_config
+    from xomni.train_cli import print_config_help
     if help_config:
         print_config_help(RLConfig)
         return
@@ -27,9 +27,8 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
     for key, val in (("model", model), ("prompts", prompts), ("data", data)):
         if val:
             sets.append(f"{key}={val}")
-    cfg = trainer_config(RLConfig, config, sets, out, base=base_config())
-    from xomni.rl.config import with_model_sampling
-    cfg = with_model_sampling(cfg, config, sets + ([f"train.out_dir={out}"] if out else []), base_config())
+    from xomni.rl.config import load_run_config
+    cfg = load_run_config(config, sets + ([f"train.out_dir={out}"] if out else []), base_config())
     from xomni.train_cli import check_before_training
     check_before_training(cfg, resume)
     from xomni.rl.trainer import train_rl as run

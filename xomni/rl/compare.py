@@ -36,16 +36,17 @@ def resolve_rl(path: str) -> tuple[Path, Path | None]:
     raise XomniError(f"--rl {p}: neither an RL run directory (with pipeline/) nor a model directory")
 
 
-def reward_curve(log_path: Path) -> list[tuple[int, float]]:
-    """(step, mean training reward) from an RL run's log.jsonl (the last entry per step wins after a resume)."""
+def reward_curve(log_path: Path, key: str = "reward") -> list[tuple[int, float]]:
+    """(step, value of `key`: the mean training reward by default) from an RL run's log.jsonl (the last entry per
+    step wins after a resume)."""
     by_step: dict[int, float] = {}
     for line in log_path.read_text().splitlines():
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(r, dict) and "reward" in r and "step" in r:
-            by_step[int(r["step"])] = float(r["reward"])
+        if isinstance(r, dict) and key in r and "step" in r:
+            by_step[int(r["step"])] = float(r[key])
     return sorted(by_step.items())
 
 
@@ -162,7 +163,7 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
               "best_of": best_of, "reward_weights": dict(rcfg.rewards), "reward_config": rc,
               "sampling": {k: _sampling(p) for k, p in pipes.items()}, "conditions": rows,
               "rl_steps": curve[-1][0] if curve else None, "rest": str(rest_dir) if rest_dir else None,
-              "rl_kl_last": _last(rl_log, "kl") if rl_log else None}
+              "rl_kl_last": (reward_curve(rl_log, "kl") or [(None, None)])[-1][1] if rl_log else None}
     s1, sb, r1 = rows["SFT, 1 sample"], rows[f"SFT, best-of-{best_of}"], rows["SFT+GRPO, 1 sample"]
     result["bars"] = {"grpo1_ge_sft_best": r1["exact_match"] >= sb["exact_match"],
                       "grpo1_ci95": r1["ci95"]["exact_match"], "sft_best_ci95": sb["ci95"]["exact_match"],
@@ -182,19 +183,6 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     result["report"] = str(od / "index.html")
     log(f"report: {od / 'index.html'}")
     return result
-
-
-def _last(log_path: Path, key: str) -> float | None:
-    """The last logged value of `key` in an RL run's log.jsonl."""
-    val = None
-    for line in log_path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and key in r:
-            val = float(r[key])
-    return val
 
 
 def _sampling(pipe) -> dict:

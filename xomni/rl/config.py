@@ -50,7 +50,8 @@ class RLConfig:
                                          "(OCR reward 1) estimated online from its own rollouts, shrunk to the "
                                          "running mean: words the policy gets partly right teach most (DAPO-style "
                                          "dynamic sampling). false: the shared loop's epoch order.")
-    model: str = field("", help="Pipeline directory whose AR model is the initial policy (--model).")
+    model: str = field("", help="Pipeline directory whose AR model is the initial policy (--model); its data "
+                                "preset is the default `preset`.")
     prompts: str = field("", help="Prompt file, one prompt per line (--prompts); or use `data`.")
     data: str = field("", help="Dataset directory (--data): prompts are the captions of `data_split`, and the "
                                "fixed validation batch comes from `val_split` when present.")
@@ -147,22 +148,37 @@ def effective_credit(cfg: RLConfig) -> str:
     return "column"
 
 
-def with_model_sampling(cfg: RLConfig, yaml_path=None, overrides: list[str] | None = None,
-                        base: dict | None = None) -> RLConfig:
-    """`cfg` rebuilt with `sampling` starting from the model's shipped settings (model_index `sampling`), then the
-    same base / YAML / --set layers on top, so explicitly set fields win. Unchanged when sampling_from_model is
-    false or `cfg.model` is not a pipeline."""
+def model_defaults(index: dict, sampling: bool = True) -> dict:
+    """The RL config fields a model brings: its data preset (whose OCR region the rewards read) and, with
+    `sampling`, its shipped sampling settings (model_index `sampling`)."""
+    out: dict = {}
+    if index.get("data_preset"):
+        out["preset"] = index["data_preset"]
+    shipped = index.get("sampling") or {}
+    if not isinstance(shipped, dict):
+        raise XomniError(f"model_index.json: 'sampling' must be a mapping, got {shipped!r}")
+    names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    if sampling and shipped:
+        out["sampling"] = {k: v for k, v in shipped.items() if k in names}
+    return out
+
+
+def load_run_config(yaml_path=None, overrides: list[str] | None = None, base: dict | None = None) -> RLConfig:
+    """The RLConfig of a run on `model`: defaults <- `base` <- the model's own defaults (`model_defaults`: its
+    preset, and its shipped sampling when sampling_from_model) <- YAML <- --set, so explicitly set fields win."""
+    base = json.loads(json.dumps(base or base_config()))
+    cfg = load_config(RLConfig, yaml_path, overrides, base=base)
     idx = Path(cfg.model or "") / "model_index.json"
-    if not cfg.sampling_from_model or not cfg.model or not idx.is_file():
+    if not cfg.model or not idx.is_file():
         return cfg
     from xomni.checkpoint import read_json
-    shipped = read_json(idx).get("sampling") or {}
-    if not isinstance(shipped, dict):
-        raise XomniError(f"{idx}: 'sampling' must be a mapping, got {shipped!r}")
-    names = {f.name for f in dataclasses.fields(SamplingConfig)}
-    b = json.loads(json.dumps(base or base_config()))
-    b["sampling"] = {**{k: v for k, v in shipped.items() if k in names}, **(b.get("sampling") or {})}
-    return validate(load_config(RLConfig, yaml_path, overrides, base=b))
+    try:
+        own = model_defaults(read_json(idx), cfg.sampling_from_model)
+    except XomniError as e:
+        raise XomniError(f"{idx}: {e}") from None
+    for k, v in own.items():
+        base[k] = {**v, **base[k]} if isinstance(base.get(k), dict) else base.get(k, v)
+    return load_config(RLConfig, yaml_path, overrides, base=base)
 
 
 def validate_rewards(cfg: RLConfig) -> None:
@@ -197,7 +213,7 @@ def load_rl_config(source: Any = None, overrides: list[str] | None = None) -> RL
         base = base_config()
         for k, v in json.loads(json.dumps(source or {})).items():  # a partial `train` keeps the RL defaults
             base[k] = {**base[k], **v} if k == "train" and isinstance(v, dict) else v
-        return validate(load_config(RLConfig, None, overrides, base=base))
+        return load_config(RLConfig, None, overrides, base=base)  # load_config runs check() = validate()
     p = Path(source)
     if p.is_dir():
         for cand, key in ((p / "final" / "config.json", "rl"), (p / "config.json", "rl"),
@@ -205,9 +221,9 @@ def load_rl_config(source: Any = None, overrides: list[str] | None = None) -> RL
             if cand.is_file():
                 d = json.loads(cand.read_text())
                 if key in d:
-                    return validate(load_config(RLConfig, None, overrides, base=d[key]))
+                    return load_config(RLConfig, None, overrides, base=d[key])
         raise XomniError(f"{p} has no RL config (expected final/config.json or model_index.json with an 'rl' "
                          f"section written by `xomni train rl`)")
     if not p.is_file():
         raise XomniError(f"reward config not found: {p}")
-    return validate(load_config(RLConfig, p, overrides, base=base_config()))
+    return load_config(RLConfig, p, overrides, base=base_config())

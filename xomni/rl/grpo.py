@@ -33,6 +33,7 @@ from torch import nn
 
 from xomni.ar.sampler import SamplingConfig, _left_pad, build_rows, process_logits, sample_images, sequence_logprobs
 from xomni.errors import XomniError
+from xomni.rl.config import effective_credit
 from xomni.utils import log
 
 LOG_RATIO_CLAMP = 20.0
@@ -212,7 +213,6 @@ class GRPOLoss:
         self.cfg, self.ref, self.decode_fn, self.pool, self.world = cfg, reference, decode_fn, pool, world
         self.grid = tuple(grid)
         self.credit = None
-        from xomni.rl.config import effective_credit
         if effective_credit(cfg) == "column" and cfg.algo == "grpo":
             from xomni.rl.credit import ColumnCredit
             self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards, levels)

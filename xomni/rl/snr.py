@@ -87,43 +87,39 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
             repeats: int = 1, seed: int = 0, threads: int = 2) -> dict:
     """Draw `groups` prompts x G rollouts as `xomni train rl` would (the model's shipped sampling unless the
     config says otherwise) and measure reward repeatability and gradient signal/noise (see the module doc)."""
-    import types
-    a = types.SimpleNamespace(model=model, data=data, config=config, set=list(sets or []), groups=groups,
-                              repeats=repeats, seed=seed, threads=threads)
     from xomni.pipeline import Pipeline
-    from xomni.rl.config import effective_credit, load_rl_config
+    from xomni.rl.config import effective_credit, load_run_config
     from xomni.rl.grpo import PolicyLogprobs, collect_rollouts, group_advantages
     from xomni.rl.rewards import RewardPool, reward_spec
     from xomni.rl.trainer import make_decode_fn, read_dataset_prompts
     if repeats not in (1, 2):
         raise XomniError(f"--repeats must be 1 or 2, got {repeats}")
-    if a.groups < 4:
-        raise XomniError(f"--groups must be >= 4, got {a.groups}")
-    if a.groups % a.repeats:
-        raise XomniError(f"--groups {a.groups} is not a multiple of --repeats {a.repeats}")
+    if groups < 4:
+        raise XomniError(f"--groups must be >= 4, got {groups}")
+    if groups % repeats:
+        raise XomniError(f"--groups {groups} is not a multiple of --repeats {repeats}")
     t0 = time.time()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    from xomni.rl.config import base_config, with_model_sampling
-    cfg = load_rl_config(a.config, a.set + [f"model={a.model}"])
-    cfg = with_model_sampling(cfg, a.config, a.set + [f"model={a.model}"], base_config())
+    if threads:
+        torch.set_num_threads(threads)
+    sets = list(sets or [])
+    cfg = load_run_config(config, sets + [f"model={model}"])
     G = cfg.group_size
-    pipe = Pipeline.from_pretrained(a.model)
-    rows = read_dataset_prompts(a.data, cfg.data_split)
-    random.Random(a.seed).shuffle(rows)
-    batch = [dict(r) for r in rows[:a.groups // a.repeats] for _ in range(a.repeats)]
+    pipe = Pipeline.from_pretrained(model)
+    rows = read_dataset_prompts(data, cfg.data_split)
+    random.Random(seed).shuffle(rows)
+    batch = [dict(r) for r in rows[:groups // repeats] for _ in range(repeats)]
     for r in batch:
         r["ids"] = pipe.check_prompt(r["prompt"])
     decode_fn = make_decode_fn(pipe, cfg.decode_steps)
-    gen = torch.Generator().manual_seed(a.seed)
-    with RewardPool(reward_spec(cfg, a.model), workers=cfg.reward_workers) as pool:
+    gen = torch.Generator().manual_seed(seed)
+    with RewardPool(reward_spec(cfg, model), workers=cfg.reward_workers) as pool:
         pool.warmup()
-        log(f"[snr] {a.groups} prompts x G={G} rollouts, rewards {cfg.rewards} ...")
+        log(f"[snr] {groups} prompts x G={G} rollouts, rewards {cfg.rewards} ...")
         ro = collect_rollouts(pipe.ar, batch, pipe.grid, G, cfg.sampling, decode_fn, pool, gen, cfg.rollout_batch,
                               cfg.adv_eps, cfg.scale_rewards)
         log(f"[snr] rollouts in {time.time() - t0:.0f} s; decoding and scoring them again (another decoder seed)")
         futs = []
-        for p in range(a.groups):
+        for p in range(groups):
             imgs = decode_fn(ro.codes[p * G:(p + 1) * G], 10_000 + p)
             futs.append(pool.submit(imgs, [batch[p]["prompt"]] * G, {"text": [batch[p].get("text")] * G}))
         total2, ocr2 = [], []
@@ -167,9 +163,9 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
     params = [p for p in policy.parameters() if p.requires_grad]
     D = sum(p.numel() for p in params)
     N = ro.codes.shape[1] * ro.codes.shape[2]
-    grads = {k: torch.zeros(a.groups, D) for k in list(adv) + list(token_adv)}
+    grads = {k: torch.zeros(groups, D) for k in list(adv) + list(token_adv)}
     from tqdm import tqdm
-    for p in tqdm(range(a.groups), desc="per-rollout gradients", file=sys.stderr, mininterval=5):
+    for p in tqdm(range(groups), desc="per-rollout gradients", file=sys.stderr, mininterval=5):
         sl = slice(p * G, (p + 1) * G)
         lp_GN = policy(ro.ids[sl], ro.codes[sl], cfg.sampling)
         for i in range(G):
@@ -181,12 +177,12 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
                 gi = torch.autograd.grad((lp_GN[i] * A_BN[p * G + i].to(lp_GN.dtype)).sum(), params,
                                          retain_graph=i < G - 1 or j < len(token_adv) - 1)
                 grads[k][p].add_(torch.cat([x.reshape(-1) for x in gi]), alpha=-1.0 / (G * N))
-    out = {"model": a.model, "config": a.config, "overrides": a.set, "groups": a.groups, "group_size": G,
-           "repeats": a.repeats,
+    out = {"model": model, "config": config, "overrides": sets, "groups": groups, "group_size": G,
+           "repeats": repeats,
            "rewards": dict(cfg.rewards), "sampling": {k: getattr(cfg.sampling, k) for k in
                                                       ("temperature", "top_k", "top_p", "min_p", "cfg_scale")},
-           "params": D, "tokens_per_rollout": N, "seed": a.seed, "repeatability": rep,
-           "gradient": {k: {**stats_from_gram(K, seed=a.seed), **(pair_cosines(K, a.repeats) if a.repeats > 1 else {})}
+           "params": D, "tokens_per_rollout": N, "seed": seed, "repeatability": rep,
+           "gradient": {k: {**stats_from_gram(K, seed=seed), **(pair_cosines(K, repeats) if repeats > 1 else {})}
                         for k, K in ((k, gram(g)) for k, g in grads.items())},
            "wall_s": round(time.time() - t0, 1)}
     key = "column_configured" if effective_credit(cfg) == "column" and "column_configured" in out["gradient"] \

@@ -5,7 +5,7 @@ requests of many clients merged into one sampler batch.
     app = create_app(engine, Settings(max_batch=32, max_queue=128))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Modules: engine (model side), seeded (per-request random streams in a merged batch), batcher (queue + worker
+Modules: engine (model side; per-request random streams in a merged batch), batcher (queue + worker
 thread), app (routes and errors), limits (body size / read deadline), schemas (request and response bodies),
 page (the web page), bench (load test), cli (`xomni serve`, `xomni bench serve`).
 """

@@ -1,7 +1,7 @@
 """The model side of the server: one `Engine` owns a `Pipeline` and runs merged batches for the batcher's worker.
 
 A merged batch is one sampler call and one decoder call (per decoder step count) for all its requests; each request
-keeps its own random streams (xomni.serve.seeded), so it gets the images `Pipeline(prompt, num_images=n,
+keeps its own random streams (`Pipeline.generate_codes` / `decode` with `seeds`), so it gets the images `Pipeline(prompt, num_images=n,
 seed=seed)` gives, whoever shares its batch.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from xomni.errors import XomniError
-from xomni.serve.seeded import decode_seeded, per_request_uniforms
+from xomni.rl.bestofn import pick_best
 
 
 @dataclasses.dataclass
@@ -115,16 +115,16 @@ class Engine:
         """Sample all requests' rows in one sampler call (they share one SamplingConfig), decode them in one
         decoder call, then score best-of candidates per request. Returns one result (or exception) per work."""
         pipe, s = self.pipe, works[0].sampling
-        prompts, streams, spans = [], [], []
+        prompts, seeds, spans = [], [], []
         for w in works:
             spans.append((len(prompts), len(prompts) + w.rows))
             prompts += [w.prompt] * w.rows
-            streams.append((torch.Generator().manual_seed(w.seed), w.rows))
+            seeds.append((w.seed, w.rows))
         real = len(prompts)
         if self.compile and real < self.max_batch:   # one compiled graph per batch size: pad to max_batch
             pad = self.max_batch - real
             prompts += [prompts[0]] * pad
-            streams.append((torch.Generator().manual_seed(0), pad))
+            seeds.append((0, pad))
         streaming = [(w, a) for w, (a, _) in zip(works, spans) if w.stream and w.emit is not None]
         sent = {id(w): 0 for w, _ in streaming}
 
@@ -138,16 +138,15 @@ class Engine:
                             "b64_json": png_b64(img)})
                 sent[id(w)] += 1
 
-        with per_request_uniforms(streams):
-            out = pipe.generate_codes(prompts, seed=0, sampling=s, callback=on_tokens if streaming else None,
-                                      stream_every=self.stream_every if streaming else 0)
+        out = pipe.generate_codes(prompts, sampling=s, callback=on_tokens if streaming else None,
+                                  stream_every=self.stream_every if streaming else 0, seeds=seeds)
         codes, logps = out.codes_BHW[:real], out.logprobs_BN[:real].float().cpu()
         images: list = [None] * real
         for steps in {w.steps for w in works}:   # one decoder call per step count (usually one)
             idx = [i for i, w in enumerate(works) if w.steps == steps]
             rows = torch.cat([torch.arange(*spans[i]) for i in idx])
-            decoded = decode_seeded(pipe.decoder, codes[rows.to(codes.device)],
-                                    [(works[i].seed, works[i].rows) for i in idx], steps=steps)
+            decoded = pipe.decode(codes[rows.to(codes.device)], steps=steps,
+                                  seeds=[(works[i].seed, works[i].rows) for i in idx])
             for r, im in zip(rows.tolist(), decoded):
                 images[r] = im
         results: list[dict | Exception] = []
@@ -166,7 +165,7 @@ class Engine:
             kept = []
             for i in range(w.n):
                 cand = list(range(i * w.best_of, (i + 1) * w.best_of))
-                best = max(cand, key=lambda j: total[j])       # first maximum on ties, as best_of_n
+                best = cand[pick_best(torch.tensor([[total[j] for j in cand]]))[0]]  # best-of-N's own rule
                 kept.append({**items[best], "rewards": {
                     "total": total[best], **{k: v[best] for k, v in comps.items()},
                     "candidates": [total[j] for j in cand], "chosen": best - i * w.best_of}})
