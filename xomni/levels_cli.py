@@ -1,0 +1,64 @@
+"""`xomni add-levels`: a residual-code pipeline that starts from a trained one-level pipeline.
+
+The image tokenizer gets residual levels fitted by k-means on its frozen features (level-0 codes unchanged), the
+decoder and the AR model are grown so that they start as the one-level ones (xomni.decoder.model.grow_levels,
+xomni.ar.model.grow_levels). Then `xomni train decoder --init OUT/decoder` and `xomni train ar --init OUT/ar`
+teach them the new levels.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import typer
+
+from xomni.cliargs import IntRange, ThreadsOpt, _cb, check_in_dir, check_out_dir
+from xomni.utils import emit_json, log, set_threads
+
+
+def add_levels_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="One-level pipeline directory (default: bundled).",
+                                        callback=_cb(check_in_dir, "--model")),
+    data: str = typer.Option(..., "--data", help="Dataset whose train split the k-means reads.",
+                             callback=_cb(check_in_dir, "--data")),
+    out: str = typer.Option(..., "--out", "-o", help="New pipeline directory (must not exist or be empty).",
+                            callback=_cb(check_out_dir, "--out")),
+    levels: int = typer.Option(3, "--levels", help="Codes per patch, 2..4.", callback=IntRange("--levels", 2, 4)),
+    images: int = typer.Option(8000, "--images", help="Training images the k-means reads (64 vectors each).",
+                               callback=IntRange("--images", 100, 10_000_000)),
+    iters: int = typer.Option(20, "--iters", help="k-means iterations per level.",
+                              callback=IntRange("--iters", 1, 1000)),
+    seed: int = typer.Option(0, "--seed", help="k-means seed.", callback=IntRange("--seed", 0, 2 ** 63 - 1)),
+    threads: int = ThreadsOpt,
+    json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here."),
+):
+    """Residual image codes on top of a trained pipeline: prints the residual norms per level as JSON."""
+    from xomni.ar.model import grow_levels as grow_ar
+    from xomni.decoder.model import grow_levels as grow_decoder
+    from xomni.pipeline import Pipeline
+    from xomni.tokenizer.images import load_split
+    from xomni.tokenizer.levels import add_levels, residual_norms
+    set_threads(threads)
+    t0 = time.time()
+    pipe = Pipeline.from_pretrained(model)
+    tok = pipe.image_tokenizer
+    train = load_split(data, "train", tok.config.image_size, images, desc="load train")
+    batches = (train.tensor(list(range(i, min(len(train), i + 256)))) for i in range(0, len(train), 256))
+    new_tok = add_levels(tok, batches, levels, iters=iters, max_vectors=images * tok.config.grid[0] *
+                         tok.config.grid[1], seed=seed)
+    h, w = tok.grid
+    ar = grow_ar(pipe.ar.float(), levels, max_seq_len=pipe.ar.cfg.max_seq_len + (levels - 1) * h * w)
+    grown = Pipeline(pipe.text_tokenizer, new_tok, ar, grow_decoder(pipe.decoder.float(), new_tok),
+                     index={**pipe.index, "eval": {}, "grown_from": str(pipe.path)})
+    grown.save_pretrained(out)
+    val = load_split(data, "val", tok.config.image_size, 256, desc="load val")
+    x = val.tensor(list(range(len(val))))
+    res = {"out": out, "levels": levels, "token_grid": list(new_tok.grid), "vocab": new_tok.vocab_size,
+           "ar_max_seq_len": ar.cfg.max_seq_len, "kmeans_vectors": min(len(train), images) * h * w,
+           "val_residual_norm_per_level": residual_norms(new_tok, x), "wall_s": round(time.time() - t0, 1)}
+    log(f"[add-levels] {out}: train the decoder and AR model from it (--init {out}/decoder, {out}/ar)")
+    emit_json(res, json_path)
+
+
+def register(apps: dict) -> None:
+    apps["root"].command("add-levels")(add_levels_cmd)
