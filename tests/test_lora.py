@@ -1,0 +1,179 @@
+"""LoRA adapters: training touches only the adapter, merge-free loading = the merged model, safetensors only, bad
+adapter directories exit 2 with one line; the font variant presets leave the registered presets untouched."""
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import run_inproc
+from xomni.errors import XomniError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A few LoRA steps on the bundled AR model (random code grids: only the mechanics matter here)."""
+    from xomni.ar.train import build_loss_fn
+    from xomni.lora.adapter import LoRAConfig, add_lora, save_adapter
+    from xomni.lora.train import LoRATrainConfig
+    from xomni.pipeline import Pipeline
+    from xomni.train import TrainConfig, run_training
+    out = tmp_path_factory.mktemp("lora")
+    pipe = Pipeline.from_pretrained()
+    base = {k: v.clone() for k, v in pipe.ar.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    h, w = pipe.grid
+    data = [{"caption": f'a white poster with the text "W{i}" in black bold serif letters',
+             "codes": torch.randint(0, pipe.ar.cfg.image_vocab, (h, w), generator=g)} for i in range(16)]
+    cfg = LoRATrainConfig(train=TrainConfig(out_dir=str(out / "run"), steps=3, batch_size=4, lr=5e-2, warmup_steps=0,
+                                            progress=False, ckpt_every=0, device="cpu"),
+                          lora=LoRAConfig(rank=4, targets=["q_proj", "v_proj", "down_proj"]))
+    add_lora(pipe.ar, cfg.lora)
+    run_training(cfg.train, pipe.ar, data, build_loss_fn(pipe.ar, pipe.text_tokenizer, cfg), collate=list,
+                 move_batch=False, save_final=lambda d, m: save_adapter(m, d, cfg.lora, {"base_model": "bundled"}))
+    return {"pipe": pipe, "base": base, "adapter": out / "run", "out": out}
+
+
+def test_training_changes_only_the_adapter(trained):
+    ar, base = trained["pipe"].ar, trained["base"]
+    sd = ar.state_dict()
+    changed_lora = 0
+    for k, v in sd.items():
+        if "lora_" in k:
+            changed_lora += int("lora_B" in k and v.abs().sum() > 0)  # B starts at zero
+            continue
+        name = k.replace(".base_layer", "")
+        assert torch.equal(v, base[name]), f"base weight {name} changed"
+    assert changed_lora == 3 * ar.cfg.n_layers  # every targeted layer's B moved
+    assert all(not p.requires_grad for n, p in ar.named_parameters() if "lora_" not in n)
+
+
+def test_adapter_files_are_safetensors_and_json(trained):
+    d = trained["adapter"] / "final"
+    names = sorted(p.name for p in d.iterdir())
+    assert names == ["adapter_config.json", "adapter_model.safetensors", "xomni_adapter.json"]
+    with open(d / "adapter_model.safetensors", "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    assert all(k.startswith("base_model.model.") for k in header if k != "__metadata__")
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and sorted(cfg["target_modules"]) == ["down_proj", "q_proj",
+                                                                                              "v_proj"]
+    assert (d / "adapter_model.safetensors").stat().st_size < 2 * 1024 * 1024
+
+
+def test_merge_free_loading_equals_the_merged_model(trained, tmp_path):
+    from xomni.ar.sampler import SamplingConfig
+    from xomni.lora.adapter import merge_lora
+    from xomni.lora.train import merge_main
+    from xomni.pipeline import Pipeline
+    loaded = Pipeline.from_pretrained(lora=trained["adapter"])  # run dir: final/ is found
+    merged = copy.deepcopy(loaded.ar)
+    merge_lora(merged)
+    assert not any("lora_" in k for k in merged.state_dict())
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 259, (3, 40), generator=g)
+    with torch.no_grad():
+        h1, _ = loaded.ar.hidden(ids)
+        h2, _ = merged.hidden(ids)
+        h0, _ = trained["pipe"].ar.hidden(ids)
+    assert (h1 - h0).abs().max() < 1e-5  # loaded = the trained model in memory
+    assert (h1 - h2).abs().max() < 1e-4
+    assert (loaded.ar.image_logits(h1) - merged.image_logits(h2)).abs().max() < 1e-4
+    # the sampler (static-KV fast path) draws the same tokens through the LoRA modules
+    s = SamplingConfig(temperature=1.0, top_k=1)
+    merge_main(None, str(trained["adapter"]), str(tmp_path / "merged"))
+    baked = Pipeline.from_pretrained(tmp_path / "merged")
+    assert "lora" not in baked.index and baked.index["lora_merged"]["ar"].endswith("final")
+    a = loaded.generate_codes(["a", "b"], seed=0, sampling=s).codes_BHW
+    b = baked.generate_codes(["a", "b"], seed=0, sampling=s).codes_BHW
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        h3, _ = baked.ar.hidden(ids)
+    assert (h1 - h3).abs().max() < 1e-4
+
+
+def test_bad_adapter_dirs_exit_2_with_one_line(trained, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04K\x01.")
+    (pickled / "adapter_config.json").write_text("{}")
+    wrong = tmp_path / "wrong"
+    import shutil
+    shutil.copytree(trained["adapter"] / "final", wrong)
+    cfg = json.loads((wrong / "adapter_config.json").read_text())
+    cfg["r"] = 8  # the file holds rank-4 matrices
+    (wrong / "adapter_config.json").write_text(json.dumps(cfg))
+    notdir = tmp_path / "file.txt"
+    notdir.write_text("x")
+    from PIL import Image
+    Image.new("RGB", (128, 32)).save(tmp_path / "o.png")
+    cases = [(empty, "adapter_model.safetensors is missing"), (pickled, "only safetensors"),
+             (wrong, "does not match the model"), (notdir, "")]
+    for path, want in cases:
+        for args in (["generate", "x", "--lora", str(path), "-o", str(tmp_path / "o.png")],
+                     ["caption", str(tmp_path / "o.png"), "--lora", str(path)]):
+            if args[0] == "caption" and path != empty:
+                continue
+            r = run_inproc(args, monkeypatch, capsys)
+            assert r.returncode == 2, (args, r.stderr[-2000:])
+            assert len(r.stderr.strip().splitlines()) == 1 and want in r.stderr, r.stderr
+    r = run_inproc(["serve", "--lora", str(empty), "--port", "1"], monkeypatch, capsys)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_add_lora_rejects_unknown_targets():
+    from xomni.ar.model import ARConfig, UnifiedAR
+    from xomni.lora.adapter import LoRAConfig, add_lora
+    m = UnifiedAR(ARConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64))
+    with pytest.raises(XomniError, match="not a linear or convolution layer"):
+        add_lora(m, LoRAConfig(targets=["qkv"]))
+
+
+def test_font_variant_presets():
+    from xomni.data.presets import MINI, get_preset
+    from xomni.data.synth import make_sample
+    v = get_preset("mini:dejavu-serif-bold")
+    assert v.fonts == ("dejavu-serif-bold",) and v.ocr_region == MINI.ocr_region
+    assert v.prompt_template == 'a white poster with the text "{text}" in black bold serif letters'
+    assert get_preset("mini") is MINI  # the registered preset itself, untouched
+    png, meta = make_sample(("mini:dejavu-serif-bold", 0, "train", 0))
+    assert meta["font"] == "dejavu-serif-bold" and "bold serif letters" in meta["caption"]
+    assert meta["preset"] == "mini:dejavu-serif-bold"
+    png0, meta0 = make_sample(("mini", 0, "train", 0))
+    assert meta0["font"] == "dejavu-sans-bold" and meta0["text"] == meta["text"]  # same draw, other font
+    with pytest.raises(XomniError, match="unknown font"):
+        get_preset("mini:comic-sans")
+    from xomni.lora.fontpack import judge_check
+    assert judge_check(["dejavu-serif-bold", "dejavu-sans-bold"], "mini", n=10) == {"dejavu-serif-bold": 1.0,
+                                                                                   "dejavu-sans-bold": 1.0}
+
+
+def test_decoder_adapter_and_two_adapters_at_once(trained, tmp_path, monkeypatch, capsys):
+    """A decoder adapter (convolutions) loads merge-free beside an AR adapter and merges to the same decoder."""
+    from xomni.lora.adapter import LoRAConfig, add_lora, merge_lora, save_adapter
+    from xomni.pipeline import Pipeline
+    pipe = Pipeline.from_pretrained()
+    add_lora(pipe.decoder, LoRAConfig(rank=2))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in pipe.decoder.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.01 * torch.randn(p.shape, generator=g))
+    save_adapter(pipe.decoder, tmp_path / "dec", LoRAConfig(rank=2), {"component": "decoder"})
+    cfg = json.loads((tmp_path / "dec" / "adapter_config.json").read_text())
+    assert sorted(cfg["target_modules"]) == ["conv1", "conv2"]
+    both = Pipeline.from_pretrained(lora=f"{trained['adapter']},{tmp_path / 'dec'}")
+    assert set(both.index["lora"]) == {"ar", "decoder"}
+    codes = torch.randint(0, both.ar.cfg.image_vocab, (2, *both.grid), generator=g)
+    a = both.decoder.decode(codes, generator=torch.Generator().manual_seed(0))
+    merged = copy.deepcopy(both.decoder)
+    merge_lora(merged)
+    b = merged.decode(codes, generator=torch.Generator().manual_seed(0))
+    plain = Pipeline.from_pretrained().decoder.decode(codes, generator=torch.Generator().manual_seed(0))
+    assert (a - b).abs().max() < 1e-4 and (a - plain).abs().max() > 1e-3
+    r = run_inproc(["generate", "x", "--lora", f"{trained['adapter']},{trained['adapter']}", "-o",
+                    str(tmp_path / "o.png")], monkeypatch, capsys)
+    assert r.returncode == 2 and "two ar adapters" in r.stderr and len(r.stderr.strip().splitlines()) == 1

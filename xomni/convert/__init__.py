@@ -1,0 +1,1 @@
+"""Checkpoint converters: other projects' released weights <-> xomni's modules (`xomni convert ...`)."""

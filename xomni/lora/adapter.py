@@ -1,0 +1,297 @@
+"""LoRA adapters on the unified AR model with peft: add, save, load (merge-free) and merge.
+
+peft's `inject_adapter_in_model` swaps the targeted `nn.Linear` modules of the model for LoRA layers in place
+(y = W x + (alpha / r) B A x), so the model keeps its class, its attribute paths and every code path that calls its
+modules (the transformers forward, the static-KV sampler, captioning): loading an adapter is merge-free. Only the
+A and B matrices train; every base weight is frozen.
+
+An adapter directory (`xomni train lora` writes one as OUT/final)::
+
+    adapter_model.safetensors   the A/B matrices, peft's key names (base_model.model.<module>.lora_A.weight)
+    adapter_config.json         peft's LoraConfig (r, lora_alpha, target_modules, ...): PeftModel.from_pretrained
+                                on a UnifiedAR reads the same directory
+    xomni_adapter.json          the base AR config and the sha256 of the base weights it was trained on
+
+Only safetensors is read: a directory with pickle files (.bin, .pt, .pth) and no adapter_model.safetensors is
+refused, and nothing else in it is opened.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from xomni.config import field
+from xomni.errors import XomniError
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+INFO = "xomni_adapter.json"
+PEFT_PREFIX = "base_model.model."
+ADAPTER = "default"
+QWEN2_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DECODER_TARGETS = ("conv1", "conv2")  # the 3x3 convolutions of the decoder UNet's ResNet blocks
+COMPONENTS = ("ar", "decoder")
+
+
+@dataclasses.dataclass
+class LoRAConfig:
+    rank: int = field(8, help="LoRA rank r: A is r x in, B is out x r (adapter size grows linearly with r).")
+    alpha: float = field(16.0, help="LoRA alpha: the update is scaled by alpha / rank.")
+    dropout: float = field(0.0, help="Dropout on the LoRA branch's input during training.")
+    targets: list[str] = field(default_factory=list,
+                               help="Module names (suffixes) that get an adapter; empty = the component's default: "
+                                    "for the AR model the backbone's attention (q_proj, k_proj, v_proj, o_proj) and "
+                                    "MLP (gate_proj, up_proj, down_proj) projections (image_head and text_head are "
+                                    "linear layers too), for the decoder its UNet ResNet convolutions (conv1, "
+                                    "conv2).")
+
+    def check(self, where: str = "lora") -> "LoRAConfig":
+        from xomni.config import in_range
+        in_range(self, where, "rank", 1, 4096)
+        in_range(self, where, "alpha", 0, lo_open=True)
+        in_range(self, where, "dropout", 0, 1, hi_open=True)
+        if not all(isinstance(t, str) and t.strip() for t in self.targets):
+            raise XomniError(f"config {where}.targets must be module names, got {self.targets!r}")
+        return self
+
+    def resolved(self, component: str = "ar") -> "LoRAConfig":
+        """This config with the component's default targets when none are given."""
+        if self.targets:
+            return self
+        return dataclasses.replace(self, targets=list(DECODER_TARGETS if component == "decoder" else QWEN2_TARGETS))
+
+
+def _peft_config(cfg: LoRAConfig):
+    from peft import LoraConfig
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets),
+                      bias="none")
+
+
+def add_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
+    """Insert fresh LoRA layers (B = 0: the model's outputs are unchanged) and freeze every base parameter."""
+    cfg = cfg.resolved("decoder" if not hasattr(model, "backbone") else "ar").check()
+    from peft import inject_adapter_in_model
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    missing = [t for t in cfg.targets if t not in names]
+    if missing:
+        raise XomniError(f"LoRA target {missing[0]!r} is not a linear or convolution layer of this model; they "
+                         f"are: {', '.join(sorted(names))}")
+    if is_lora(model):
+        raise XomniError("the model already has a LoRA adapter; merge it first (xomni lora merge)")
+    inject_adapter_in_model(_peft_config(cfg), model, adapter_name=ADAPTER)
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    return model
+
+
+def is_lora(model: nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+    return any(isinstance(m, LoraLayer) for m in model.modules())
+
+
+def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's A/B matrices under peft's saved names (base_model.model.<module>.lora_A.weight)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if ".lora_A." in k or ".lora_B." in k:
+            out[PEFT_PREFIX + k.replace(f".{ADAPTER}.", ".")] = v.detach().cpu().contiguous()
+    return out
+
+
+def adapter_bytes(path: str | Path) -> int:
+    """Bytes of an adapter directory's weight file."""
+    return (resolve_adapter_dir(path) / WEIGHTS).stat().st_size
+
+
+def weights_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def base_info(model: nn.Module, base_dir: str | Path | None, component: str = "ar") -> dict:
+    """What the adapter was trained on: the component, its config and the sha256 of its base weights file."""
+    from xomni.config import to_dict
+    info: dict = {"component": component}
+    if component == "ar" and hasattr(model, "cfg"):
+        info["ar"] = to_dict(model.cfg)
+    if base_dir is not None:
+        f = Path(base_dir) / component / "model.safetensors"
+        info["base_model"] = str(base_dir)
+        if f.is_file():
+            info["base_sha256"] = weights_sha256(f)
+    return info
+
+
+def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict | None = None,
+                 dtype: torch.dtype | None = None) -> Path:
+    """Write the adapter directory atomically (temp dir + rename): safetensors + JSON only."""
+    from safetensors.torch import save_file
+    cfg = cfg.resolved((info or {}).get("component", "ar"))
+    tensors = adapter_tensors(model)
+    if not tensors:
+        raise XomniError("the model has no LoRA adapter to save")
+    if dtype is not None:
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    peft_cfg = {"peft_type": "LORA", "task_type": None, "r": cfg.rank, "lora_alpha": cfg.alpha,
+                "lora_dropout": cfg.dropout, "target_modules": sorted(cfg.targets), "bias": "none",
+                "fan_in_fan_out": False, "modules_to_save": None, "inference_mode": True,
+                "base_model_name_or_path": (info or {}).get("base_model")}
+    (tmp / CONFIG).write_text(json.dumps(peft_cfg, indent=2, sort_keys=True))
+    meta = dict(info or {}, lora={"rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout,
+                                  "targets": list(cfg.targets)},
+                n_params=int(sum(v.numel() for v in tensors.values())), format="xomni-lora-v1")
+    (tmp / INFO).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    from xomni.checkpoint import replace_dir
+    replace_dir(tmp, out)
+    return out
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """`path` itself or its training run's final/; one clear line when it holds no adapter."""
+    p = Path(path)
+    if not p.exists():
+        raise XomniError(f"LoRA adapter not found: {p}")
+    if not p.is_dir():
+        raise XomniError(f"--lora {p} is a file; give the adapter directory (with {WEIGHTS} and {CONFIG})")
+    if not (p / CONFIG).is_file() and (p / "final" / CONFIG).is_file():
+        p = p / "final"
+    pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+    if not (p / WEIGHTS).is_file():
+        if pickles:
+            raise XomniError(f"{p} holds {pickles[0]} but no {WEIGHTS}: only safetensors adapters are loaded "
+                             f"(pickle files can run code when opened)")
+        raise XomniError(f"{p} is not a LoRA adapter directory: {WEIGHTS} is missing (train one with "
+                         f"`xomni train lora`)")
+    if not (p / CONFIG).is_file():
+        raise XomniError(f"{p} is not a LoRA adapter directory: {CONFIG} is missing")
+    return p
+
+
+def read_adapter_config(p: Path) -> LoRAConfig:
+    from xomni.checkpoint import read_json
+    d = read_json(p / CONFIG)
+    if d.get("peft_type", "LORA") != "LORA":
+        raise XomniError(f"{p / CONFIG}: peft_type {d.get('peft_type')!r} is not LORA")
+    try:
+        targets = d["target_modules"]
+        if isinstance(targets, str):
+            targets = [targets]
+        cfg = LoRAConfig(rank=int(d["r"]), alpha=float(d.get("lora_alpha", d["r"])),
+                         dropout=float(d.get("lora_dropout", 0.0)), targets=list(targets))
+    except (KeyError, TypeError, ValueError) as e:
+        raise XomniError(f"{p / CONFIG} is not a LoRA config: bad or missing field {e}") from None
+    if d.get("bias", "none") != "none" or d.get("modules_to_save"):
+        raise XomniError(f"{p / CONFIG}: only bias='none' adapters without modules_to_save are supported")
+    return cfg.check(where=str(p / CONFIG))
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
+    """Add the adapter in `path` to `model` (merge-free): every tensor must match by name and shape."""
+    from xomni.checkpoint import read_json, read_safetensors
+    p = resolve_adapter_dir(path)
+    cfg = read_adapter_config(p)
+    tensors = read_safetensors(p / WEIGHTS)
+    if (p / INFO).is_file():
+        info = read_json(p / INFO)
+        want = info.get("base_sha256")
+        have = getattr(model, "_xomni_base_sha256", None)
+        if want and have and want != have:
+            from xomni.utils import log
+            log(f"[lora] warning: {p} was trained on other base weights (sha256 {want[:12]}, this model "
+                f"{have[:12]}); loading it anyway")
+    try:
+        add_lora(model, cfg)
+    except XomniError as e:
+        raise XomniError(f"adapter {p} does not fit this model: {e}") from None
+    own = {PEFT_PREFIX + k.replace(f".{ADAPTER}.", "."): k for k in model.state_dict()
+           if ".lora_A." in k or ".lora_B." in k}
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        what = f"missing tensor '{missing[0]}'" if missing else f"unexpected tensor '{unexpected[0]}'"
+        raise XomniError(f"adapter {p / WEIGHTS} does not match the model: {what}")
+    sd = model.state_dict()
+    for k, name in own.items():
+        if tuple(tensors[k].shape) != tuple(sd[name].shape):
+            raise XomniError(f"adapter {p / WEIGHTS} does not match the model: tensor '{k}' has shape "
+                             f"{list(tensors[k].shape)} in the file but {list(sd[name].shape)} in the model")
+    with torch.no_grad():
+        for k, name in own.items():
+            sd[name].copy_(tensors[k].to(sd[name].dtype))
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Bake the adapter into the base weights (W += alpha / r B A) and put plain nn.Linear layers back."""
+    from peft.tuners.lora import LoraLayer
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    if not targets:
+        raise XomniError("the model has no LoRA adapter to merge")
+    for name, m in targets:
+        m.merge(safe_merge=True)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, m.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    for prm in model.parameters():
+        prm.requires_grad_(True)
+    return model
+
+
+def n_adapter_params(model: nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+
+
+def split_adapters(paths: str | Path) -> list[str]:
+    """`--lora A[,B]`: one adapter directory per component (an AR adapter and a decoder adapter at most)."""
+    parts = [s.strip() for s in str(paths).split(",") if s.strip()]
+    if not parts:
+        raise XomniError("--lora is empty")
+    return parts
+
+
+def adapter_component(path: str | Path) -> str:
+    from xomni.checkpoint import read_json
+    d = resolve_adapter_dir(path)
+    comp = read_json(d / INFO).get("component", "ar") if (d / INFO).is_file() else "ar"
+    if comp not in COMPONENTS:
+        raise XomniError(f"{d / INFO}: component {comp!r} is not one of {', '.join(COMPONENTS)}")
+    return comp
+
+
+def load_into_pipeline(pipe, paths: str | Path):
+    """Add the adapter(s) in `paths` (comma-separated: one for the AR model, one for the decoder) to a loaded
+    Pipeline, merge-free; records them in pipe.index["lora"]."""
+    done: dict[str, str] = {}
+    for path in split_adapters(paths):
+        comp = adapter_component(path)
+        if comp in done:
+            raise XomniError(f"--lora gives two {comp} adapters ({done[comp]}, {path}); give one per component")
+        module = pipe.ar if comp == "ar" else pipe.decoder
+        f = Path(pipe.path) / comp / "model.safetensors" if pipe.path is not None else None
+        if f is not None and f.is_file():
+            module._xomni_base_sha256 = weights_sha256(f)
+        load_adapter(module, path)
+        module.eval()
+        done[comp] = str(resolve_adapter_dir(path))
+    pipe.index = dict(pipe.index, lora=done)
+    return pipe

@@ -1,0 +1,156 @@
+"""`xomni train lora`: LoRA fine-tuning of a pipeline's AR model on the shared training loop.
+
+The pipeline's own frozen image tokenizer encodes the dataset once (a token cache under OUT/), the AR model gets a
+fresh adapter (xomni.lora.adapter: base weights frozen, A/B trainable), and the SFT loss of `xomni train ar` (text ->
+image and image -> text sequences) trains it. Checkpoints, --resume and --config/--set are the shared loop's; the
+run's final/ is the adapter directory (safetensors + JSON), which `--lora OUT` on generate, caption, eval text and
+serve loads without merging.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from xomni.config import field, to_dict
+from xomni.errors import XomniError
+from xomni.lora.adapter import LoRAConfig
+from xomni.train import TrainConfig
+from xomni.utils import log
+
+
+@dataclasses.dataclass
+class LoRATrainConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/lora", steps=300, batch_size=32,
+                                                                   lr=2e-3, warmup_steps=20, weight_decay=0.0,
+                                                                   min_lr_ratio=0.1, ckpt_every=100, log_every=10),
+                               help="Shared training-loop settings.")
+    lora: LoRAConfig = field(default_factory=LoRAConfig, help="Adapter shape: rank, alpha, dropout, target modules.")
+    component: str = field("ar", help="ar (the AR model, on the SFT loss of xomni train ar) or decoder (the "
+                                      "diffusion decoder, on its own denoising loss: teaches it to draw what the "
+                                      "frozen tokenizer's codes of the new data mean).")
+    t2i_ratio: float = field(0.9, help="Fraction of sequences that are text->image; the rest are image->text "
+                                       "(captions of the new data, so captioning learns it too).")
+    uncond_prob: float = field(0.1, help="Probability of dropping the prompt of a text->image sequence (keeps the "
+                                         "unconditional model of classifier-free guidance in step).")
+    caption_loss_weight: float = field(1.0, help="Weight of caption tokens against image tokens in the loss (as in "
+                                                 "xomni train ar).")
+    val_n: int = field(64, help="Validation grids for the periodic val loss (0 = none; needs a val split).")
+
+    def check(self, where: str = "") -> "LoRATrainConfig":
+        from xomni.config import in_range
+        in_range(self, "config", "t2i_ratio", 0, 1)
+        in_range(self, "config", "uncond_prob", 0, 1, hi_open=True)
+        in_range(self, "config", "caption_loss_weight", 0, lo_open=True)
+        in_range(self, "config", "val_n", 0)
+        if self.component not in ("ar", "decoder"):
+            raise XomniError(f"config component must be ar or decoder, got {self.component!r}")
+        self.lora.check()
+        return self
+
+
+def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resume: str | None = None) -> dict:
+    from xomni.ar.train import build_loss_fn
+    from xomni.ar.trainer import token_cache, val_loss
+    from xomni.ar.vocab import training_length
+    from xomni.lora.adapter import add_lora, base_info, n_adapter_params, save_adapter
+    from xomni.pipeline import Pipeline
+    from xomni.train import run_training, seed_everything
+    t0 = time.time()
+    cfg.check()
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    pipe = Pipeline.from_pretrained(model_dir)
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.component == "decoder":
+        return _train_decoder_lora(cfg, pipe, data, resume, t0)
+    train = token_cache(data, "train", pipe.image_tokenizer, out)
+    val = None
+    if cfg.val_n and not (Path(data) / "codes.safetensors").is_file():
+        try:
+            val = token_cache(data, "val", pipe.image_tokenizer, out, limit=cfg.val_n)
+        except XomniError as e:
+            log(f"[lora] no validation split ({e}); val loss disabled")
+    model = pipe.ar
+    h, w = pipe.grid
+    longest = max(len(pipe.text_tokenizer.encode(train[i]["caption"], add_special_tokens=False))
+                  for i in range(min(len(train), 2000)))
+    if training_length(longest, h, w) > model.cfg.max_seq_len:
+        raise XomniError(f"captions of {data} need {training_length(longest, h, w)} tokens; the model's context is "
+                         f"{model.cfg.max_seq_len}")
+    seed_everything(cfg.train.seed)
+    add_lora(model, cfg.lora)
+    model.train()
+    n_lora = n_adapter_params(model)
+    info = base_info(model, pipe.path, "ar")
+    info["data"] = str(data)
+    log(f"[lora] rank {cfg.lora.rank} on {', '.join(cfg.lora.resolved('ar').targets)}: {n_lora:,} trainable parameters "
+        f"({n_lora / max(1, sum(p.numel() for p in model.parameters())):.2%} of the AR model), {len(train)} "
+        f"training grids of {h}x{w}")
+    eval_fn = (lambda m, step: val_loss(model, pipe.text_tokenizer, cfg, val, cfg.val_n)) if val is not None else None
+
+    def save_final(path: Path, m: torch.nn.Module) -> None:
+        save_adapter(m, path, cfg.lora, dict(info, train=to_dict(cfg), wall_s=round(time.time() - t0, 1)))
+
+    res = run_training(cfg.train, model, train, build_loss_fn(model, pipe.text_tokenizer, cfg), collate=list,
+                       config_dict={"kind": "lora", "lora": to_dict(cfg.lora), **info}, resume=resume,
+                       eval_fn=eval_fn, move_batch=False, save_final=save_final)
+    result = {"out_dir": str(out), "adapter": str(out / "final"), "steps": res.step, "bad_steps": res.bad_steps,
+              "train": res.last_metrics, "adapter_params": n_lora,
+              "adapter_bytes": (out / "final" / "adapter_model.safetensors").stat().st_size
+              if (out / "final" / "adapter_model.safetensors").is_file() else None,
+              "wall_s": round(time.time() - t0, 1)}
+    if val is not None:
+        result["val"] = val_loss(model, pipe.text_tokenizer, cfg, val, cfg.val_n)
+    return result
+
+
+def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | None, t0: float) -> dict:
+    """A decoder adapter: the pipeline's tokenizer encodes the images once (codes cached under OUT/), the decoder
+    learns to denoise them from their codes (xomni.decoder.trainer's loss)."""
+    from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
+    from xomni.lora.adapter import add_lora, base_info, n_adapter_params, save_adapter
+    from xomni.tokenizer.images import load_split
+    from xomni.train import run_training, seed_everything
+    out = Path(cfg.train.out_dir)
+    dec = pipe.decoder
+    images = load_split(data, "train", tuple(dec.config.image_size), 0, desc="load train")
+    codes = cached_codes(pipe.image_tokenizer, Path(pipe.path) / "image_tokenizer", images,
+                         out / "codes-train.safetensors")
+    seed_everything(cfg.train.seed)
+    add_lora(dec, cfg.lora)
+    dec.train()
+    n_lora = n_adapter_params(dec)
+    info = dict(base_info(dec, pipe.path, "decoder"), data=str(data))
+    log(f"[lora] decoder adapter, rank {cfg.lora.rank} on {', '.join(cfg.lora.resolved('decoder').targets)}: "
+        f"{n_lora:,} trainable parameters, {len(images)} training images")
+
+    def save_final(path: Path, m: torch.nn.Module) -> None:
+        save_adapter(m, path, cfg.lora, dict(info, train=to_dict(cfg), wall_s=round(time.time() - t0, 1)))
+
+    res = run_training(cfg.train, dec, CodedImages(images, codes), decoder_loss,
+                       config_dict={"kind": "lora", "lora": to_dict(cfg.lora), **info}, resume=resume,
+                       save_final=save_final)
+    f = out / "final" / "adapter_model.safetensors"
+    return {"out_dir": str(out), "adapter": str(out / "final"), "component": "decoder", "steps": res.step,
+            "bad_steps": res.bad_steps, "train": res.last_metrics, "adapter_params": n_lora,
+            "adapter_bytes": f.stat().st_size if f.is_file() else None, "wall_s": round(time.time() - t0, 1)}
+
+
+def merge_main(model_dir: str | None, lora: str, out: str, dtype: str = "float32") -> dict:
+    """Load `model_dir` + adapter, bake the adapter in, save a full pipeline directory."""
+    from xomni.lora.adapter import merge_lora
+    from xomni.pipeline import Pipeline
+    pipe = Pipeline.from_pretrained(model_dir, lora=lora)
+    src = pipe.index.get("lora") or {}
+    for comp in src:
+        module = pipe.ar if comp == "ar" else pipe.decoder
+        merge_lora(module)
+        module.eval()
+    index = {k: v for k, v in pipe.index.items() if k != "lora"}
+    pipe.index = index
+    pipe.save_pretrained(out, index_update={"lora_merged": src, "base_model": str(pipe.path)}, dtype=dtype)
+    return {"out": str(out), "lora": src, "base_model": str(model_dir or "bundled"), "weights_dtype": dtype}
