@@ -147,7 +147,7 @@ def sampler_compiled(pipe) -> dict:
 def decoder(pipe) -> dict:
     out = {"steps": pipe.decoder.config.steps}
     for B in SIZES["decode"]:
-        codes = torch.randint(0, pipe.decoder.codebook_size, (B, *pipe.grid), generator=torch.Generator().manual_seed(0))
+        codes = torch.randint(0, pipe.decoder.vocab_size, (B, *pipe.grid), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             t = _timed(lambda: pipe.decoder.decode(codes, generator=torch.Generator().manual_seed(0)),
                        reps=max(1, SIZES["reps"] // 2), warmup=1)

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from xomni.eval.longtext import BENCH_EN as LONGTEXT_BENCH_EN
+from xomni.metrics.longtext import BENCH_EN as LONGTEXT_BENCH_EN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

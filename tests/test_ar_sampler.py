@@ -85,12 +85,34 @@ def test_fast_path_and_transformers_cache_draw_the_same_tokens():
 def test_bench_sample_reports_ratios_of_its_own_medians():
     from xomni.ar.bench import bench_sample_impl
     m = _model()
-    res = bench_sample_impl(m, (2, 3), batches=(1, 2), repeats=2, compile=False)
+    res = bench_sample_impl(m, (2, 3), batches=(1, 2), repeats=2, compile=False, sjd_window=2)
     b = res["batch2"]
-    assert set(b["median_s"]) == {"ours", "generate", "nocache"}  # no compiled path when not asked
-    for k in ("ours", "generate", "nocache"):
-        assert b[f"{k}_tokens_per_s"] == pytest.approx(2 * 6 / b["median_s"][k])
-    assert res["speedup_vs_generate"] == pytest.approx(b["ours_tokens_per_s"] / b["generate_tokens_per_s"])
-    assert res["speedup_vs_generate"] == res["eager_speedup_vs_generate"]
-    assert res["speedup_path"].startswith("eager") and res["compile_s"] == {}
+    assert set(b) == {"eager", "eager_sjd", "generate", "nocache"}  # no compiled path when not asked
+    for k, v in b.items():
+        assert v["tokens_per_s"] == pytest.approx(2 * 6 / v["median_s"])
+        assert v["images_per_s"] == pytest.approx(2 / v["median_s"])
+        assert v["speedup_vs_generate"] == pytest.approx(b["generate"]["median_s"] / v["median_s"])
+    assert res["default_speedup_vs_generate"] == b["eager"]["speedup_vs_generate"]
+    assert res["best_path"] in ("eager", "eager_sjd")
+    assert res["best_speedup_vs_generate"] == max(b["eager"]["speedup_vs_generate"],
+                                                  b["eager_sjd"]["speedup_vs_generate"])
+    passes = res["forward_passes_per_image"]
+    assert passes["eager"] == passes["generate"] == passes["nocache"] == 6 and 1 < passes["eager_sjd"] <= 6
+    assert res["compile_s"] == {}
     assert 0 < res["bandwidth_fraction"] and res["peak_rss_mb"] > 0
+
+
+def test_bench_generate_reports_each_path_against_generate():
+    from test_rl import tiny_pipeline
+    from xomni.ar.bench import bench_generate_impl
+    pipe = tiny_pipeline()
+    res = bench_generate_impl(pipe, '"HI"', n_images=2, runs=1, steps=1, sjd_window=3)
+    assert set(res["paths"]) == {"default", "sjd", "generate"}
+    for v in res["paths"].values():
+        assert v["speedup_vs_generate"] == pytest.approx(res["paths"]["generate"]["latency_p50_s"] / v["latency_p50_s"])
+        assert v["images_per_s"] == pytest.approx(2 / v["latency_p50_s"]) and v["ar_tokens_per_s"] > 0
+    n = pipe.grid[0] * pipe.grid[1]
+    assert res["forward_passes_per_image"]["default"] == res["forward_passes_per_image"]["generate"] == n
+    assert res["forward_passes_per_image"]["sjd"] <= n
+    assert res["latency_p50_s"] == res["paths"]["default"]["latency_p50_s"]
+    assert pipe.sjd_window == 0 and not pipe.compile_sampler  # the pipeline is left as it was

@@ -28,8 +28,8 @@ def test_bundled_model_files():
 def test_bundled_model_writes_test_split_words():
     from xomni.data.presets import get_preset
     from xomni.data.scene import sample_scene
-    from xomni.eval.text import OcrRegion, ocr_images
-    from xomni.eval.textmetrics import exact_match
+    from xomni.metrics.ocr import OcrRegion, ocr_images
+    from xomni.metrics.textmetrics import exact_match
     from xomni.pipeline import Pipeline
     pipe = Pipeline.from_pretrained()
     preset = get_preset("mini")

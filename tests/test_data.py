@@ -24,7 +24,7 @@ from xomni.data.render import render
 from xomni.data.scene import sample_scene
 from xomni.data.synth import synth
 from xomni.errors import XomniError
-from xomni.eval.longtext import BENCH_DIR
+from xomni.metrics.longtext import BENCH_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_mini_preset_scenes_and_tesseract_reads_them():
     the text box; Tesseract reads its ground-truth renders (the evaluator must not be the bottleneck)."""
     from xomni.data.presets import MINI
     from xomni.data.render import render
-    from xomni.ocr import exact_match, tesseract_batch
+    from xomni.metrics.ocr import exact_match, tesseract_batch
     metas = [sample_scene(MINI, 0, "val", i) for i in range(48)]
     for m in metas:
         assert len(m["text"]) <= 10 and " " not in m["text"] and not m["shapes"]

@@ -61,7 +61,7 @@ def test_text_and_longtext_happy_paths(tmp_path, cli_env):
     from PIL import Image, ImageDraw, ImageFont
 
     from xomni.data.fonts import font_path
-    from xomni.eval.longtext import load_bench, select_units
+    from xomni.metrics.longtext import load_bench, select_units
     units = select_units(load_bench(BENCH_EN), max_chars=6)
     d = tmp_path / "lt"
     d.mkdir()

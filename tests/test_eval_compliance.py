@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from xomni.eval import compliance as C
-from xomni.eval.images import Item
+from xomni.metrics import compliance as C
+from xomni.metrics.images import Item
 
 
 def attrs(meta):
@@ -145,7 +145,7 @@ def test_judge_on_a_preset_without_shapes_learns_colours():
     from xomni.data.presets import get_preset
     from xomni.data.render import render
     from xomni.data.scene import sample_scene
-    from xomni.eval.judge import JudgeModelConfig, JudgeNet, decode, image_tensor, judge_loss, labels_of, \
+    from xomni.metrics.judge import JudgeModelConfig, JudgeNet, decode, image_tensor, judge_loss, labels_of, \
         schema_from_preset
     schema = schema_from_preset("mini")
     assert schema["positions"] == []
@@ -184,7 +184,7 @@ def test_prompts_the_judge_never_learned_are_refused(metas):
     from PIL import Image
 
     from xomni.errors import XomniError
-    from xomni.eval.judge import schema_from_preset
+    from xomni.metrics.judge import schema_from_preset
     mini = schema_from_preset("mini")
     im = Image.new("RGB", (256, 64))
     alien = next(m for m in metas if m.get("shapes"))  # tiny metas: shapes the mini judge has no slots for

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xomni.errors import XomniError
-from xomni.eval import fid
+from xomni.metrics import fid
 
 
 def _torchmetrics_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,7 +55,7 @@ def test_fid_ordering_small_sets(renders):
 
 
 def test_extract_skips_unreadable(renders):
-    from xomni.eval.images import Item
+    from xomni.metrics.images import Item
 
     class Tiny(torch.nn.Module):
         size = (32, 32)
@@ -69,7 +69,7 @@ def test_extract_skips_unreadable(renders):
 
 
 def test_inception_state_dict_and_torchscript(tmp_path):
-    from xomni.eval.inception import InceptionV3Features, load_inception
+    from xomni.metrics.inception import InceptionV3Features, load_inception
     torch.manual_seed(0)
     m = InceptionV3Features().eval()
     sd = {k: v for k, v in m.state_dict().items()}

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from xomni.errors import XomniError
-from xomni.eval import longtext as L
+from xomni.eval.longtext import run_longtext
+from xomni.metrics import longtext as L
 
 from conftest import BENCH_EN as BENCH  # noqa: E402
 
@@ -105,4 +106,4 @@ def test_bench_prompts_ship_with_the_package(tmp_path):
     from PIL import Image
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     with pytest.raises(XomniError, match="but 160 benchmark units"):  # no --bench: the shipped English prompts
-        L.run_longtext(images=str(tmp_path))
+        run_longtext(images=str(tmp_path))

@@ -6,7 +6,9 @@ from PIL import Image, ImageFilter
 
 from xomni.errors import XomniError
 from xomni.eval import text as T
-from xomni.eval.images import ImageSource, Item, read_targets
+from xomni.metrics.images import ImageSource, Item, read_targets
+from xomni.metrics.ocr import resolve_region
+from xomni.metrics.text import pairs_from_images, score_items
 
 N = 24
 
@@ -22,8 +24,8 @@ def gt():
 
 
 def _score(items, targets):
-    reg = T.resolve_region([it.meta for it in items])
-    return T.score_items(items, targets, region=reg, n_boot=200)
+    reg = resolve_region([it.meta for it in items])
+    return score_items(items, targets, region=reg, n_boot=200)
 
 
 def test_ground_truth_scores_high(gt):
@@ -63,10 +65,10 @@ def test_image_dir_with_targets_any_mode(tmp_path, gt):
         im.save(tmp_path / f"{i:02d}.png")
     (tmp_path / "03.png").write_bytes(b"not a png")
     (tmp_path / "t.txt").write_text("\n".join(it.meta["text"] for it in gt[:4]) + "\n")
-    items, tg = T.pairs_from_images(str(tmp_path), str(tmp_path / "t.txt"))
+    items, tg = pairs_from_images(str(tmp_path), str(tmp_path / "t.txt"))
     assert [it.key for it in items] == ["00", "01", "02", "03"]
     assert items[3].image is None and items[0].image.mode == "RGB"
-    res, _ = T.score_items(items, tg, region=T.resolve_region([], preset="tiny"), n_boot=100)
+    res, _ = score_items(items, tg, region=resolve_region([], preset="tiny"), n_boot=100)
     assert res["n"] == 3 and res["n_skipped"] == 1 and res["exact_match"] >= 2 / 3
 
 
@@ -74,9 +76,9 @@ def test_count_mismatch_and_missing_metadata(tmp_path, gt):
     gt[0].image.save(tmp_path / "a.png")
     (tmp_path / "t.txt").write_text("ONE\nTWO\n")
     with pytest.raises(XomniError, match="1 images .* 2 lines"):
-        T.pairs_from_images(str(tmp_path), str(tmp_path / "t.txt"))
+        pairs_from_images(str(tmp_path), str(tmp_path / "t.txt"))
     with pytest.raises(XomniError, match="no metadata"):
-        T.pairs_from_images(str(tmp_path), None)
+        pairs_from_images(str(tmp_path), None)
     (tmp_path / "e.txt").write_text("\n\n")
     with pytest.raises(XomniError, match="empty"):
         read_targets(tmp_path / "e.txt")
@@ -87,7 +89,7 @@ def test_imagefolder_metadata_targets(tmp_path, gt):
     write_imagefolder(tmp_path / "f", [(it.image, it.meta) for it in gt[:5]])
     src = ImageSource(tmp_path / "f")
     assert src.has_meta and len(src) == 5
-    items, tg = T.pairs_from_images(str(tmp_path / "f"), None)
+    items, tg = pairs_from_images(str(tmp_path / "f"), None)
     assert tg == [it.meta["text"] for it in gt[:5]]
 
 
@@ -135,7 +137,8 @@ class FakePipe:
 
 def test_model_path_with_fake_pipeline(tmp_path, monkeypatch):
     from xomni.eval import longtext as L
-    monkeypatch.setattr(T, "load_pipeline", lambda d: FakePipe())
+    monkeypatch.setattr(T, "load_pipeline", lambda *a, **k: FakePipe())
+    monkeypatch.setattr(L, "load_pipeline", lambda *a, **k: FakePipe())
     FakePipe.calls = []
     (tmp_path / "t.txt").write_text("HELLO\nOPEN 24\nsale now\n")
     items, tg = T.items_from_model("m", str(tmp_path / "t.txt"), samples=2, seed=5, batch=2,
@@ -145,7 +148,7 @@ def test_model_path_with_fake_pipeline(tmp_path, monkeypatch):
     # the resolved settings (override + the model's defaults) are what the pipeline got and what the metadata says
     assert FakePipe.sampling == items[0].meta["sampling"] == {"temperature": 0.5, "top_k": 0, "top_p": 1.0,
                                                               "min_p": 0.03, "cfg_scale": 1.0}
-    res, _ = T.score_items(items, tg, region=None, n_boot=50)
+    res, _ = score_items(items, tg, region=None, n_boot=50)
     assert res["n"] == 6 and res["exact_match"] >= 5 / 6
     (tmp_path / "bad.txt").write_text("CAFÉ\n")
     with pytest.raises(XomniError, match="cannot draw"):

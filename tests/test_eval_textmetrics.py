@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from xomni.eval import textmetrics as tm
+from xomni.metrics import textmetrics as tm
 
 
 def test_exact_match_rules():
@@ -15,7 +15,7 @@ def test_exact_match_rules():
 
 
 def test_agrees_with_xomni_ocr_definition():
-    ocr = pytest.importorskip("xomni.ocr")
+    ocr = pytest.importorskip("xomni.metrics.ocr")
     for p, t in [(" a  b ", "a b"), ("A b", "a b"), ("a\tb\n", "a b")]:
         assert tm.exact_match(p, t) == ocr.exact_match(p, t)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageFilter
 
-from xomni import ocr
+from xomni.metrics import ocr
 from xomni.data.presets import TINY
 from xomni.data.render import fit_font_size, place_text, render
 from xomni.data.scene import sample_scene

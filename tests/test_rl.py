@@ -414,7 +414,7 @@ def test_cli_bad_input_one_line_and_eval_rewards(tmp_path, monkeypatch, capsys):
 def test_alignment_reward_with_a_real_judge_dir(tmp_path):
     from xomni.checkpoint import save_model_dir
     from xomni.config import to_dict
-    from xomni.eval.judge import JudgeModelConfig, JudgeNet, schema_from_preset
+    from xomni.metrics.judge import JudgeModelConfig, JudgeNet, schema_from_preset
     from xomni.rl.rewards import build_reward_set
     torch.manual_seed(0)
     schema, mc = schema_from_preset("tiny"), JudgeModelConfig(width=8, hidden=16)
@@ -455,6 +455,6 @@ def test_compare_helpers(tmp_path):
     near, far = rng.normal(size=(100, 8)), rng.normal(loc=2.0, size=(100, 8))
     a, b = fid_with_ci(real, near, n_boot=30), fid_with_ci(real, far, n_boot=30)
     assert a["ci95"][0] < a["fid"] < a["ci95"][1] and a["ci95"][1] < b["ci95"][0]
-    from xomni.eval.fid import fid_from_features  # the n x n shortcut is the full d x d formula
+    from xomni.metrics.fid import fid_from_features  # the n x n shortcut is the full d x d formula
     for fake in (near, far, near[:5]):
         assert fid_with_ci(real, fake, n_boot=0)["fid"] == pytest.approx(fid_from_features(real, fake), rel=1e-5, abs=1e-5)

@@ -38,7 +38,7 @@ def test_forward_paper_and_summary_settings(patch, K):
     codes = tok.encode(x)
     assert codes.shape == (2, 64 // patch, 256 // patch) and codes.dtype == torch.long
     assert int(codes.min()) >= 0 and int(codes.max()) < K
-    assert tok.grid == (64 // patch, 256 // patch) and tok.codebook_size == K
+    assert tok.grid == (64 // patch, 256 // patch) and tok.vocab_size == K
     assert tok.code_vectors(codes).shape == (2, 64 // patch, 256 // patch, 64)
 
 

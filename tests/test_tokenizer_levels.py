@@ -40,7 +40,7 @@ def two_level():
 def test_token_grid_layout_and_vocabulary(two_level):
     tok, x = two_level
     K = 32
-    assert tok.grid == (8, 64) and tok.codebook_size == 2 * K and tok.config.grid == (8, 32)
+    assert tok.grid == (8, 64) and tok.vocab_size == 2 * K and tok.config.grid == (8, 32)
     codes = tok.encode(x)
     assert codes.shape == (8, 8, 64)
     assert int(codes[..., 0::2].max()) < K <= int(codes[..., 1::2].min()) and int(codes.max()) < 2 * K
@@ -72,9 +72,9 @@ def test_eval_reports_each_levels_usage(two_level):
     imgs = ImageSet(arr, metas)
     out = evaluate(tok, imgs, max_caption=2)
     codes = tok.encode(imgs.tensor(list(range(8))))
-    assert out["codebook_size"] == 64 and len(out["per_level"]) == 2
+    assert out["vocab_size"] == 64 and len(out["per_level"]) == 2
     for lv, st in enumerate(out["per_level"]):
-        assert st["codebook_size"] == 32 and st["n_tokens"] == 8 * 8 * 32
+        assert st["vocab_size"] == 32 and st["n_tokens"] == 8 * 8 * 32
         assert st["codes_used"] == int(codes[..., lv::2].unique().numel())
 
 
@@ -85,7 +85,7 @@ def test_save_load_and_decoder_on_the_two_level_grid(two_level, tmp_path):
     codes = tok2.encode(x[:2])
     assert torch.equal(codes, tok.encode(x[:2]))
     dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok2))
-    assert dec.grid == tok2.grid and dec.codebook_size == tok2.codebook_size
+    assert dec.grid == tok2.grid and dec.vocab_size == tok2.vocab_size
     dec.init_from_tokenizer(tok2)
     # the decoder starts at the tokenizer's reconstruction of the summed codes
     assert torch.allclose(dec.decode(codes, steps=2), tok2.reconstruct(codes), atol=1e-4)
@@ -115,7 +115,7 @@ def two_level_pipeline():
     tok = ImageTokenizer(TokenizerConfig(levels=2, **{**TOK, "patch": 16, "recon_down": 2})).eval()
     dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), tok)).eval()
     ar = UnifiedAR(ARConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=64,
-                            max_seq_len=256, image_vocab=tok.codebook_size)).eval()
+                            max_seq_len=256, image_vocab=tok.vocab_size)).eval()
     return Pipeline(ByteTokenizer(), tok, ar, dec, index={"prompt_template": '"{text}"'})
 
 
@@ -143,7 +143,7 @@ def test_pipeline_writes_and_reads_the_two_level_grid(tmp_path, monkeypatch):
     assert len(caps) == 2 and read[0].shape == (2, 4, 32) and int(read[0][..., 1::2].min()) >= 32
     pipe.save_pretrained(tmp_path / "p")
     again = Pipeline.from_pretrained(tmp_path / "p")
-    assert again.grid == (4, 32) and again.decoder.codebook_size == 64
+    assert again.grid == (4, 32) and again.decoder.vocab_size == 64
     assert np.array_equal(np.asarray(again(["HI"], seed=0, steps=1)[0]), np.asarray(pipe(["HI"], seed=0, steps=1)[0]))
 
 
@@ -181,3 +181,52 @@ def test_a_checkpoint_whose_config_claims_other_levels_is_refused(two_level, tmp
     (tmp_path / "tok" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(XomniError, match=r"does not match the model: missing .*rvq\.1"):
         ImageTokenizer.from_pretrained(tmp_path / "tok")
+
+
+def test_add_levels_keeps_level0_and_lowers_the_residual():
+    """Residual levels fitted by k-means on a frozen one-level tokenizer: level-0 codes are the source's exactly,
+    every other weight is carried over, and each level leaves less of the feature."""
+    from xomni.tokenizer.levels import add_levels, residual_norms
+    torch.manual_seed(0)
+    one = ImageTokenizer(TokenizerConfig(**TOK)).train()
+    x, metas = renders(12)
+    one(x, torch.stack([encode_caption(m["caption"], 48) for m in metas]))  # k-means-initialises level 0
+    one.eval()
+    three = add_levels(one, [x[:6], x[6:]], levels=3, iters=5)
+    assert three.levels == 3 and three.grid == (one.grid[0], one.grid[1] * 3)
+    codes = three.encode(x)
+    assert torch.equal(codes[..., 0::3], one.encode(x))
+    assert int(codes[..., 1::3].min()) >= 32 and int(codes[..., 2::3].min()) >= 64
+    norms = residual_norms(three, x)
+    assert norms[0] > norms[1] > norms[2]
+    new_state = three.state_dict()
+    assert all(torch.equal(v, new_state[k]) for k, v in one.state_dict().items())
+    with pytest.raises(XomniError, match="one-level"):
+        add_levels(three, [x], levels=3)
+
+
+def test_grow_levels_decoder_and_ar_keep_level0():
+    """The grown decoder and AR model hold the one-level weights; the AR's level-0 logits are unchanged."""
+    from xomni.ar.model import ARConfig, UnifiedAR, grow_levels as grow_ar
+    from xomni.decoder.model import grow_levels as grow_dec
+    from xomni.tokenizer.levels import add_levels
+    torch.manual_seed(0)
+    one = ImageTokenizer(TokenizerConfig(**TOK)).train()
+    x, metas = renders(8)
+    one(x, torch.stack([encode_caption(m["caption"], 48) for m in metas]))
+    one.eval()
+    two = add_levels(one, [x], levels=2, iters=3)
+    dec = Decoder(config_for_tokenizer(DecoderConfig(**DEC), one)).eval()
+    dec2 = grow_dec(dec, two)
+    assert dec2.grid == two.grid and dec2.vocab_size == 64
+    assert torch.equal(dec2.cond.embed.weight[:32], dec.cond.embed.weight)
+    assert torch.allclose(dec2.cond.embed.weight[32:], two.code_table()[32:])
+    assert torch.equal(dec2.unet.conv_in.weight, dec.unet.conv_in.weight)
+    ar = UnifiedAR(ARConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=64,
+                            max_seq_len=64, image_vocab=32)).eval()
+    ar2 = grow_ar(ar, 2, max_seq_len=128).eval()
+    assert ar2.cfg.image_vocab == 64 and ar2.layout.levels == 2
+    ids = torch.tensor([[257, 72, 73] + ar.layout.image_header(2, 2) + [ar.layout.image_offset + 5]])
+    h1, _ = ar.hidden(ids)
+    h2, _ = ar2.hidden(ids)
+    assert torch.allclose(ar.image_logits(h1), ar2.image_logits(h2)[..., :32], atol=1e-5)

@@ -89,7 +89,7 @@ def load_state_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], path
     module.load_state_dict({k: sd[k].to(own[k].dtype) for k in own}, strict=True)
 
 
-def read_model_dir(path: str | Path, kind: str, what: str, train_cmd: str) -> tuple[Path, dict]:
+def read_model_dir(path: str | Path, kind: str | None, what: str, train_cmd: str) -> tuple[Path, dict]:
     """(model dir, config dict) of a saved `kind` model: `path` itself or its run's final/; a clear XomniError
     when there is no config.json or it belongs to another kind of model."""
     p = Path(path)
@@ -128,12 +128,34 @@ def save_model_dir(out: str | Path, module: torch.nn.Module, config: dict,
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text)
+    replace_dir(tmp, out)
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the fully written directory `tmp` at `out` (an existing `out` is moved aside first, then removed)."""
     _fsync_dir(tmp)
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, meta: dict, path) -> None:
+    """Load per-parameter `state` (tensors gathered by index) plus `meta`'s scalars and param groups into `opt`."""
+    for key, val in meta.get("scalars", {}).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = val
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise XomniError(f"optimizer state in {path} does not match the model: {e}") from None
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -154,19 +176,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     for key, val in tensors.items():
         _, idx, name = key.split(".", 2)
         state.setdefault(int(idx), {})[name] = val
-    for key, val in meta.get("scalars", {}).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = val
-    groups = []
-    for g in meta["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    try:
-        opt.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise XomniError(f"optimizer state in {path} does not match the model: {e}") from None
+    load_optimizer_state(opt, state, meta, path)
     n_params = sum(len(g["params"]) for g in opt.param_groups)
     for idx, st in state.items():
         if idx >= n_params:
@@ -215,6 +225,12 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
     save_file(rng_t, str(tmp / "rng.safetensors"))
     full = dict(state, optimizer=opt_meta, rng=rng_meta, format="xomni-checkpoint-v1")
     (tmp / "state.json").write_text(json.dumps(full, indent=1))
+    publish_checkpoint(tmp, final, root, keep_last)
+    return final
+
+
+def publish_checkpoint(tmp: Path, final: Path, root: Path, keep_last: int) -> None:
+    """Atomically move a fully written checkpoint dir into place, then keep only the newest `keep_last`."""
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -223,7 +239,6 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
     ckpts = list_checkpoints(root)
     for old in ckpts[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -5,12 +5,16 @@ logs and progress on stderr, exit code 2 with one clear line for bad input.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import typer
 
+from xomni.cliargs import JsonOpt
 from xomni.errors import XomniError
+from xomni.hwbench import device_report
+from xomni.utils import emit_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="xomni: train, RL-tune, evaluate and serve discrete-token AR text-to-image models.")
@@ -25,17 +29,19 @@ app.add_typer(bench_app, name="bench")
 
 APPS = {"root": app, "data": data_app, "train": train_app, "eval": eval_app, "bench": bench_app}
 
-# Each stage module defines `register(apps: dict)`; a stage that is not built yet is simply absent.
+# Each stage module defines `register(apps: dict)`.
 _STAGES = ["xomni.data.cli", "xomni.generate_cli", "xomni.eval.cli", "xomni.tokenizer.cli", "xomni.decoder.cli",
-           "xomni.ar.cli", "xomni.recipe_cli", "xomni.rl.cli", "xomni.serve.cli", "xomni.demo"]
+           "xomni.ar.cli", "xomni.lora.cli", "xomni.fsdp",
+           "xomni.memory", "xomni.recipe_cli", "xomni.rl.cli", "xomni.serve.cli", "xomni.demo",
+           "xomni.convert.cli", "xomni.levels_cli"]
 for _mod in _STAGES:
-    try:
-        _m = __import__(_mod, fromlist=["register"])
-    except ModuleNotFoundError as _e:  # stage not present in this build
-        if _e.name and _mod.startswith(_e.name):
-            continue
-        raise
-    _m.register(APPS)
+    importlib.import_module(_mod).register(APPS)
+
+
+@bench_app.command("device")
+def bench_device(json_path: str = JsonOpt):
+    """What this machine is: torch version, threads, CPU matmul GFLOP/s, CUDA devices (JSON on stdout)."""
+    emit_json(device_report(), json_path)
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
+from xomni.cliargs import check_float, check_int, read_text
 from xomni.errors import XomniError
+from xomni.utils import atomic_write_text
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING):
@@ -150,7 +152,6 @@ def in_range(obj: Any, where: str, name: str, lo: float | None = None, hi: float
              lo_open: bool = False, hi_open: bool = False, zero: str = "") -> None:
     """Config field `name` of `obj` within [lo, hi] (open ends with lo_open/hi_open); `zero` names a documented
     meaning of 0 that is allowed besides the range. Raises one line naming the dotted field."""
-    from xomni.cliargs import check_float, check_int
     v = getattr(obj, name)
     label = f"config {where + '.' if where else ''}{name}"
     if isinstance(v, int) and not isinstance(v, bool) and not (lo_open or hi_open):
@@ -196,7 +197,6 @@ def load_config(cls: type, yaml_path: str | Path | None = None, overrides: list[
     """Defaults <- `base` dict <- YAML file <- `key.sub=value` overrides (later wins)."""
     data: dict = json.loads(json.dumps(base)) if base else {}
     if yaml_path:
-        from xomni.cliargs import read_text
         p = Path(yaml_path)
         text = read_text(p, "config file")
         try:
@@ -235,7 +235,6 @@ def config_from_dict(cls: type, data: Any, source: str | Path | None = None) -> 
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    from xomni.utils import atomic_write_text
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True))
 
 

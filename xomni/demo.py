@@ -13,7 +13,13 @@ from pathlib import Path
 import typer
 
 from xomni.cliargs import JsonOpt, SeedOpt, _cb, check_in_path, check_out_dir
-from xomni.utils import emit_json, log
+from xomni.data.presets import get_preset
+from xomni.data.preview import preview
+from xomni.data.synth import synth
+from xomni.eval.text import model_preset
+from xomni.metrics.ocr import tesseract_batch
+from xomni.pipeline import Pipeline, default_model_dir
+from xomni.utils import emit_json, image_grid, log
 
 # Per dataset preset (the prompts follow the caption grammar the model was trained on).
 DEMO_PROMPTS = {
@@ -33,8 +39,6 @@ DEMO_PROMPTS = {
 
 
 def run_preview(out_dir: str = "demo_out", n: int = 16, seed: int = 0) -> dict:
-    from xomni.data.preview import preview
-    from xomni.data.synth import synth
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="xomni-demo-") as d:
         synth(d, n, seed=seed, preset="tiny", split="val", fmt="imagefolder", progress=False,
@@ -47,11 +51,6 @@ def run_preview(out_dir: str = "demo_out", n: int = 16, seed: int = 0) -> dict:
 def run_generate(out_dir: str, model: str | None, seed: int = 0) -> dict:
     import torch
 
-    from xomni.generate_cli import _grid_image
-    from xomni.ocr import tesseract_batch
-    from xomni.pipeline import Pipeline
-    from xomni.data.presets import get_preset
-    from xomni.eval.text import model_preset
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +60,7 @@ def run_generate(out_dir: str, model: str | None, seed: int = 0) -> dict:
     prompts = [p for p in DEMO_PROMPTS.get(preset, DEMO_PROMPTS["tiny"]) if all(c in (pipe.charset or c) for c in p)]
     images = pipe(prompts, num_images=2, seed=seed)
     dt = time.time() - t0
-    _grid_image(images, cols=2).save(out / "generated.png")
+    image_grid(images, cols=2).save(out / "generated.png")
     region = get_preset(preset).ocr_region
     reads = tesseract_batch(images, region=region)
     lines = [f"{i}\t{prompts[i // 2]}\tOCR: {reads[i]!r}" for i in range(len(images))]
@@ -83,7 +82,6 @@ def register(apps: dict) -> None:
         json_path: str = JsonOpt,
     ):
         """Generate images from a few prompts with the bundled model (or preview the dataset if none ships)."""
-        from xomni.pipeline import default_model_dir
         if model or (default_model_dir() / "model_index.json").is_file():
             emit_json(run_generate(out, model, seed), json_path)
         else:

@@ -1,7 +1,6 @@
 """`xomni generate` and `xomni caption`: the user-facing commands of a trained pipeline."""
 from __future__ import annotations
 
-
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,22 +10,18 @@ import typer
 from xomni.cliargs import (IMAGE_EXTS, MAX_IMAGES, FloatRange, IntRange, JsonOpt, OverwriteOpt, SeedOpt, _cb,
                            check_in_file, check_in_path, check_out_dir, check_out_file, iter_lines, open_image,
                            refuse_existing)
+from xomni.data.caption import parse_caption
+from xomni.data.io import write_imagefolder_swap
 from xomni.errors import XomniError
+from xomni.lora.cli import LoraOpt
+from xomni.pipeline import Pipeline
+from xomni.rl.bestofn import best_of_n
+from xomni.utils import atomic_write_bytes, emit_json, image_grid, log, resolve_device
 
-ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled tiny model).",
+ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled mini model).",
                         callback=_cb(check_in_path, "--model"))
 DeviceOpt = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or "
                                                   "cuda:N. The same seed gives the same images on the same device.")
-
-
-def _grid_image(images, cols: int):
-    from PIL import Image
-    w, h = images[0].size
-    rows = (len(images) + cols - 1) // cols
-    grid = Image.new("RGB", (cols * w + (cols - 1) * 4, rows * h + (rows - 1) * 4), (255, 255, 255))
-    for i, im in enumerate(images):
-        grid.paste(im, ((i % cols) * (w + 4), (i // cols) * (h + 4)))
-    return grid
 
 
 def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g. 'a white poster with the text "
@@ -68,13 +63,12 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                        callback=IntRange("--batch", 1, 256)),
              overwrite: bool = OverwriteOpt("the --prompts output directory"),
              model: Optional[str] = ModelOpt,
+             lora: Optional[str] = LoraOpt,
              device: str = DeviceOpt,
              out: str = typer.Option("out.png", "--out", "-o", help="PNG (a grid when n > 1) or, with --prompts, "
                                                                     "a directory."),
              json_path: Optional[str] = JsonOpt):
     """Text -> image(s)."""
-    from xomni.pipeline import Pipeline
-    from xomni.utils import emit_json, log, resolve_device
     if prompt is None and prompts is None:
         raise XomniError("give a PROMPT or --prompts FILE")
     if prompt is not None and prompts is not None:
@@ -92,7 +86,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
         plist = [(0, prompt)]
     hw = _parse_size(size)
     dev = resolve_device(device)
-    pipe = Pipeline.from_pretrained(model).to(dev)
+    pipe = Pipeline.from_pretrained(model, lora=lora).to(dev)
     pipe.compile_sampler = compile
     if hw is not None:
         want = tuple(pipe.image_tokenizer.config.image_size)
@@ -109,14 +103,13 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     t0 = time.time()
     outp = Path(out)
     if prompts:
-        from xomni.data.io import write_imagefolder_swap
         rewards: list[float] = []
         count = write_imagefolder_swap(outp, _prompt_rows(pipe, texts, n, seed, s, steps, best_of, rc, batch, rewards))
         result = {"out": str(outp), "n_images": count, "n_prompts": len(texts), "batch": batch}
         scores = rewards if best_of > 1 else None
     else:
         images, scores = _draw(pipe, texts, n, seed, s, steps, best_of, rc)
-        img = images[0] if len(images) == 1 else _grid_image(images, cols=2 if len(images) >= 4 else len(images))
+        img = images[0] if len(images) == 1 else image_grid(images, cols=2 if len(images) >= 4 else len(images))
         _save_image(img, outp)
         result = {"out": str(outp), "n_images": len(images), "prompt": texts[0]}
     dt = time.time() - t0
@@ -141,7 +134,6 @@ def _draw(pipe, prompts: list[str], n: int, seed: int, sampling, steps, best_of:
     """n images per prompt (prompt-major) and their best-of-N rewards (None without best-of-N)."""
     import dataclasses
     if best_of > 1:
-        from xomni.rl.bestofn import best_of_n
         return best_of_n(pipe, [p for p in prompts for _ in range(n)], best_of, reward_config, seed=seed,
                          sampling=sampling, steps=steps)
     kw = {k: v for k, v in dataclasses.asdict(sampling).items()
@@ -153,8 +145,6 @@ def _prompt_rows(pipe, prompts: list[str], n: int, seed: int, sampling, steps, b
                  batch: int, rewards: list):
     """(image, metadata) rows for `--prompts`, generated `batch` prompts at a time (chunk c with seed + c), so only
     one chunk's images are in memory; best-of-N rewards are appended to `rewards`."""
-    from xomni.data.caption import parse_caption
-    from xomni.utils import log
     preset = pipe.index.get("data_preset")  # `xomni eval text --images` then reads that preset's OCR region
     for c, start in enumerate(range(0, len(prompts), batch)):
         chunk = prompts[start:start + batch]
@@ -173,7 +163,6 @@ def _prompt_rows(pipe, prompts: list[str], n: int, seed: int, sampling, steps, b
 
 def _save_image(img, path: Path) -> None:
     """Save atomically (temp file + rename), so a failed save never leaves half a file."""
-    from xomni.utils import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), path.suffix.lower().lstrip(".").upper())
@@ -184,18 +173,17 @@ def _save_image(img, path: Path) -> None:
 def caption(image: str = typer.Argument(..., help="Image file (any size; resized to the model's).",
                                          callback=_cb(check_in_file, "image")),
             model: Optional[str] = ModelOpt,
+            lora: Optional[str] = LoraOpt,
             device: str = DeviceOpt,
             beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width, 1..64 (1 = greedy; "
                                                 "default: the model's own setting, else 1).",
                                                 callback=IntRange("--beams", 1, 64)),
             json_path: Optional[str] = JsonOpt):
     """Image -> caption, with the same AR weights that draw images."""
-    from xomni.pipeline import Pipeline
-    from xomni.utils import emit_json, resolve_device
     dev = resolve_device(device)
     p = Path(image)
     img = open_image(p)
-    pipe = Pipeline.from_pretrained(model).to(dev)
+    pipe = Pipeline.from_pretrained(model, lora=lora).to(dev)
     emit_json({"image": str(p), "caption": pipe.caption([img], num_beams=beams)[0]}, json_path)
 
 

@@ -16,12 +16,25 @@ from typing import Callable
 
 import torch
 
-from xomni.checkpoint import load_model_weights, read_json, save_model_dir
+import xomni
+from xomni.ar import caption as ar_caption
+from xomni.ar.model import UnifiedAR
+from xomni.ar.sampler import SamplingConfig, sample_images
+from xomni.ar.vocab import generation_length
+from xomni.checkpoint import read_json
+from xomni.cliargs import MAX_IMAGES
+from xomni.config import config_from_dict
+from xomni.data.presets import get_preset
+from xomni.data.text_tokenizer import load_text_tokenizer
+from xomni.decoder.model import Decoder
 from xomni.errors import XomniError
+from xomni.lora.adapter import load_into_pipeline
+from xomni.tokenizer import ImageTokenizer
+from xomni.tokenizer.images import images_to_tensor
+from xomni.utils import atomic_write_text, resolve_device
 
 BUNDLED = Path(__file__).resolve().parent / "pretrained" / "mini"   # trained by the mini recipe
 COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
-from xomni.cliargs import MAX_IMAGES  # noqa: E402  (re-exported: images per prompt in one call)
 
 
 def default_model_dir() -> Path:
@@ -76,18 +89,21 @@ class Pipeline:
         # True: the AR sampler runs each token step as one compiled graph (xomni.ar.compiled; `xomni generate
         # --compile`): faster per image once compiled, but the first call per batch size compiles (~30 s on 2 cores)
         self.compile_sampler = False
-        if tuple(decoder.grid) != tuple(image_tokenizer.grid) or decoder.codebook_size != ar.cfg.image_vocab:
+        # > 0: speculative Jacobi decoding with this many drafts per pass (xomni.ar.sjd): the same distribution in
+        # fewer forward passes, other tokens than the plain sampler for the same seed
+        self.sjd_window = 0
+        if ar.cfg.levels not in (1, image_tokenizer.levels):
+            raise XomniError(f"pipeline components do not match: the AR model writes {ar.cfg.levels} codes per patch "
+                             f"coarse to fine, the image tokenizer has {image_tokenizer.levels} levels")
+        if tuple(decoder.grid) != tuple(image_tokenizer.grid) or decoder.vocab_size != ar.cfg.image_vocab:
             raise XomniError(f"pipeline components do not match: tokenizer grid {image_tokenizer.grid}, decoder grid "
-                             f"{decoder.grid}, decoder codes {decoder.codebook_size}, AR codes {ar.cfg.image_vocab}")
+                             f"{decoder.grid}, decoder codes {decoder.vocab_size}, AR codes {ar.cfg.image_vocab}")
 
     # ------------------------------------------------------------------ persistence
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None) -> "Pipeline":
-        from xomni.ar.model import ARConfig, UnifiedAR
-        from xomni.config import config_from_dict
-        from xomni.data.text_tokenizer import load_text_tokenizer
-        from xomni.decoder.model import Decoder
-        from xomni.tokenizer import ImageTokenizer
+    def from_pretrained(cls, path: str | Path | None = None, lora: str | Path | None = None) -> "Pipeline":
+        """Load a pipeline directory (default: the bundled model); `lora`: a LoRA adapter directory ("A,B": an AR
+        and a decoder adapter) added without merging (xomni.lora.adapter)."""
         p = Path(path) if path else BUNDLED
         if not p.is_dir():
             raise XomniError(f"model directory not found: {p}" + (
@@ -102,38 +118,37 @@ class Pipeline:
         text_tok = load_text_tokenizer(p / "text_tokenizer")
         image_tok = ImageTokenizer.from_pretrained(p / "image_tokenizer").eval()
         decoder = Decoder.from_pretrained(p / "decoder").eval()
-        ar_cfg = read_json(p / "ar" / "config.json")
-        if "ar" not in ar_cfg:
-            raise XomniError(f"{p / 'ar' / 'config.json'} has no 'ar' section")
-        ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg["ar"], source=p / "ar" / "config.json"))
-        load_model_weights(ar, p / "ar")
+        ar = UnifiedAR.from_pretrained(p / "ar")
         if ar.cfg.n_text != text_tok.vocab_size:
             raise XomniError(f"pipeline {p}: the AR model expects a text vocabulary of {ar.cfg.n_text}, the text "
                              f"tokenizer has {text_tok.vocab_size}")
-        return cls(text_tok, image_tok, ar.eval(), decoder, index=index, path=p)
+        pipe = cls(text_tok, image_tok, ar.eval(), decoder, index=index, path=p)
+        if lora is not None:
+            load_into_pipeline(pipe, lora)
+        return pipe
 
     def save_pretrained(self, out: str | Path, index_update: dict | None = None, dtype: str | None = None) -> Path:
         """Write the pipeline directory; `dtype` "float16" halves the weight files (loading casts them back to
         float32; evaluate the saved pipeline, not the one in memory)."""
-        from xomni.config import to_dict
         dt = {None: None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if dtype not in dt:
             raise XomniError(f"save dtype must be float32, float16 or bfloat16, got {dtype!r}")
+        if any(".lora_" in k for m in (self.ar, self.decoder) for k in m.state_dict()):
+            raise XomniError("this pipeline has a LoRA adapter loaded without merging; bake it in with "
+                             "`xomni lora merge` (or xomni.lora.adapter.merge_lora) before saving")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.text_tokenizer.save_pretrained(out / "text_tokenizer")
         self.image_tokenizer.save_pretrained(out / "image_tokenizer", dtype=dt[dtype])
         self.decoder.save_pretrained(out / "decoder", dtype=dt[dtype])
-        save_model_dir(out / "ar", self.ar, {"ar": to_dict(self.ar.cfg), "grid": list(self.grid)}, dtype=dt[dtype])
+        self.ar.save_pretrained(out / "ar", dtype=dt[dtype], grid=list(self.grid))
         index = dict(self.index)
         index.update(index_update or {})
         index.setdefault("_class_name", "xomni.Pipeline")
         index["weights_dtype"] = dtype or "float32"
-        import xomni
         index["xomni_version"] = xomni.__version__
         index["torch_version"] = torch.__version__
         index["components"] = {c: c + "/" for c in COMPONENTS}
-        from xomni.utils import atomic_write_text
         atomic_write_text(out / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
         self.index, self.path = index, out
         return out
@@ -143,7 +158,6 @@ class Pipeline:
         torch.device), optionally casting the AR model (the token sampler, most of the time) to `dtype`, e.g.
         torch.bfloat16 on a GPU; logits and sampling log-probabilities stay float32, the decoder stays float32.
         Returns self, as in diffusers."""
-        from xomni.utils import resolve_device
         dev = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.image_tokenizer.to(dev)
         self.ar.to(device=dev, dtype=dtype)
@@ -166,7 +180,6 @@ class Pipeline:
     @property
     def prompt_template(self) -> str:
         """model_index.json "prompt_template", else the template of the model's data preset (tiny's if none)."""
-        from xomni.data.presets import get_preset
         return self.index.get("prompt_template") or get_preset(self.index.get("data_preset") or "tiny").prompt_template
 
     def sampling_config(self, **overrides):
@@ -174,8 +187,6 @@ class Pipeline:
         non-None keyword overriding them; unknown names in the index are ignored."""
         import dataclasses
 
-        from xomni.ar.sampler import SamplingConfig
-        from xomni.config import config_from_dict
         names = {f.name for f in dataclasses.fields(SamplingConfig)}
         kw = {k: v for k, v in (self.index.get("sampling") or {}).items() if k in names}
         base = config_from_dict(SamplingConfig, kw, source="model_index.json sampling")
@@ -199,10 +210,11 @@ class Pipeline:
                                  f"{' '.join(repr(c) for c in bad)}")
         ids = self.text_tokenizer.encode(prompt, add_special_tokens=False)
         h, w = self.grid
-        limit = self.ar.cfg.max_seq_len - (h * w + 5)
+        limit = self.ar.cfg.max_seq_len - generation_length(0, h, w)
         if len(ids) > limit:
             raise XomniError(f"the prompt is {len(ids)} tokens long; this model takes at most {limit} prompt tokens "
-                             f"(context {self.ar.cfg.max_seq_len} = prompt + {h * w + 5} image tokens)")
+                             f"(context {self.ar.cfg.max_seq_len} = prompt + {generation_length(0, h, w)} image "
+                             f"tokens)")
         return ids
 
     # ------------------------------------------------------------------ generation
@@ -212,11 +224,10 @@ class Pipeline:
                        seeds: list[tuple[int, int]] | None = None):
         """Token grids for `prompts`. `seeds`: per-request (seed, rows) in row order instead of one `seed`, so each
         request of a merged batch gets the tokens it would get alone."""
-        from xomni.ar.sampler import sample_images
         sampling = sampling or self.sampling_config()
         ids = [self.check_prompt(p) for p in prompts]
         return sample_images(self.ar, ids, self.grid, sampling, generator=_generators(seed, seeds), callback=callback,
-                             stream_every=stream_every, compile=self.compile_sampler)
+                             stream_every=stream_every, compile=self.compile_sampler, sjd_window=self.sjd_window)
 
     @torch.no_grad()
     def decode(self, codes_BHW: torch.Tensor, steps: int | None = None, seed: int = 0,
@@ -260,9 +271,8 @@ class Pipeline:
     def caption(self, images: list, num_beams: int | None = None) -> list[str]:
         """Image -> caption with the same AR weights (images of any size are resized to the tokenizer's).
         `num_beams` 1 is greedy; default: model_index.json "caption" {"num_beams": N}, else 1."""
-        from xomni.ar.caption import caption_codes
-        from xomni.tokenizer.images import images_to_tensor
         num_beams = self.check_num_beams(num_beams)
         x = images_to_tensor(images, tuple(self.image_tokenizer.config.image_size))
         codes = self.image_tokenizer.encode(x.to(next(self.image_tokenizer.parameters()).device))
-        return [self.text_tokenizer.decode(ids) for ids in caption_codes(self.ar, codes, num_beams=num_beams)]
+        ids = ar_caption.caption_codes(self.ar, codes, num_beams=num_beams)
+        return [self.text_tokenizer.decode(one) for one in ids]

@@ -17,13 +17,35 @@ import sys
 import time
 from pathlib import Path
 
+from xomni.ar.data import TokenDataset
+from xomni.ar.model import UnifiedAR
 from xomni.ar.train import ARTrainConfig
-from xomni.config import field, load_config, to_dict
+from xomni.ar.trainer import train_ar_main
+from xomni.ar.vocab import training_length
+from xomni.checkpoint import read_json
+from xomni.cliargs import max_threads
+from xomni.config import field, in_range, load_config, to_dict
+from xomni.data.io import open_dataset
+from xomni.data.presets import get_preset
+from xomni.data.synth import synth
+from xomni.data.text_tokenizer import load_text_tokenizer
 from xomni.decoder.config import DecoderTrainConfig
+from xomni.decoder.model import Decoder
+from xomni.decoder.trainer import train_decoder
 from xomni.errors import XomniError
+from xomni.eval.captioning import evaluate_captions
+from xomni.eval.report import build_report
+from xomni.eval.text import items_from_model
+from xomni.metrics.ocr import resolve_region
+from xomni.metrics.text import score_items
+from xomni.pipeline import Pipeline
+from xomni.rl.compare import compare
 from xomni.rl.config import RLConfig
 from xomni.rl.config import base_config as rl_base_config
+from xomni.rl.trainer import train_rl
+from xomni.tokenizer import ImageTokenizer
 from xomni.tokenizer.config import TokenizerTrainConfig
+from xomni.tokenizer.trainer import train_tokenizer
 from xomni.utils import atomic_write_text, log
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
@@ -55,8 +77,6 @@ class RecipeConfig:
                                      "of its own captions, as `xomni eval caption`); 0 = skip.")
 
     def check(self, where: str = "") -> "RecipeConfig":
-        from xomni.cliargs import max_threads
-        from xomni.config import in_range
         in_range(self, where, "threads", 1, max_threads())
         for name in ("n_train", "eval_n", "best_of"):
             in_range(self, where, name, 1)
@@ -83,7 +103,6 @@ def load_recipe(preset: str, config: str | None, sets: list[str] | None) -> Reci
 def validate_recipe(cfg: RecipeConfig) -> RecipeConfig:
     """Settings that would otherwise fail only after hours of training are refused before the first stage."""
     cfg.ar.validate()
-    from xomni.ar.vocab import training_length
     tcfg = cfg.tokenizer.model.validate()
     h, w = tcfg.token_grid
     need = training_length(1, h, w)  # with a one-token caption; the AR trainer checks the longest one
@@ -145,7 +164,6 @@ def check_same_recipe(cfg: RecipeConfig, out: Path) -> None:
     if not rec.is_file():
         atomic_write_text(rec, json.dumps(now, indent=2, sort_keys=True))
         return
-    from xomni.checkpoint import read_json
     old, new = _flat(read_json(rec)), _flat(now)
     diff = sorted(k for k in set(old) | set(new) if k != "threads" and old.get(k) != new.get(k))
     if diff:
@@ -157,10 +175,6 @@ def check_same_recipe(cfg: RecipeConfig, out: Path) -> None:
 def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     import torch
 
-    from xomni.ar.trainer import train_ar_main
-    from xomni.data.synth import synth
-    from xomni.decoder.trainer import train_decoder
-    from xomni.tokenizer.trainer import train_tokenizer
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_same_recipe(cfg, out)
@@ -238,8 +252,6 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
 def rl_stage(cfg: RecipeConfig, out: Path, sft_dir: Path, data: Path, times: dict, n_st: int) -> dict:
     """6. GRPO on the SFT pipeline, then the RL pipeline's own evaluation (same targets and seeds as the SFT's) and
     the comparison table (`xomni eval rl`). Returns the recipe result's RL part; the RL pipeline is the result."""
-    from xomni.rl.compare import compare
-    from xomni.rl.trainer import train_rl
     rl = out / "rl"
     t = time.time()
     rc = dataclasses.replace(cfg.rl, model=str(sft_dir), data=str(data), preset=cfg.data_preset,
@@ -265,18 +277,7 @@ def rl_stage(cfg: RecipeConfig, out: Path, sft_dir: Path, data: Path, times: dic
 
 
 def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
-    from xomni.ar.data import TokenDataset
-    from xomni.ar.model import ARConfig, UnifiedAR
-    from xomni.checkpoint import load_model_weights, read_json
-    from xomni.config import config_from_dict
-    from xomni.data.text_tokenizer import load_text_tokenizer
-    from xomni.decoder.model import Decoder
-    from xomni.data.presets import get_preset
-    from xomni.pipeline import Pipeline
-    from xomni.tokenizer import ImageTokenizer
-    ar_cfg = read_json(out / "ar" / "final" / "config.json")
-    ar = UnifiedAR(config_from_dict(ARConfig, ar_cfg.get("ar"), source=out / "ar" / "final" / "config.json"))
-    load_model_weights(ar, out / "ar" / "final")
+    ar = UnifiedAR.from_pretrained(out / "ar")
     captions = [m["caption"] for m in TokenDataset(out / "ar" / "tokens-train").meta]
     pipe = Pipeline(load_text_tokenizer(cfg.ar.text_tokenizer), ImageTokenizer.from_pretrained(out / "tokenizer"),
                     ar.eval(), Decoder.from_pretrained(out / "decoder"))
@@ -290,7 +291,6 @@ def assemble(out: Path, cfg: RecipeConfig, command: str, times: dict) -> Path:
 
 def split_targets(data: Path, split: str, n: int, path: Path) -> Path:
     """The first `n` distinct strings of `split`, one per line, written to `path`."""
-    from xomni.data.io import open_dataset
     ds = open_dataset(data, split=split)
     texts: list[str] = []
     for i in range(len(ds)):
@@ -306,7 +306,6 @@ def split_targets(data: Path, split: str, n: int, path: Path) -> Path:
 
 def read_strings(pipe_dir: Path, targets: Path, samples: int, sampling: dict | None = None) -> dict:
     """Draw `samples` images per line of `targets` (seed 0) and score them with Tesseract."""
-    from xomni.eval.text import items_from_model, resolve_region, score_items
     items, tg = items_from_model(str(pipe_dir), str(targets), samples=samples, seed=0, sampling=sampling)
     res, _ = score_items(items, tg, region=resolve_region([it.meta for it in items]))
     return res
@@ -340,8 +339,6 @@ def select_temperature(pipe_dir: Path, data: Path, out: Path, cfg: RecipeConfig)
 def evaluate_pipeline(pipe_dir: Path, data: Path, out: Path, n: int) -> dict:
     """Text accuracy (Tesseract) on `n` unseen test-split strings, one sample each at the model's default settings,
     and the HTML report OUT/report/index.html, both from one OCR pass (the report's)."""
-    from xomni.eval.report import build_report
-    from xomni.eval.text import items_from_model
     targets = split_targets(data, "test", n, out / "targets.txt")
     items, _ = items_from_model(str(pipe_dir), str(targets), samples=1, seed=0, save_dir=str(out / "images"))
     rep = build_report(str(out / "images"), str(out / "report"), fid=False)
@@ -356,7 +353,6 @@ def evaluate_caption_stage(pipe_dir: Path, data: Path, out: Path, n: int) -> dic
     """The pipeline's own captions of the first `n` test-split renders (as `xomni eval caption`)."""
     if n <= 0:
         return None
-    from xomni.eval.captioning import evaluate_captions
     res, rows = evaluate_captions(str(pipe_dir), str(data), "test", n)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "caption.json", json.dumps({**res, "rows": rows}, indent=2))

@@ -6,7 +6,9 @@ from typing import List, Optional
 import typer
 
 from xomni.cliargs import JsonOpt, _cb, check_out_dir
+from xomni.recipe import main_cli
 from xomni.train_cli import ConfigOpt, SetOpt
+from xomni.utils import emit_json
 
 
 def pipeline_cmd(preset: str = typer.Option("tiny", "--preset", help="Recipe preset: mini (the bundled model's "
@@ -18,8 +20,6 @@ def pipeline_cmd(preset: str = typer.Option("tiny", "--preset", help="Recipe pre
                  config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
                  json_path: Optional[str] = JsonOpt):
     """Run data -> tokenizer -> decoder -> AR -> pipeline -> eval; rerun the same command to resume."""
-    from xomni.recipe import main_cli
-    from xomni.utils import emit_json
     emit_json(main_cli(preset, out, config, set_), json_path)
 
 

@@ -31,9 +31,10 @@ import torch.distributed as dist
 
 from xomni.checkpoint import (find_latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint,
                               save_model_dir)
-from xomni.config import field, to_dict
+from xomni.cliargs import max_threads
+from xomni.config import field, in_range, to_dict
 from xomni.errors import XomniError
-from xomni.utils import log
+from xomni.utils import atomic_write_text, log, resolve_device
 
 
 @dataclasses.dataclass
@@ -67,11 +68,20 @@ class TrainConfig:
                                         "gradients and optimizer state stay fp32). On CPUs without AMX bf16 is "
                                         "slower than fp32.")
 
+    parallel: str = field("ddp", help="How several processes (torchrun) share the training: ddp (every rank holds "
+                                      "the whole model, gradients are all-reduced) or fsdp (torch's fully_shard: "
+                                      "each rank holds 1/N of the parameters, gradients and Adam states; each "
+                                      "transformer block is all-gathered for its forward and backward only; "
+                                      "checkpoints are sharded, see xomni/fsdp.py). One process: ignored.")
+    fsdp_mixed_precision: str = field("fp32", help="fsdp only: fp32, or bf16 (parameters all-gathered and computed "
+                                                   "in bfloat16, gradients reduced and stored in fp32).")
+    activation_checkpointing: bool = field(False, help="Recompute each transformer block's activations in backward "
+                                                       "instead of keeping them (less memory, one more forward per "
+                                                       "block); any of one process, ddp, fsdp.")
+
     def check(self, where: str = "train") -> "TrainConfig":
         """Ranges of every field (called when a config is loaded and by run_training): one line before any work.
         steps may be 0 here (the recipe's "no RL stage"); run_training itself needs steps >= 1."""
-        from xomni.cliargs import max_threads
-        from xomni.config import in_range
         for name in ("steps", "warmup_steps", "ckpt_every", "max_bad_steps", "eval_every"):
             in_range(self, where, name, 0)
         for name in ("batch_size", "grad_accum", "log_every", "keep_last"):
@@ -85,6 +95,11 @@ class TrainConfig:
         in_range(self, where, "beta2", 0, 1, hi_open=True)
         in_range(self, where, "seed", 0, 2 ** 32 - 1)
         in_range(self, where, "num_threads", 1, max_threads(), zero="torch's default")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise XomniError(f"config {where}.parallel must be ddp or fsdp, got {self.parallel!r}")
+        if self.fsdp_mixed_precision not in ("fp32", "bf16"):
+            raise XomniError(f"config {where}.fsdp_mixed_precision must be fp32 or bf16, got "
+                             f"{self.fsdp_mixed_precision!r}")
         if self.precision not in ("fp32", "bf16"):
             raise XomniError(f"config {where}.precision must be fp32 or bf16, got {self.precision!r}")
         if not str(self.out_dir).strip():
@@ -127,8 +142,8 @@ def _all_reduce_mean(x: torch.Tensor, world: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=2)
 def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The seeded permutation of epoch `epoch` (cached: drawing it anew every step took 1.8 ms at n = 240k on 2
-    threads here, ~2 % of a GPU step of the mini AR model)."""
+    """The seeded permutation of epoch `epoch` (cached: drawing a permutation of a large dataset anew every step
+    costs a visible share of a fast GPU step)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
@@ -211,7 +226,8 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                  eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
                  flops_per_token: float | None = None, peak_flops: float | None = None,
                  extra_files: dict[str, str] | None = None, move_batch: bool = True,
-                 extra_state: Any = None) -> TrainResult:
+                 extra_state: Any = None, save_final: Callable[[Path, torch.nn.Module], None] | None = None,
+                 unshard_for_loss: bool = False) -> TrainResult:
     """Train `model` on `dataset` (map-style: len + __getitem__) with `loss_fn(model, batch, gen)`.
 
     `config_dict` is saved next to the weights (final/config.json) so the model can be rebuilt. `init` loads
@@ -221,6 +237,10 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     (and MFU when `flops_per_token` and `peak_flops` are given) are logged. `move_batch=False` leaves the collated
     batch on the CPU for a loss function that builds its inputs there and moves them itself (the AR trainer: moving
     256 small code grids one by one to a GPU and reading them back cost as much as the step).
+    `save_final(dir, model)` writes final/ instead of the full model directory (a LoRA run writes its adapter).
+    Under `train.parallel=fsdp` the loop trains a sharded copy (xomni.fsdp) and copies the weights back into
+    `model` at the end; `unshard_for_loss` all-gathers every parameter before `loss_fn` runs (for a loss that
+    samples through the modules' weights outside their forward, as GRPO's rollouts do).
     """
     cfg.check()
     check_run_dir(cfg.out_dir, resume)
@@ -234,7 +254,6 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                          f"({world} x {cfg.grad_accum})")
     if cfg.steps <= 0:
         raise XomniError(f"steps must be > 0, got {cfg.steps}")
-    from xomni.utils import resolve_device
     device = resolve_device(cfg.device)
     collate = collate or default_collate
     out = Path(cfg.out_dir)
@@ -251,7 +270,16 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
         load_model_weights(model, init)
         if rank == 0:
             log(f"[train] initialised weights from {init}")
-    optimizer = make_optimizer(model, cfg)
+    fsdp = world > 1 and cfg.parallel == "fsdp"
+    net = model  # the module that trains: the model itself, or its sharded copy under FSDP
+    if fsdp:
+        from xomni import fsdp as F
+        net = F.shard(model, device, cfg.fsdp_mixed_precision, cfg.activation_checkpointing)
+        F.release(model)
+    elif cfg.activation_checkpointing:
+        from xomni.fsdp import apply_activation_checkpointing
+        apply_activation_checkpointing(model)
+    optimizer = make_optimizer(net, cfg)
     start_step, bad_steps = 0, 0
     if resume:
         ck = find_latest_checkpoint(ckpt_root) if resume == "auto" else Path(resume)
@@ -259,7 +287,14 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
             if rank == 0:
                 log(f"[train] --resume auto: no checkpoint in {ckpt_root}, starting from step 0")
         else:
-            state = load_checkpoint(ck, model, optimizer)
+            from xomni.fsdp import is_sharded_checkpoint, load_sharded_checkpoint
+            if fsdp:
+                state = load_sharded_checkpoint(ck, net, optimizer, rank, world)
+            elif is_sharded_checkpoint(ck):
+                raise XomniError(f"{ck} is a sharded (FSDP) checkpoint: resume it with train.parallel=fsdp and "
+                                 f"the same number of processes, or consolidate it (xomni train consolidate)")
+            else:
+                state = load_checkpoint(ck, model, optimizer)
             start_step, bad_steps = state["step"], state.get("bad_steps", 0)
             if extra_state is not None and "extra_state" in state:
                 extra_state.load_state_dict(state["extra_state"])
@@ -267,8 +302,8 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                 log(f"[train] resumed from {ck} at step {start_step}")
             _truncate_log(out / "log.jsonl", start_step)
 
-    ddp_model = model
-    if world > 1:
+    ddp_model = net
+    if world > 1 and not fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -290,15 +325,18 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
             idx = rank_slice(global_batch_indices(n, cfg.batch_size, step, cfg.seed), rank, world)
             gen = step_generator(cfg.seed, step, rank)
             torch.manual_seed(gen.initial_seed())  # dropout etc. also reproducible per step
-            model.train()
+            net.train()
             optimizer.zero_grad(set_to_none=True)
             loss, m, finite = _accumulate(cfg, ddp_model, dataset, idx, collate, loss_fn, gen, device, world,
-                                          move_batch)
+                                          move_batch, fsdp, unshard_for_loss)
+            if fsdp:
+                F.reshard_all(net)  # units left gathered (unshard_for_loss, a skipped backward) drop their copies
             gnorm = torch.tensor(0.0)
             if finite.item() > 0:
-                params = [p for p in model.parameters() if p.grad is not None]
+                params = [p for p in net.parameters() if p.grad is not None]
                 if cfg.grad_clip > 0:
                     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
                 else:
                     gnorm = torch.norm(torch.stack([p.grad.detach().norm() for p in params])) if params else gnorm
                 if not torch.isfinite(gnorm):
@@ -340,18 +378,26 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                     bar.set_postfix(loss=f"{loss_avg:.4f}")
             if bar is not None:
                 bar.update(1)
-            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
-                ev = eval_fn(model, step)
-                logf.write(json.dumps({"step": step, "eval": ev}) + "\n")
-                logf.flush()
+            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                if fsdp:
+                    F.gather_into(model, net)  # every rank takes part; rank 0 evaluates the whole model
+                if rank == 0:
+                    ev = eval_fn(model, step)
+                    logf.write(json.dumps({"step": step, "eval": ev}) + "\n")
+                    logf.flush()
+                if fsdp:
+                    dist.barrier()
+                    F.release(model)
             stopping = stop.requested(world, device)
             if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps or stopping:
-                if rank == 0:
-                    save_checkpoint(ckpt_root, step, model, optimizer,
-                                    {"step": step, "bad_steps": bad_steps, "config": config_dict or {},
-                                     "train": to_dict(cfg), "world_size": world,
-                                     **({"extra_state": extra_state.state_dict()} if extra_state is not None else {})},
-                                    keep_last=cfg.keep_last)
+                ck_state = {"step": step, "bad_steps": bad_steps, "config": config_dict or {}, "train": to_dict(cfg),
+                            "world_size": world,
+                            **({"extra_state": extra_state.state_dict()} if extra_state is not None else {})}
+                if fsdp:
+                    F.save_sharded_checkpoint(ckpt_root, step, net, optimizer, ck_state, rank, world,
+                                              keep_last=cfg.keep_last)
+                elif rank == 0:
+                    save_checkpoint(ckpt_root, step, model, optimizer, ck_state, keep_last=cfg.keep_last)
                 if world > 1:
                     dist.barrier()
             if stopping:
@@ -365,15 +411,21 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
             bar.close()
         if logf is not None:
             logf.close()
+    if fsdp:
+        F.gather_into(model, net)  # the trained weights, whole, back in the caller's model on every rank
+        del net, ddp_model, optimizer
     if rank == 0:
-        save_model_dir(out / "final", model, config_dict or {}, extra_files=extra_files)
+        if save_final is not None:
+            save_final(out / "final", model)
+        else:
+            save_model_dir(out / "final", model, config_dict or {}, extra_files=extra_files)
     if world > 1:
         dist.barrier()
     return TrainResult(model=model, step=step, bad_steps=bad_steps, last_metrics=metrics, out_dir=out)
 
 
 def _accumulate(cfg: TrainConfig, ddp_model, dataset, idx: list[int], collate, loss_fn, gen, device, world: int,
-                move_batch: bool):
+                move_batch: bool, fsdp: bool = False, unshard_for_loss: bool = False):
     """Forward + backward of this rank's indices in cfg.grad_accum equal micro-batches (loss / k each; DDP syncs
     gradients on the last only). Returns (mean loss, mean metrics with summed "tokens", all-ranks finite flag);
     after a non-finite micro-batch nothing more is run and the step is skipped."""
@@ -384,6 +436,9 @@ def _accumulate(cfg: TrainConfig, ddp_model, dataset, idx: list[int], collate, l
         batch = collate([dataset[i] for i in idx[j * size:(j + 1) * size]])
         if move_batch:
             batch = _to_device(batch, device)
+        if fsdp and unshard_for_loss:
+            from xomni.fsdp import unshard_all
+            unshard_all(ddp_model)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss, m = loss_fn(ddp_model, batch, gen)
         # agree across ranks before backward (DDP all-reduces inside backward)
@@ -393,7 +448,11 @@ def _accumulate(cfg: TrainConfig, ddp_model, dataset, idx: list[int], collate, l
         ms.append(m)
         if finite.item() <= 0:
             break
-        sync = contextlib.nullcontext() if (j == k - 1 or world == 1) else ddp_model.no_sync()
+        if fsdp:
+            ddp_model.set_requires_gradient_sync(j == k - 1)  # reduce-scatter on the last micro-batch only
+            sync = contextlib.nullcontext()
+        else:
+            sync = contextlib.nullcontext() if (j == k - 1 or world == 1) else ddp_model.no_sync()
         with sync:
             (loss / k).backward()
     m = {key: (sum(float(x.get(key, 0.0)) for x in ms) if key == "tokens" else
@@ -497,7 +556,6 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-    from xomni.utils import atomic_write_text
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 

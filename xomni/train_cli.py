@@ -9,6 +9,8 @@ from xomni import cliargs
 from xomni.cliargs import _cb, check_in_file, check_in_path, check_out_dir
 from xomni.config import help_rows, load_config
 from xomni.errors import XomniError
+from xomni.train import check_run_dir
+from xomni.utils import emit_json
 
 ConfigOpt = typer.Option(None, "--config", help="YAML config file (keys as in --help-config).",
                          callback=_cb(check_in_file, "--config"))
@@ -35,7 +37,6 @@ def run_trainer_cli(cls: type, train_fn, config: Optional[str], sets: Optional[L
     check_before_training(cfg, resume)
     res = train_fn(cfg, resume=resume, init=init)
     if res is not None:
-        from xomni.utils import emit_json
         emit_json(res, json_path)
 
 
@@ -50,7 +51,6 @@ def trainer_config(cls: type, config: Optional[str], sets: Optional[List[str]], 
 
 def check_before_training(cfg: Any, resume: Optional[str]) -> None:
     """What a trainer would refuse only after loading data and models: no steps, an output dir holding a run."""
-    from xomni.train import check_run_dir
     if cfg.train.steps < 1:
         raise XomniError(f"config train.steps must be >= 1, got {cfg.train.steps}")
     check_out_dir(cfg.train.out_dir, "train.out_dir")

@@ -8,12 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from xomni.cliargs import check_threads
+from xomni.errors import XomniError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file + rename. A symlink is followed (its target is replaced, the link
     stays); a device, FIFO or socket (/dev/null, /dev/stdout) is written in place, never replaced by a file.
     OS errors become one-line XomniErrors."""
-    from xomni.errors import XomniError
     path = Path(os.path.realpath(path))
     try:
         if path.is_dir():
@@ -89,10 +91,20 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def image_grid(images: list, cols: int, gap: int = 4):
+    """PIL images of one size pasted into rows of `cols` on white, `gap` pixels apart."""
+    from PIL import Image
+    w, h = images[0].size
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap), (255, 255, 255))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % cols) * (w + gap), (i // cols) * (h + gap)))
+    return grid
+
+
 def set_threads(n: int | None) -> None:
     """torch intra-op threads: n in 1..cores (checked), 0/None leaves torch's default."""
     import torch
-    from xomni.cliargs import check_threads
     if n:
         torch.set_num_threads(check_threads(n))
 
@@ -102,7 +114,6 @@ def resolve_device(spec: str = "auto"):
     torch.device, with one clear error for a device this machine does not have."""
     import torch
 
-    from xomni.errors import XomniError
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"

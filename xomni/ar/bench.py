@@ -1,18 +1,34 @@
-"""`xomni bench matmul | memory | sample`: machine baselines and sampler speed vs transformers' generate."""
+"""`xomni bench matmul | memory | sample | generate`: machine baselines, and the speed of each sampling path (eager,
+speculative Jacobi decoding, compiled) against transformers' generate."""
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import time
 from typing import Optional
 
+import torch
 import typer
 
+from xomni.ar.distribution import SamplingConfig, draw, process_logits
+from xomni.ar.sampler import _left_pad, build_rows, sample_images
+from xomni.ar.vocab import generation_length
 from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_path
 
+class _UnifiedHead(torch.nn.Module):
+    """The AR model's two output heads as one linear layer over the unified vocabulary, as generate() expects."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.text_head, self.image_norm, self.image_head = model.text_head, model.image_norm, model.image_head
+
+    def forward(self, h):
+        return torch.cat([self.text_head(h), self.image_head(self.image_norm(h))], dim=-1)
+
+
 def _hf_twin(model):
-    """A Qwen2ForCausalLM over the unified vocabulary with the same transformer weights (for `generate`)."""
-    import torch
+    """A Qwen2ForCausalLM over the unified vocabulary with the same weights, for transformers' `generate`."""
     from transformers import Qwen2ForCausalLM
     cfg = model.backbone.config.__class__(**model.backbone.config.to_dict())
     cfg.vocab_size = model.layout.total
@@ -21,86 +37,118 @@ def _hf_twin(model):
     twin.model.load_state_dict({k: v for k, v in model.backbone.state_dict().items()}, strict=False)
     with torch.no_grad():
         twin.model.embed_tokens.weight.copy_(torch.cat([model.text_embed.weight, model.image_embed.weight]))
-        twin.lm_head.weight.copy_(torch.cat([model.text_head.weight, model.image_head.weight]))
+    twin.lm_head = _UnifiedHead(model)
     return twin.eval()
+
+
+def _hf_generate(twin, model, prompts: list[list[int]], grid, s: SamplingConfig, seed: int,
+                 image_only: bool = False) -> torch.Tensor:
+    """Image codes (B x h*w) drawn by transformers' generate(use_cache=True) on the twin; `image_only` suppresses
+    the text side of the vocabulary (needed to decode the codes; costs generate a little per step)."""
+    lay = model.layout
+    N = grid[0] * grid[1]
+    ids, mask = _left_pad(build_rows(model, prompts, grid, 1.0), lay.pad_id)
+    torch.manual_seed(seed)
+    extra = {"suppress_tokens": list(range(lay.image_offset))} if image_only else {}
+    out = twin.generate(ids, attention_mask=mask, max_new_tokens=N, min_new_tokens=N, do_sample=True,
+                        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p or None,
+                        use_cache=True, pad_token_id=lay.pad_id, eos_token_id=None, **extra)
+    return (out[:, -N:] - lay.image_offset).clamp(min=0)
 
 
 def _prompts(model, B: int):
     return [[65 + (i % 26)] * 40 for i in range(B)]
 
 
-def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5, compile: bool = True) -> dict:
-    import torch
-    from xomni.ar.sampler import SamplingConfig, process_logits, draw, sample_images
+def _paths(compile: bool, sjd_window: int) -> dict[str, dict]:
+    """sample_images arguments of each path of ours: the default first."""
+    paths = {"eager": {}, "eager_sjd": {"sjd_window": sjd_window}}
+    if compile:
+        paths.update(compiled={"compile": True}, compiled_sjd={"compile": True, "sjd_window": sjd_window})
+    return paths
+
+
+def _interleaved(fns: dict, repeats: int, skip=lambda name, r: False) -> dict[str, list[float]]:
+    """Seconds of each fn(seed) per repeat, the paths interleaved so that drifts in machine load hit all alike."""
+    times = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if skip(name, r):
+                continue
+            t = time.perf_counter()
+            fn(r)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5, compile: bool = True,
+                      sjd_window: int = 8, sampling: SamplingConfig | None = None,
+                      prompts: list[list[int]] | None = None) -> dict:
+    """Tokens/s, images/s and forward passes per image of each sampling path (eager = the default, speculative
+    Jacobi decoding, compiled, both) against transformers' generate(use_cache=True) and a no-cache loop, all with
+    the same sampling settings (`sampling`, default temperature 1 and no filter; CFG off, generate has none).
+    `prompts` (token ids, cycled to each batch size; default 40-token dummies): what SJD's pass count depends on."""
     from xomni.hwbench import read_bandwidth_gbs
     N = grid[0] * grid[1]
-    s = SamplingConfig(temperature=1.0, top_k=0, min_p=0.0)
+    s = dataclasses.replace(sampling or SamplingConfig(min_p=0.0), cfg_scale=1.0)
     twin = _hf_twin(model)
+    ours = _paths(compile, sjd_window)
     res = {"grid": list(grid), "new_tokens": N, "threads": torch.get_num_threads(), "repeats": repeats,
-           "sampling": "temperature 1.0, no top-k/top-p/min-p, no CFG (identical for all three)"}
-
-    def ours(B, seed):
-        sample_images(model, _prompts(model, B), grid, s, generator=torch.Generator().manual_seed(seed))
-
-    def ours_compiled(B, seed):
-        sample_images(model, _prompts(model, B), grid, s, generator=torch.Generator().manual_seed(seed), compile=True)
-
-    def hf(B, seed):
-        torch.manual_seed(seed)
-        lay = model.layout
-        ids = torch.tensor([[lay.bos_id] + p + lay.image_header(*grid) for p in _prompts(model, B)])
-        twin.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, do_sample=True,
-                      temperature=1.0, top_k=0, top_p=1.0, use_cache=True, pad_token_id=0, eos_token_id=None)
+           "sampling": dataclasses.asdict(s), "sjd_window": sjd_window, "default_path": "eager", "compile_s": {}}
 
     @torch.no_grad()
-    def nocache(B, seed):
+    def nocache(rows, seed):
         g = torch.Generator().manual_seed(seed)
         lay = model.layout
-        ids = torch.tensor([[lay.bos_id] + p + lay.image_header(*grid) for p in _prompts(model, B)])
+        ids, mask = _left_pad(build_rows(model, rows, grid, 1.0), lay.pad_id)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         for _ in range(N):
-            h, _ = model.hidden(ids)
+            h, _ = model.hidden(ids, attention_mask=mask, position_ids=pos)
             tok = draw(process_logits(model.image_logits(h[:, -1]), None, s), g)
             ids = torch.cat([ids, (tok + lay.image_offset)[:, None]], dim=1)
+            mask = torch.cat([mask, mask[:, -1:]], dim=1)
+            pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
 
-    paths = [("ours", ours), ("generate", hf), ("nocache", nocache)]
-    if compile:
-        paths.insert(1, ("ours_compiled", ours_compiled))
-    res["compile_s"] = {}
     for B in batches:
-        times = {name: [] for name, _ in paths}
-        for name, fn in paths:  # one untimed warm-up each (for the compiled path: its compile time)
+        rows = [prompts[i % len(prompts)] for i in range(B)] if prompts else _prompts(model, B)
+        passes = {"generate": [N], "nocache": [N]}
+
+        def run(kw, name):
+            def fn(seed):
+                out = sample_images(model, rows, grid, s, generator=torch.Generator().manual_seed(seed), **kw)
+                passes.setdefault(name, []).append(out.forward_passes)  # the batch moves in lock step
+            return fn
+        fns = {name: run(kw, name) for name, kw in ours.items()}
+        fns["generate"] = lambda seed: _hf_generate(twin, model, rows, grid, s, seed)
+        fns["nocache"] = lambda seed: nocache(rows, seed)
+        for name, fn in fns.items():  # one untimed warm-up each (for the compiled paths: their compile time)
             if name == "nocache":
                 continue  # no cache or graph to warm, and its seconds-long run would only add noise
             t = time.perf_counter()
-            fn(B, 10_000)
-            if name == "ours_compiled":
-                res["compile_s"][f"batch{B}"] = time.perf_counter() - t
-        for r in range(repeats):  # interleaved, so drifts in machine load hit all paths alike
-            for name, fn in paths:
-                if name == "nocache" and r >= 2:
-                    continue  # slow; two runs are enough for a ratio of this size
-                t = time.perf_counter()
-                fn(B, r)
-                times[name].append(time.perf_counter() - t)
+            fn(10_000)
+            if name.startswith("compiled"):
+                res["compile_s"][f"{name}_batch{B}"] = time.perf_counter() - t
+        # the no-cache loop is slow; two runs are enough for a ratio of its size
+        times = _interleaved(fns, repeats, skip=lambda name, r: name == "nocache" and r >= 2)
         med = {k: statistics.median(v) for k, v in times.items()}
-        res[f"batch{B}"] = {f"{k}_tokens_per_s": B * N / v for k, v in med.items()}
-        res[f"batch{B}"]["median_s"] = med
-    b16 = res[f"batch{batches[-1]}"]
-    best = "ours_compiled" if compile else "ours"
-    res["speedup_path"] = ("compiled: sample_images(compile=True), xomni generate --compile" if compile
-                           else "eager: sample_images() as `xomni generate` runs it by default")
-    res["speedup_vs_generate"] = b16[f"{best}_tokens_per_s"] / b16["generate_tokens_per_s"]
-    res["speedup_vs_nocache"] = b16[f"{best}_tokens_per_s"] / b16["nocache_tokens_per_s"]
-    res["eager_speedup_vs_generate"] = b16["ours_tokens_per_s"] / b16["generate_tokens_per_s"]
-    res["eager_speedup_vs_nocache"] = b16["ours_tokens_per_s"] / b16["nocache_tokens_per_s"]
-    # memory traffic per decode step at the largest batch: all non-embedding weights + the mean KV cache
+        res[f"batch{B}"] = {name: {"median_s": med[name], "tokens_per_s": B * N / med[name],
+                                   "images_per_s": B / med[name],
+                                   "forward_passes_per_image": statistics.median(passes[name]),
+                                   "speedup_vs_generate": med["generate"] / med[name]} for name in fns}
+    top = res[f"batch{batches[-1]}"]
+    best = max(ours, key=lambda name: top[name]["tokens_per_s"])
+    res["default_speedup_vs_generate"] = top["eager"]["speedup_vs_generate"]
+    res["best_path"] = best
+    res["best_speedup_vs_generate"] = top[best]["speedup_vs_generate"]
+    res["forward_passes_per_image"] = {name: v["forward_passes_per_image"] for name, v in top.items()}
+    # memory traffic per decode step of the default path at the largest batch: non-embedding weights + mean KV cache
     bb = model.backbone.config
     B = batches[-1]
     weight_bytes = 4 * (model.num_params(non_embedding=True))
     head_dim = bb.hidden_size // bb.num_attention_heads
-    mean_len = 40 + 5 + N / 2
+    mean_len = generation_length(40, 0, 0) + N / 2
     kv_bytes = 4 * 2 * bb.num_hidden_layers * bb.num_key_value_heads * head_dim * mean_len * B
-    step_s = b16["median_s"][best] / N
+    step_s = top["eager"]["median_s"] / top["eager"]["forward_passes_per_image"]
     bw = read_bandwidth_gbs() * 1e9
     res["bytes_per_step"] = weight_bytes + kv_bytes
     res["achieved_gb_per_s"] = (weight_bytes + kv_bytes) / step_s / 1e9
@@ -110,27 +158,79 @@ def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5, compile: b
     return res
 
 
-def bench_generate_impl(pipe, prompt: str, n_images: int = 4, runs: int = 5, steps: int | None = None) -> dict:
-    """End-to-end latency of one `n_images` generation (AR sampling + diffusion decoding), split by stage; the
-    first call is a warm-up and is not counted."""
-    import torch
+def bench_generate_impl(pipe, prompt: str, n_images: int = 4, runs: int = 5, steps: int | None = None,
+                        compile: bool = False, sjd_window: int = 8) -> dict:
+    """End-to-end latency of one `n_images` generation (AR sampling + diffusion decoding), split by stage, for each
+    sampling path: `default` (what `xomni generate` runs with this pipeline as loaded), SJD, the compiled ones when
+    `compile`, and transformers' generate for the AR stage. The first call of each path is an untimed warm-up."""
+    N = pipe.grid[0] * pipe.grid[1]
+    s = pipe.sampling_config()
+    ids = pipe.check_prompt(prompt)
+    twin = _hf_twin(pipe.ar)
+    dflt = {"compile_sampler": pipe.compile_sampler, "sjd_window": pipe.sjd_window}
+    paths = {"default": dflt, "sjd": {**dflt, "sjd_window": sjd_window}}
+    if compile:
+        paths.update(compiled={"compile_sampler": True, "sjd_window": 0},
+                     compiled_sjd={"compile_sampler": True, "sjd_window": sjd_window})
+    passes = {"generate": [N]}
+    split: dict[str, list[tuple[float, float]]] = {name: [] for name in [*paths, "generate"]}
 
-    def once(seed: int) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        out = pipe.generate_codes([prompt] * n_images, seed=seed, sampling=pipe.sampling_config())
-        t1 = time.perf_counter()
-        pipe.decode(out.codes_BHW, steps=steps, seed=seed)
-        return t1 - t0, time.perf_counter() - t1
+    def run(name):
+        def fn(seed):
+            t0 = time.perf_counter()
+            if name == "generate":
+                codes = _hf_generate(twin, pipe.ar, [ids] * n_images, pipe.grid, s, seed, image_only=True)
+                codes = pipe.ar.layout.image_grid(codes, *pipe.grid)
+            else:
+                for k, v in paths[name].items():
+                    setattr(pipe, k, v)
+                out = pipe.generate_codes([prompt] * n_images, seed=seed, sampling=s)
+                codes = out.codes_BHW
+                passes.setdefault(name, []).append(out.forward_passes)
+            t1 = time.perf_counter()
+            pipe.decode(codes, steps=steps, seed=seed)
+            split[name].append((t1 - t0, time.perf_counter() - t1))
+        return fn
+    fns = {name: run(name) for name in split}
+    try:
+        for fn in fns.values():
+            fn(0)
+        for v in split.values():
+            v.clear()
+        _interleaved({k: (lambda seed, f=f: f(1 + seed)) for k, f in fns.items()}, runs)
+    finally:
+        for k, v in dflt.items():
+            setattr(pipe, k, v)
+    out = {"prompt": prompt, "n_images": n_images, "runs": runs, "threads": torch.get_num_threads(),
+           "decoder_steps": int(steps or pipe.decoder.config.steps), "grid": list(pipe.grid), "sjd_window": sjd_window,
+           "paths": {}}
+    for name, v in split.items():
+        ar_s, dec_s = zip(*v)
+        total = [a + d for a, d in v]
+        p50 = statistics.median(total)
+        out["paths"][name] = {"latency_p50_s": p50, "ar_p50_s": statistics.median(ar_s),
+                              "decoder_p50_s": statistics.median(dec_s), "images_per_s": n_images / p50,
+                              "ar_tokens_per_s": n_images * N / statistics.median(ar_s),
+                              "forward_passes_per_image": statistics.median(passes[name]),
+                              "ar_fraction": statistics.median(a / t for a, t in zip(ar_s, total)),
+                              "latency_s": total, "ar_s": list(ar_s), "decoder_s": list(dec_s)}
+    gen = out["paths"]["generate"]
+    for v in out["paths"].values():
+        v["speedup_vs_generate"] = gen["latency_p50_s"] / v["latency_p50_s"]
+        v["ar_speedup_vs_generate"] = gen["ar_p50_s"] / v["ar_p50_s"]
+    ours = [k for k in out["paths"] if k != "generate"]
+    best = max(ours, key=lambda k: out["paths"][k]["images_per_s"])
+    out.update({k: out["paths"]["default"][k] for k in ("latency_p50_s", "ar_p50_s", "decoder_p50_s", "ar_fraction",
+                                                         "images_per_s")})
+    out.update(default_speedup_vs_generate=out["paths"]["default"]["speedup_vs_generate"], best_path=best,
+               best_speedup_vs_generate=out["paths"][best]["speedup_vs_generate"],
+               forward_passes_per_image={k: v["forward_passes_per_image"] for k, v in out["paths"].items()})
+    return out
 
-    once(0)
-    ar_s, dec_s = zip(*(once(1 + i) for i in range(runs)))
-    total = [a + d for a, d in zip(ar_s, dec_s)]
-    p50 = statistics.median(total)
-    return {"prompt": prompt, "n_images": n_images, "runs": runs, "threads": torch.get_num_threads(),
-            "decoder_steps": int(steps or pipe.decoder.config.steps), "grid": list(pipe.grid),
-            "latency_p50_s": p50, "ar_p50_s": statistics.median(ar_s), "decoder_p50_s": statistics.median(dec_s),
-            "ar_fraction": statistics.median(a / t for a, t in zip(ar_s, total)),
-            "images_per_s": n_images / p50, "latency_s": total, "ar_s": list(ar_s), "decoder_s": list(dec_s)}
+
+BENCH_WORDS = ("HELLO", "OPEN", "Aroma", "cake")  # `bench sample` prompts: the model's template around each
+SjdWindowOpt = typer.Option(8, "--sjd-window", help="Drafts per forward pass of the speculative (SJD) paths, "
+                            "1..64.", callback=IntRange("--sjd-window", 1, 64))
 
 
 def register_bench(apps: dict) -> None:
@@ -161,13 +261,18 @@ def register_bench(apps: dict) -> None:
                      repeats: int = typer.Option(5, "--repeats", help="Interleaved runs, 1..100; the median is "
                                                  "reported.", callback=IntRange("--repeats", 1, 100)),
                      compile: bool = typer.Option(True, "--compile/--no-compile", help="Also time the compiled "
-                                                  "sampler (compiles once per batch size first, ~30 s each)."),
+                                                  "paths (each compiles once per batch size first)."),
+                     sjd_window: int = SjdWindowOpt,
                      json_path: Optional[str] = JsonOpt):
-        """Tokens/s of xomni's sampler vs transformers' generate(use_cache=True) and a no-cache loop."""
+        """Tokens/s, images/s and forward passes per image of each sampling path vs transformers'
+        generate(use_cache=True) and a no-cache loop, at the model's shipped sampling settings (CFG off), with the
+        model's prompt template around four words."""
         from xomni.pipeline import Pipeline
         from xomni.utils import emit_json
         pipe = Pipeline.from_pretrained(model_dir)
-        out = bench_sample_impl(pipe.ar, pipe.grid, repeats=repeats, compile=compile)
+        prompts = [pipe.check_prompt(pipe.caption_for_text(w)) for w in BENCH_WORDS]
+        out = bench_sample_impl(pipe.ar, pipe.grid, repeats=repeats, compile=compile, sjd_window=sjd_window,
+                                sampling=pipe.sampling_config(), prompts=prompts)
         out["model"] = str(pipe.path)
         emit_json(out, json_path)
 
@@ -183,18 +288,16 @@ def register_bench(apps: dict) -> None:
                                                 "1..1000.", callback=IntRange("--runs", 1, 1000)),
                        steps: Optional[int] = typer.Option(None, "--steps", help="Decoder steps, 1..1000 (default: "
                                                            "the decoder's).", callback=IntRange("--steps", 1, 1000)),
-                       compile: bool = typer.Option(False, "--compile", help="Compiled AR sampler (the warm-up run "
-                                                    "compiles; not counted)."),
+                       compile: bool = typer.Option(False, "--compile", help="Also time the compiled AR sampler "
+                                                    "paths (the warm-up run compiles; not counted)."),
+                       sjd_window: int = SjdWindowOpt,
                        json_path: Optional[str] = JsonOpt):
-        """End-to-end latency of one n-image generation, p50, split between the AR sampler and the decoder."""
-        from xomni.errors import XomniError
+        """End-to-end latency of one n-image generation, p50, split between the AR sampler and the decoder, for
+        each sampling path and for transformers' generate."""
         from xomni.pipeline import Pipeline
         from xomni.utils import emit_json
-        if n < 1 or runs < 1:
-            raise XomniError(f"--n and --runs must be >= 1, got {n} and {runs}")
         pipe = Pipeline.from_pretrained(model_dir)
-        pipe.compile_sampler = compile
-        out = bench_generate_impl(pipe, prompt, n_images=n, runs=runs, steps=steps)
-        out["compiled_sampler"] = compile
+        out = bench_generate_impl(pipe, prompt, n_images=n, runs=runs, steps=steps, compile=compile,
+                                  sjd_window=sjd_window)
         out["model"] = str(pipe.path)
         emit_json(out, json_path)

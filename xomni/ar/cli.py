@@ -5,8 +5,14 @@ from typing import List, Optional
 
 import typer
 
-from xomni.cliargs import IntRange
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
+from xomni.ar.bench import register_bench
+from xomni.ar.train import ARTrainConfig
+from xomni.ar.trainer import train_ar_main
+from xomni.cliargs import IntRange, check_in_path
+from xomni.errors import XomniError
+from xomni.train_cli import (ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt,
+                             check_before_training, print_config_help, trainer_config)
+from xomni.utils import emit_json
 
 
 def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (shards/imagefolder) with a train "
@@ -19,26 +25,18 @@ def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (s
              help_config: bool = HelpConfigOpt,
              json_path: Optional[str] = JsonOpt):
     """Supervised training (SFT) of the unified AR model: text->image and image->text together."""
-    from xomni.ar.train import ARTrainConfig
-    from xomni.train_cli import print_config_help, trainer_config
     if help_config:
         print_config_help(ARTrainConfig)
         return
-    from xomni.errors import XomniError
     if not data or not tokenizer:
         raise XomniError("train ar needs --data DIR and --tokenizer DIR")
     cfg = trainer_config(ARTrainConfig, config, set_, out)
-    from xomni.cliargs import check_in_path
-    from xomni.train_cli import check_before_training
     check_in_path(data, "--data")
     check_in_path(tokenizer, "--tokenizer")
     check_before_training(cfg, resume)
-    from xomni.ar.trainer import train_ar_main
-    from xomni.utils import emit_json
     emit_json(train_ar_main(cfg, data, tokenizer, resume=resume, init=init, val_n=val_n), json_path)
 
 
 def register(apps: dict) -> None:
     apps["train"].command("ar")(train_ar)
-    from xomni.ar.bench import register_bench
     register_bench(apps)

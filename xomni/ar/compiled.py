@@ -1,15 +1,16 @@
-"""The compiled decode step (opt-in: `sample_images(..., compile=True)`, `xomni generate --compile`).
+"""The compiled decode steps (opt-in: `sample_images(..., compile=True)`, `xomni generate --compile`).
 
 One `torch.compile` graph per (rows, cache bucket, sampling settings) runs a whole token step: image embedding ->
 layers over the static KV cache (written in place) -> image head -> `process_logits` -> inverse-CDF draw. In eager
-mode a batch-16 step of the tiny model is ~150 small ops; inductor fuses the elementwise work and, with `freezing`
+mode a step of the tiny model is a long chain of small ops; inductor fuses the elementwise work and, with `freezing`
 and `max_autotune`, generates its own C++ GEMMs over weights packed once. `freezing` is what pays (the variants
 measured are in docs/RESULTS.md); passing the options through `torch.compile(options=...)` left `freezing`
 unapplied, hence the per-call patch below. `xomni bench sample` measures both paths. On CUDA it compiles with
-`freezing` only (not yet measured on a GPU).
+`freezing` only (not yet measured on a GPU). The speculative sampler's verify pass (xomni.ar.fastdecode.window_step)
+compiles the same way, one graph per (rows, window, cache bucket, sampling settings).
 
-Costs, stated: the first call for a new batch size or cache bucket compiles (~30 s on 2 cores; inductor's on-disk
-cache makes later processes faster), and the weights are frozen into the graph, so the step is rebuilt when they
+Costs, stated: the first call for a new batch size or cache bucket compiles (tens of seconds on 2 cores; inductor's
+on-disk cache makes later processes faster), and the weights are frozen into the graph, so the step is rebuilt when they
 change (the key holds each parameter's storage and in-place version counter: an optimizer step or load_state_dict
 invalidates it). A failed compile (no C++ compiler, an unsupported op) warns once and the sampler runs eagerly;
 past dynamo's recompile limit (8 graphs per build) the step runs uncompiled, still correct.
@@ -21,7 +22,9 @@ import types
 
 import torch
 
-from xomni.ar.sampler import SamplingConfig, draw_from, process_logits
+from xomni.ar.distribution import SamplingConfig, draw_from, process_logits
+from xomni.ar.fastdecode import finish_layer, project_qkv, window_step
+from xomni.utils import log
 
 BUCKET = 64  # cache lengths round up to a multiple of this, so prompts of similar length share one graph
 _CPU_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
@@ -50,8 +53,8 @@ def _step_fn(model, sampling: SamplingConfig, cfg_on: bool):
     def step(codes_R, pos_R, slot, u_B, base_valid_RS, cos_PD, sin_PD, caches):
         """Feed image codes `codes_R` (no vocabulary offset) into cache slot `slot` (0-d tensor); draw the next.
 
-        RoPE comes from tables (`rope_tables`): computed in the graph, inductor fused cos/sin into the attention
-        reduction and recomputed them for every key slot."""
+        RoPE comes from tables (`fastdecode.rope_tables`): computed in the graph, inductor fused cos/sin into the
+        attention reduction and recomputed them for every key slot."""
         R = codes_R.shape[0]
         x = model.image_embed(codes_R)[:, None]                                       # R x 1 x D
         cos, sin = cos_PD[pos_R][:, None], sin_PD[pos_R][:, None]                    # R x 1 x hd
@@ -59,21 +62,14 @@ def _step_fn(model, sampling: SamplingConfig, cfg_on: bool):
         live = base_valid_RS & (torch.arange(S, device=codes_R.device) <= slot)[None]
         mask = live[:, None, None, :]                                                # R x 1 x 1 x S
         for li, layer in enumerate(layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(R, 1, H, hd).transpose(1, 2)
-            k = attn.k_proj(h).view(R, 1, KV, hd).transpose(1, 2)
-            v = attn.v_proj(h).view(R, 1, KV, hd).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q, k, v = project_qkv(layer, x, H, KV, hd, cos, sin, apply_rotary_pos_emb)
             K, V = caches[2 * li], caches[2 * li + 1]
             K.index_copy_(2, slot.view(1), k)
             V.index_copy_(2, slot.view(1), v)
             qg = q.reshape(R, KV, g, hd)
             att = (qg @ K.transpose(-1, -2)) * hd ** -0.5                            # R x KV x g x S
             att = att.masked_fill(~mask, float("-inf")).softmax(-1)
-            o = (att @ V).reshape(R, 1, H * hd)
-            x = x + attn.o_proj(o)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = finish_layer(layer, x, (att @ V).reshape(R, 1, H * hd))
         logits = model.image_logits(bb.norm(x)[:, 0])
         B = R // 2 if cfg_on else R
         lp = process_logits(logits[:B], logits[B:] if cfg_on else None, sampling)
@@ -83,49 +79,57 @@ def _step_fn(model, sampling: SamplingConfig, cfg_on: bool):
     return step
 
 
-def rope_tables(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (n x head_dim) of positions 0..n-1, from the backbone's own rotary module."""
-    p = next(model.parameters())
-    pos = torch.arange(n, device=p.device)[None]
-    cos, sin = model.backbone.rotary_emb(torch.zeros(1, device=p.device, dtype=p.dtype), pos)
-    return cos[0], sin[0]
-
-
 @dataclasses.dataclass
 class _Entry:
     key: tuple
     fn: object
 
 
-def compiled_step(model, sampling: SamplingConfig):
-    """The compiled step for this model and these sampling settings, or None when compiling is unavailable."""
+def available(model) -> bool:
+    """False once compiling failed on the model's device in this process (the sampler then runs eagerly)."""
+    return str(next(model.parameters()).device) not in _failed
+
+
+def _compiled(model, kind: str, sampling: SamplingConfig, make):
+    """The compiled `make()` for this model, kind and sampling settings: built on first use, rebuilt when the
+    weights change."""
     device = str(next(model.parameters()).device)
-    if device in _failed:
-        return None
-    cfg_on = sampling.cfg_scale != 1.0
-    skey = (dataclasses.astuple(sampling), cfg_on)
+    skey = (kind, dataclasses.astuple(sampling))
     store = model.__dict__.setdefault("_xomni_compiled", {})
     wkey = _weights_key(model)
     entry = store.get(skey)
     if entry is None or entry.key != wkey:
         opts = _CPU_OPTIONS if device == "cpu" else {"freezing": True}
-        step = _step_fn(model, sampling, cfg_on)
+        fn = make()
         # dynamo keys its compiled graphs (and its recompile limit) on the code object, and its guards check the
         # parameters' identity, not their values: with the same code object, a graph with the old frozen weights
         # would be reused after an update. A fresh copy of the code object gives this build its own cache.
-        step = types.FunctionType(step.__code__.replace(), step.__globals__, step.__name__, step.__defaults__,
-                                  step.__closure__)
-        compiled = torch.compile(step, dynamic=False, fullgraph=True)
+        fn = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        graph = torch.compile(fn, dynamic=False, fullgraph=True)
 
-        def fn(*args):  # options= did not apply `freezing` (see above); the patch costs ~20 us a step (~1 %)
+        def run(*args):  # options= did not apply `freezing` (see above); the patch is cheap next to a step
             with torch._inductor.config.patch(opts):
-                return compiled(*args)
-        entry = store[skey] = _Entry(wkey, fn)
+                return graph(*args)
+        entry = store[skey] = _Entry(wkey, run)
     return entry.fn
 
 
+def compiled_step(model, sampling: SamplingConfig):
+    """The compiled one-token step for this model and these sampling settings, or None when compiling failed on
+    this device before."""
+    if not available(model):
+        return None
+    return _compiled(model, "step", sampling, lambda: _step_fn(model, sampling, sampling.cfg_on))
+
+
+def compiled_window(model, sampling: SamplingConfig):
+    """The compiled verify pass of the speculative sampler (xomni.ar.fastdecode.window_step), or None."""
+    if not available(model):
+        return None
+    return _compiled(model, "window", sampling, lambda: window_step(model, sampling))
+
+
 def mark_failed(model, err: Exception) -> None:
-    from xomni.utils import log
     device = str(next(model.parameters()).device)
     _failed.add(device)
     model.__dict__.pop("_xomni_compiled", None)

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from xomni.checkpoint import read_json, read_safetensors
+from xomni.data.io import open_dataset
 from xomni.errors import XomniError
 from xomni.utils import log
 
@@ -23,7 +24,6 @@ def encode_to_cache(image_tokenizer, data_path: str, split: str, out_dir: str | 
     import numpy as np
     from tqdm import tqdm
 
-    from xomni.data.io import open_dataset
     ds = open_dataset(data_path, split=split)
     n = len(ds) if limit is None else min(limit, len(ds))
     out_dir = Path(out_dir)
@@ -62,7 +62,7 @@ def encode_to_cache(image_tokenizer, data_path: str, split: str, out_dir: str | 
     save_file({"codes": torch.cat(codes)}, str(tmp / "codes.safetensors"))
     (tmp / "meta.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metas))
     (tmp / "info.json").write_text(json.dumps({"source": str(data_path), "split": split, "n": len(metas),
-                                               "skipped": skipped, "codebook_size": image_tokenizer.codebook_size,
+                                               "skipped": skipped, "vocab_size": image_tokenizer.vocab_size,
                                                "grid": list(image_tokenizer.grid)}, indent=1))
     if out_dir.exists():
         import shutil

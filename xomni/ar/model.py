@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xomni.ar.vocab import VocabLayout
-from xomni.config import field
+from xomni.config import check_error, field, in_range
 from xomni.errors import XomniError
+from xomni.modeling import PretrainedMixin
 
 
 @dataclasses.dataclass
@@ -35,17 +36,19 @@ class ARConfig:
     bos_id: int = field(257, help="Text tokenizer's BOS id.")
     eos_id: int = field(258, help="Text tokenizer's EOS id.")
     pad_id: int = field(256, help="Text tokenizer's PAD id.")
-    image_vocab: int = field(1024, help="Number of image codes K (from the image tokenizer).")
+    image_vocab: int = field(1024, help="Image token vocabulary (from the image tokenizer: levels x K).")
+    levels: int = field(1, help="Codes per patch (from the image tokenizer): with L > 1 the model writes every "
+                                "patch's level-0 code, then level 1, ... (coarse to fine; xomni.ar.vocab).")
     max_grid: int = field(64, help="Largest grid height/width representable by size tokens.")
     dropout: float = field(0.0, help="Attention dropout.")
     tie_image_head: bool = field(False, help="Tie the image head to the image embedding table.")
 
     def check(self, where: str = "model") -> "ARConfig":
         """Ranges and shape constraints (heads divide the width, kv heads divide heads), checked at load."""
-        from xomni.config import check_error, in_range
         for name in ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "n_text", "max_grid"):
             in_range(self, where, name, 1)
         in_range(self, where, "image_vocab", 2)
+        in_range(self, where, "levels", 1, 4)
         in_range(self, where, "max_seq_len", 8)
         in_range(self, where, "rope_theta", 0, lo_open=True)
         in_range(self, where, "dropout", 0, 1, hi_open=True)
@@ -63,7 +66,7 @@ class ARConfig:
 
     def layout(self) -> VocabLayout:
         return VocabLayout(n_text=self.n_text, image_vocab=self.image_vocab, max_grid=self.max_grid,
-                           bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)
+                           bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, levels=self.levels)
 
 
 def _build_backbone(cfg: ARConfig) -> tuple[nn.Module, int]:
@@ -78,6 +81,7 @@ def _build_backbone(cfg: ARConfig) -> tuple[nn.Module, int]:
         model.embed_tokens = None  # we own the embedding tables
         return model, cfg.hidden_size
     from pathlib import Path
+
     from transformers import AutoConfig, AutoModel
     if not Path(cfg.backbone).is_dir():
         raise XomniError(f"backbone must be 'tiny' or a local checkpoint directory; not found: {cfg.backbone}")
@@ -91,7 +95,34 @@ def _build_backbone(cfg: ARConfig) -> tuple[nn.Module, int]:
     return model, hf.hidden_size
 
 
-class UnifiedAR(nn.Module):
+def token_loss(model, h_BLD: torch.Tensor, targets_BL: torch.Tensor, off: int, text_weight: float = 1.0,
+               image_valid=None) -> tuple[torch.Tensor, dict]:
+    """(sum image CE + w x sum text CE) / (n_image + w x n_text) over the targets that are not -100; targets >=
+    `off` are image codes (model.image_logits), the rest text (model.text_logits). `image_valid(is_img)` may check
+    the image targets first."""
+    valid = targets_BL != -100
+    is_img = valid & (targets_BL >= off)
+    if image_valid is not None:
+        image_valid(is_img)
+    is_txt = valid & ~is_img
+    n_img, n_txt = int(is_img.sum()), int(is_txt.sum())
+    metrics = {}
+    total = h_BLD.new_zeros((), dtype=torch.float32)
+    if n_img:
+        li = F.cross_entropy(model.image_logits(h_BLD[is_img]), targets_BL[is_img] - off, reduction="sum")
+        total = total + li
+        metrics["loss_image"] = li.item() / n_img
+    if n_txt:
+        lt = F.cross_entropy(model.text_logits(h_BLD[is_txt]), targets_BL[is_txt], reduction="sum")
+        total = total + text_weight * lt
+        metrics["loss_text"] = lt.item() / n_txt
+    return total / max(1.0, n_img + text_weight * n_txt), metrics
+
+
+class UnifiedAR(PretrainedMixin, nn.Module):
+    # config.json: {"ar": ARConfig fields, "grid": [h, w] of the pipeline it was saved from}
+    config_class, config_attr, config_key, what, train_cmd = ARConfig, "cfg", "ar", "AR model", "xomni train ar"
+
     def __init__(self, cfg: ARConfig):
         super().__init__()
         self.cfg = cfg
@@ -143,25 +174,28 @@ class UnifiedAR(nn.Module):
         attention_mask = attention_mask.to(dev) if attention_mask is not None else None
         position_ids = position_ids.to(dev) if position_ids is not None else None
         h_BLD, _ = self.hidden(ids_BL, attention_mask, position_ids)
-        off = self.layout.image_offset
-        valid = targets_BL != -100
-        is_img = valid & (targets_BL >= off)
-        is_txt = valid & ~is_img
-        n_img, n_txt = int(is_img.sum()), int(is_txt.sum())
-        metrics = {}
-        total = h_BLD.new_zeros(())
-        if n_img:
-            li = F.cross_entropy(self.image_logits(h_BLD[is_img]), targets_BL[is_img] - off, reduction="sum")
-            total = total + li
-            metrics["loss_image"] = li.item() / n_img
-        if n_txt:
-            lt = F.cross_entropy(self.text_logits(h_BLD[is_txt]), targets_BL[is_txt], reduction="sum")
-            total = total + text_weight * lt
-            metrics["loss_text"] = lt.item() / n_txt
-        return total / max(1.0, n_img + text_weight * n_txt), metrics
+        return token_loss(self, h_BLD, targets_BL, self.layout.image_offset, text_weight)
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.text_embed.weight.numel() + self.image_embed.weight.numel()
         return n
+
+
+@torch.no_grad()
+def grow_levels(ar: UnifiedAR, levels: int, max_seq_len: int | None = None) -> UnifiedAR:
+    """An AR model for `levels` codes per patch that keeps everything a one-level model knows: every weight is
+    copied, level 0's image embeddings and head rows included; the new levels' rows start small (random)."""
+    import dataclasses
+    if ar.cfg.levels != 1:
+        raise XomniError(f"grow_levels starts from a one-level AR model; this one writes {ar.cfg.levels} levels")
+    K = ar.cfg.image_vocab
+    cfg = dataclasses.replace(ar.cfg, levels=levels, image_vocab=levels * K,
+                              max_seq_len=max_seq_len or ar.cfg.max_seq_len)
+    new = UnifiedAR(cfg)
+    grown = ("image_embed.weight", "image_head.weight")
+    new.load_state_dict({k: v for k, v in ar.state_dict().items() if k not in grown}, strict=False)
+    for name in grown:
+        new.get_parameter(name)[:K].copy_(ar.get_parameter(name))
+    return new

@@ -1,8 +1,15 @@
-"""Batched image-token sampler with a KV cache, CFG, temperature / top-k / top-p / min-p, seeds and streaming.
+"""Batched image-token sampler: prefill the prompt, then one token per forward pass (or, with speculative Jacobi
+decoding, a window of them), with CFG, temperature / top-k / top-p / min-p, seeds and streaming.
 
-`process_logits` is THE definition of the sampling distribution. The sampler draws from it and returns the
-log-probability of each drawn token under it; `sequence_logprobs` recomputes the same quantity with one full forward
-pass (with gradients, for RL). Using one function for both is how the RL gradient stays on the policy that sampled.
+The backend that runs the transformer is chosen once, before the token loop (`choose_backend`):
+  StaticCache  a static KV cache over the backbone's own modules (xomni.ar.fastdecode); the default
+  Compiled     the same cache, each token step one compiled graph (xomni.ar.compiled; `compile=True`)
+  HFCache      transformers' own cache: the reference path (`hf_cache=True`) and backbones fastdecode cannot read
+Each has `prefill` (prompt rows -> logits of image token 0) and `decode_one_token` (feed token t-1 of every row, draw
+token t); the static ones also have `decode_window` for SJD (xomni.ar.sjd, `sjd_window=W`).
+
+The sampling distribution itself (`SamplingConfig`, `process_logits`, the inverse-CDF draw) is xomni.ar.distribution,
+re-exported here.
 """
 from __future__ import annotations
 
@@ -11,90 +18,10 @@ from typing import Callable
 
 import torch
 
-from xomni.config import field
-
-
-@dataclasses.dataclass
-class SamplingConfig:
-    temperature: float = field(1.0, help="Softmax temperature (> 0).")
-    top_k: int = field(0, help="Keep the k most likely tokens (0 = off).")
-    top_p: float = field(1.0, help="Nucleus sampling: keep the smallest set with this much probability (1 = off).")
-    min_p: float = field(0.03, help="Drop tokens with probability < min_p x the top token's (X-Omni default 0.03).")
-    cfg_scale: float = field(1.0, help="Classifier-free guidance scale on logits (1 = off, the X-Omni default).")
-
-    def validate(self) -> None:
-        from xomni.errors import XomniError
-        import math
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise XomniError(f"temperature must be a finite number > 0, got {self.temperature}")
-        if not (self.cfg_scale >= 1 and math.isfinite(self.cfg_scale)):
-            raise XomniError(f"cfg_scale must be a finite number >= 1 (1 = off), got {self.cfg_scale}")
-        if not 0 < self.top_p <= 1:
-            raise XomniError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.min_p < 1:
-            raise XomniError(f"min_p must be in [0, 1), got {self.min_p}")
-        if self.top_k < 0:
-            raise XomniError(f"top_k must be >= 0, got {self.top_k}")
-
-
-def process_logits(cond_NV: torch.Tensor, uncond_NV: torch.Tensor | None, s: SamplingConfig) -> torch.Tensor:
-    """Log-probabilities of the sampling distribution: CFG -> temperature -> top-k -> top-p -> min-p.
-
-    Filtered tokens get -inf. Works with gradients (the RL loss calls it on a full forward pass).
-    """
-    logits = cond_NV.float()
-    if uncond_NV is not None and s.cfg_scale != 1.0:
-        logits = uncond_NV.float() + s.cfg_scale * (logits - uncond_NV.float())
-    logits = logits / s.temperature
-    neg_inf = torch.finfo(logits.dtype).min
-    with torch.no_grad():  # the kept set is a function of the logits but not differentiated through
-        keep = torch.ones_like(logits, dtype=torch.bool)
-        if s.top_k and s.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
-            keep &= logits >= kth
-        lp = torch.log_softmax(logits.masked_fill(~keep, neg_inf), dim=-1)
-        if s.top_p < 1.0:
-            sorted_lp, order = torch.sort(lp, dim=-1, descending=True)
-            cum = sorted_lp.exp().cumsum(-1)
-            drop_sorted = (cum - sorted_lp.exp()) >= s.top_p  # keep tokens until the mass reaches top_p
-            keep &= ~torch.zeros_like(keep).scatter(-1, order, drop_sorted)
-            lp = torch.log_softmax(logits.masked_fill(~keep, neg_inf), dim=-1)
-        if s.min_p > 0:
-            top = lp.max(dim=-1, keepdim=True).values
-            keep &= lp >= top + torch.log(torch.tensor(s.min_p))
-    out = torch.log_softmax(logits.masked_fill(~keep, neg_inf), dim=-1)
-    return out.masked_fill(~keep, float("-inf"))
-
-
-def draw(logprobs_NV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverse-CDF sampling: one uniform per row, cumsum, searchsorted (torch.multinomial draws one exponential per
-    vocabulary entry and dominated decoding time on CPU). Same distribution."""
-    return draw_from(logprobs_NV, uniforms(logprobs_NV.shape[0], generator, logprobs_NV.device))
-
-
-def uniforms(n: int, generator, device) -> torch.Tensor:
-    """n uniforms in [0, 1) on `device`, drawn on the generator's own device (CPU generators also drive CUDA).
-    `generator` may also be per-request streams, a list of (generator, rows) in row order, so that each request of
-    a merged batch (xomni serve) draws what it would draw alone."""
-    if isinstance(generator, (list, tuple)):
-        u = torch.cat([torch.rand(k, generator=g, device=g.device).to(device) for g, k in generator])
-        if len(u) != n:
-            from xomni.errors import XomniError
-            raise XomniError(f"random streams cover {len(u)} rows, the batch has {n}")
-        return u
-    dev = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=dev).to(device)
-
-
-def draw_from(logprobs_NV: torch.Tensor, u_N: torch.Tensor) -> torch.Tensor:
-    """The token at quantile `u_N` (uniforms in [0, 1)) of each row's distribution; no data-dependent branch, so the
-    compiled step (xomni.ar.compiled) draws with this same function."""
-    probs = logprobs_NV.exp()
-    cdf = probs.cumsum(-1)
-    idx = torch.searchsorted(cdf, u_N[:, None] * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
-    # guard against landing on a zero-probability token through float ties at the end of the cdf
-    bad = probs.gather(-1, idx) <= 0
-    return torch.where(bad, probs.argmax(-1, keepdim=True), idx).squeeze(-1)
+from xomni.ar import compiled, fastdecode, sjd
+from xomni.ar.distribution import SamplingConfig, draw, draw_from, process_logits, uniforms  # noqa: F401 (re-exported)
+from xomni.ar.vocab import generation_length
+from xomni.errors import XomniError
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,87 +47,226 @@ def build_rows(model, prompts: list[list[int]], grid: tuple[int, int], cfg_scale
 @dataclasses.dataclass
 class SampleOutput:
     codes_BHW: torch.Tensor
-    logprobs_BN: torch.Tensor  # log-prob of each drawn token under the sampling distribution
+    logprobs_BN: torch.Tensor  # log-prob of each drawn token under the sampling distribution (token grid order)
+    forward_passes: int = 0    # transformer passes over the batch, the prefill included
+
+
+# ---------------------------------------------------------------------------------------------- decoding backends
+class Backend:
+    """What the token loops need from a decoding backend. Rows are the B prompts, then (CFG) their B unconditional
+    twins, which are fed the same image tokens."""
+
+    def __init__(self, model, sampling: SamplingConfig, batch: int):
+        self.model, self.sampling, self.B = model, sampling, batch
+        self.rows = 2 * batch if sampling.cfg_on else batch
+
+    def prefill(self, ids_RL: torch.Tensor, mask_RL: torch.Tensor, pos_RL: torch.Tensor) -> torch.Tensor:
+        """Run the prompt rows; return the image logits of image token 0 (R x V)."""
+        raise NotImplementedError
+
+    def forward(self, codes_R: torch.Tensor, t: int) -> torch.Tensor:
+        """Feed image token t-1 of each row; return the image logits of token t (R x V)."""
+        raise NotImplementedError
+
+    def logprobs(self, logits_RV: torch.Tensor) -> torch.Tensor:
+        """Each prompt's sampling distribution (B x V log-probs) from the logits of its rows."""
+        B = self.B
+        return process_logits(logits_RV[:B], logits_RV[B:] if self.sampling.cfg_on else None, self.sampling)
+
+    def draw(self, logits_RV: torch.Tensor, u_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token at quantile u of each prompt's sampling distribution, and its log-prob."""
+        lp = self.logprobs(logits_RV)
+        tok = draw_from(lp, u_B)
+        return tok, lp.gather(-1, tok[:, None]).squeeze(-1)
+
+    def rows_of(self, x_B: torch.Tensor) -> torch.Tensor:
+        """Per-prompt values -> per-row values."""
+        return torch.cat([x_B, x_B]) if self.sampling.cfg_on else x_B
+
+    def decode_one_token(self, prev_B: torch.Tensor, t: int, u_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed token t-1 (`prev_B`) of every prompt, draw token t: (tokens, their log-probs)."""
+        return self.draw(self.forward(self.rows_of(prev_B), t), u_B)
+
+
+class HFCacheBackend(Backend):
+    """transformers' own KV cache (the reference path)."""
+
+    def prefill(self, ids_RL, mask_RL, pos_RL):
+        self.mask, self.pos0 = mask_RL, pos_RL[:, -1] + 1  # pos0: position of image token 0 in each row
+        h_RLD, self.cache = self.model.hidden(ids_RL, attention_mask=mask_RL, position_ids=pos_RL, cache=None,
+                                              use_cache=True)
+        return self.model.image_logits(h_RLD[:, -1])
+
+    def forward(self, codes_R, t):
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.rows, 1)], dim=1)
+        h_RLD, self.cache = self.model.hidden((codes_R + self.model.layout.image_offset)[:, None],
+                                              attention_mask=self.mask, position_ids=(self.pos0 + t - 1)[:, None],
+                                              cache=self.cache, use_cache=True)
+        return self.model.image_logits(h_RLD[:, -1])
+
+
+class StaticCacheBackend(Backend):
+    """A static KV cache of `length` slots over the backbone's own modules (xomni.ar.fastdecode)."""
+
+    def __init__(self, model, sampling: SamplingConfig, batch: int, mask_RL: torch.Tensor, length: int):
+        super().__init__(model, sampling, batch)
+        self.dec = fastdecode.StaticKVDecoder(model, self.rows, length, mask_RL)
+        self.window_eager = fastdecode.window_step(model, sampling)
+
+    def prefill(self, ids_RL, mask_RL, pos_RL):
+        self.pos0, self.L0 = pos_RL[:, -1] + 1, ids_RL.shape[1]
+        h_RLD = self.dec.step(ids_RL, pos_RL)
+        # for the graph-shaped steps (decode_window, the compiled step): slot validity, caches, RoPE tables
+        self.valid_RS = self.dec.valid.clone()
+        self.valid_RS[:, self.L0:] = True  # image slots are live once written; causality masks the later ones
+        self.caches = [c for kv in zip(self.dec.k, self.dec.v) for c in kv]
+        self.cos_PD, self.sin_PD = fastdecode.rope_tables(self.model, max(self.valid_RS.shape[1],
+                                                                            self.model.cfg.max_seq_len))
+        return self.model.image_logits(h_RLD[:, -1])
+
+    def forward(self, codes_R, t):
+        h_RLD = self.dec.step((codes_R + self.model.layout.image_offset)[:, None], (self.pos0 + t - 1)[:, None])
+        return self.model.image_logits(h_RLD[:, -1])
+
+    def window_inputs(self, tokens_BT: torch.Tensor, n_B: torch.Tensor):
+        """Rows, positions and cache slots of image tokens n-1 .. n+T-2 of each prompt."""
+        start_R = self.rows_of(n_B - 1)[:, None] + torch.arange(tokens_BT.shape[1], device=tokens_BT.device)
+        return self.rows_of(tokens_BT), self.pos0[:, None] + start_R, self.L0 + start_R
+
+    def decode_window(self, tokens_BT: torch.Tensor, n_B: torch.Tensor) -> torch.Tensor:
+        """Feed image tokens n-1 .. n+T-2 of every prompt (`tokens_BT`), each prompt at its own `n`; return the
+        sampling distribution's log-probs of tokens n .. n+T-1 (B x T x V). Slots past a row's committed tokens
+        may hold refused drafts: causality hides them, and the next window overwrites them."""
+        return self.window_eager(*self.window_inputs(tokens_BT, n_B), self.valid_RS, self.cos_PD, self.sin_PD,
+                                 self.caches)
+
+
+class CompiledBackend(StaticCacheBackend):
+    """The static cache with each step one compiled graph (xomni.ar.compiled). A graph that fails to build or run
+    (no C++ compiler, an op inductor cannot lower) is reported once and the backend goes on eagerly from the cache
+    the graphs wrote: `_run` is the one place that handles it."""
+
+    def __init__(self, model, sampling, batch, mask_RL, length):
+        super().__init__(model, sampling, batch, mask_RL, compiled.cache_length(length, model.cfg.max_seq_len))
+        self.step = compiled.compiled_step(model, sampling)      # graphs compile on their first call
+        self.window = compiled.compiled_window(model, sampling)
+
+    def prefill(self, ids_RL, mask_RL, pos_RL):
+        logits = super().prefill(ids_RL, mask_RL, pos_RL)
+        self.slot = self.L0  # the cache slot the next one-token step writes
+        return logits
+
+    def _run(self, graph, *args):
+        """graph(*args), or None when there is no graph or it failed (then the caller runs eagerly)."""
+        if graph is None:
+            return None
+        try:
+            return graph(*args)
+        except Exception as err:  # noqa: BLE001 - any compile or run failure: go on eagerly
+            compiled.mark_failed(self.model, err)
+            self.step = self.window = None
+            self.dec.len = self.slot  # the one-token steps wrote slots L0 .. slot - 1
+            self.dec.valid[:, self.L0:self.slot] = True
+            return None
+
+    def decode_one_token(self, prev_B, t, u_B):
+        out = self._run(self.step, self.rows_of(prev_B), self.pos0 + t - 1,
+                        torch.tensor(self.slot, device=prev_B.device), u_B, self.valid_RS, self.cos_PD, self.sin_PD,
+                        self.caches)
+        if out is None:
+            return super().decode_one_token(prev_B, t, u_B)
+        self.slot += 1
+        return out
+
+    def decode_window(self, tokens_BT, n_B):
+        out = self._run(self.window, *self.window_inputs(tokens_BT, n_B), self.valid_RS, self.cos_PD, self.sin_PD,
+                        self.caches)
+        return super().decode_window(tokens_BT, n_B) if out is None else out
+
+
+def choose_backend(model, sampling: SamplingConfig, batch: int, mask_RL: torch.Tensor, length: int,
+                   hf_cache: bool = False, compile: bool = False):
+    """The decoding backend for this model and request, chosen once: transformers' cache when asked for or when
+    the static cache cannot read the backbone; the compiled step when asked for and available; else the static
+    cache. `length`: the slots a sequence needs."""
+    if hf_cache or not fastdecode.supports(model):
+        return HFCacheBackend(model, sampling, batch)
+    if compile and compiled.available(model):
+        return CompiledBackend(model, sampling, batch, mask_RL, length)
+    return StaticCacheBackend(model, sampling, batch, mask_RL, length)
+
+
+# ---------------------------------------------------------------------------------------------- the sampler
+class _Stream:
+    """callback(t, the first t codes of every row) at each multiple of `every` tokens and at the last token, once
+    each, as the tokens become final."""
+
+    def __init__(self, callback, every: int, total: int):
+        self.callback, self.every, self.total, self.done = callback, every, total, 0
+
+    def __call__(self, codes_BN: torch.Tensor, final: int) -> None:
+        final = min(final, self.total)
+        if self.callback is not None and self.every:
+            for t in range(self.done + 1, final + 1):
+                if t % self.every == 0 or t == self.total:
+                    self.callback(t, codes_BN[:, :t].clone())
+        self.done = max(self.done, final)
+
+
+def _decode_tokens(backend, logits_RV: torch.Tensor, N: int, generator, stream: _Stream):
+    """The plain loop, one forward pass per token: codes and log-probs (B x N, sequence order), passes."""
+    B, device = backend.B, logits_RV.device
+    codes = torch.empty(B, N, dtype=torch.long, device=device)
+    logps = torch.empty(B, N, dtype=torch.float32, device=device)
+    codes[:, 0], logps[:, 0] = backend.draw(logits_RV, uniforms(B, generator, device))
+    stream(codes, 1)
+    for t in range(1, N):
+        codes[:, t], logps[:, t] = backend.decode_one_token(codes[:, t - 1], t, uniforms(B, generator, device))
+        stream(codes, t + 1)
+    return codes, logps, N - 1
 
 
 @torch.no_grad()
 def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampling: SamplingConfig,
                   generator: torch.Generator | None = None,
                   callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
-                  hf_cache: bool = False, compile: bool = False) -> SampleOutput:
+                  hf_cache: bool = False, compile: bool = False, sjd_window: int = 0) -> SampleOutput:
     """Sample one h x w token grid per prompt (prompt = list of text token ids, without <bos>).
 
-    Decoding uses the static-KV fast path for Qwen2/Llama backbones; `hf_cache=True` uses transformers' own
-    cache instead (the reference path; both are checked against a full forward in the tests). `compile=True` runs
-    each token step as one compiled graph (xomni.ar.compiled: faster once compiled, ~30 s to compile per batch size;
-    the same seed draws the same uniforms, so it gives the same tokens up to float rounding)."""
+    Decoding uses the static-KV fast path for Qwen2/Llama backbones; `hf_cache=True` uses transformers' own cache
+    instead (the reference path; both are checked against a full forward in the tests). `compile=True` runs each
+    token step as one compiled graph (xomni.ar.compiled: faster once compiled, which takes tens of seconds per batch
+    size; the same seed draws the same uniforms, so it gives the same tokens up to float rounding).
+    `sjd_window=W > 0` drafts W tokens per forward pass with speculative Jacobi decoding (xomni.ar.sjd): the same
+    distribution in fewer passes, but other tokens than the plain sampler for the same seed; it needs the static
+    cache. `generator`: a torch.Generator, or per-request streams [(generator, rows), ...] in row order.
+    `callback(t, codes)` gets the first t codes of every row (sequence order) every `stream_every` tokens."""
     sampling.validate()
     model.eval()
     B, (h, w) = len(prompts), grid
     N = h * w
-    cfg_on = sampling.cfg_scale != 1.0
-    ids, mask = _left_pad(build_rows(model, prompts, grid, sampling.cfg_scale), model.layout.pad_id)
-    R, L0 = ids.shape
-    if L0 + N > model.cfg.max_seq_len:
-        from xomni.errors import XomniError
-        raise XomniError(f"prompt ({L0 - 5} tokens) + image ({N} tokens) exceed the model's context of "
-                         f"{model.cfg.max_seq_len} tokens")
+    need = generation_length(max(len(p) for p in prompts), h, w)
+    if need > model.cfg.max_seq_len:
+        raise XomniError(f"prompt ({need - generation_length(0, h, w)} tokens) + image ({N} tokens) exceed the "
+                         f"model's context of {model.cfg.max_seq_len} tokens")
     device = next(model.parameters()).device
+    ids, mask = _left_pad(build_rows(model, prompts, grid, sampling.cfg_scale), model.layout.pad_id)
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    from xomni.ar import fastdecode
-    fast = fastdecode.supports(model) and not hf_cache
-    step_c = None
-    if fast and compile:
-        from xomni.ar import compiled
-        step_c = compiled.compiled_step(model, sampling)
-    cache = None
-    if fast:  # static KV cache over the backbone's own modules (see fastdecode.py)
-        S = L0 + N if step_c is None else compiled.cache_length(L0 + N, model.cfg.max_seq_len)
-        dec = fastdecode.StaticKVDecoder(model, R, S, mask)
-        h_RLD = dec.step(ids, pos)
+    backend = choose_backend(model, sampling, B, mask, need + sjd_window, hf_cache=hf_cache, compile=compile)
+    if sjd_window and not isinstance(backend, StaticCacheBackend):
+        raise XomniError("speculative Jacobi decoding needs the static KV cache (a Qwen2/Llama backbone, "
+                         "hf_cache=False)")
+
+    logits_RV = backend.prefill(ids, mask, pos)
+    stream = _Stream(callback, stream_every, N)
+    if sjd_window:
+        codes, logps, passes = sjd.sample_window(backend.decode_window, backend.logprobs(logits_RV), N, sjd_window,
+                                                 generator, stream)
     else:
-        h_RLD, cache = model.hidden(ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-    codes = torch.empty(B, N, dtype=torch.long, device=device)
-    logps = torch.empty(B, N, dtype=torch.float32, device=device)
-    pos0 = pos[:, -1] + 1  # position of image token 0 in each row
-    off = model.layout.image_offset
-    if step_c is not None:
-        base_valid = dec.valid.clone()
-        base_valid[:, L0:] = True  # image slots are live once written; the step masks the ones after its own
-        caches = [c for kv in zip(dec.k, dec.v) for c in kv]
-        cos_PD, sin_PD = compiled.rope_tables(model, model.cfg.max_seq_len)
-    for t in range(N):
-        u_B = uniforms(B, generator, device)
-        if t > 0:  # feed token t-1 (position pos0 + t - 1, cache slot L0 + t - 1), then draw token t
-            codes_R = codes[:, t - 1].repeat(2 if cfg_on else 1)
-            tok = None
-            if step_c is not None:
-                try:
-                    tok, lp_tok = step_c(codes_R, pos0 + t - 1, torch.tensor(L0 + t - 1, device=device), u_B,
-                                         base_valid, cos_PD, sin_PD, caches)
-                except Exception as err:  # no C++ compiler, an op inductor cannot lower: go on eagerly
-                    compiled.mark_failed(model, err)
-                    step_c = None
-                    dec.len = L0 + t - 1  # the compiled steps wrote slots L0 .. L0 + t - 2
-                    dec.valid[:, L0:dec.len] = True
-            if tok is None:
-                if fast:
-                    h_RLD = dec.step((codes_R + off)[:, None], (pos0 + t - 1)[:, None])
-                else:
-                    mask = torch.cat([mask, mask.new_ones(R, 1)], dim=1)
-                    h_RLD, cache = model.hidden((codes_R + off)[:, None], attention_mask=mask,
-                                                position_ids=(pos0 + t - 1)[:, None], cache=cache, use_cache=True)
-        if t == 0 or tok is None:
-            logits = model.image_logits(h_RLD[:, -1])
-            lp = process_logits(logits[:B], logits[B:] if cfg_on else None, sampling)
-            tok = draw_from(lp, u_B)
-            lp_tok = lp.gather(-1, tok[:, None]).squeeze(-1)
-        codes[:, t] = tok
-        logps[:, t] = lp_tok
-        if callback is not None and stream_every and ((t + 1) % stream_every == 0 or t + 1 == N):
-            callback(t + 1, codes[:, :t + 1].clone())
-    return SampleOutput(codes.view(B, h, w), logps)
+        codes, logps, passes = _decode_tokens(backend, logits_RV, N, generator, stream)
+    lay = model.layout  # sequence order -> token grid order (coarse-to-fine levels sit side by side again)
+    return SampleOutput(lay.image_grid(codes, h, w), lay.image_grid(logps, h, w).reshape(B, N), 1 + passes)
 
 
 def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig
@@ -210,7 +276,8 @@ def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, 
     N = h * w
     cfg_on = sampling.cfg_scale != 1.0
     rows = build_rows(model, prompts, (h, w), sampling.cfg_scale)
-    img = (codes_BHW.reshape(B, N) + model.layout.image_offset).tolist()
+    seq_BN = model.layout.image_tokens(codes_BHW)
+    img = (seq_BN + model.layout.image_offset).tolist()
     rows = [r + img[i % B][:-1] for i, r in enumerate(rows)]  # the last token is predicted, never fed
     ids, mask = _left_pad(rows, model.layout.pad_id)
     device = next(model.parameters()).device
@@ -222,4 +289,5 @@ def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, 
     cond = logits[:B].reshape(B * N, V)
     uncond = logits[B:].reshape(B * N, V) if cfg_on else None
     lp = process_logits(cond, uncond, sampling)
-    return lp.gather(-1, codes_BHW.reshape(B * N, 1).to(device)).view(B, N)
+    lp_BN = lp.gather(-1, seq_BN.reshape(B * N, 1).to(device)).view(B, N)
+    return model.layout.image_grid(lp_BN, h, w).reshape(B, N)  # token grid order, as the sampler returns them

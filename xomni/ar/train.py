@@ -7,6 +7,7 @@ import torch
 
 from xomni.ar.model import ARConfig, UnifiedAR
 from xomni.config import field
+from xomni.errors import XomniError
 from xomni.train import TrainConfig
 
 
@@ -30,7 +31,6 @@ class ARTrainConfig:
         return self.validate()
 
     def validate(self) -> "ARTrainConfig":
-        from xomni.errors import XomniError
         if not 0 <= self.t2i_ratio <= 1 or not 0 <= self.uncond_prob < 1:
             raise XomniError("t2i_ratio must be in [0, 1] and uncond_prob in [0, 1)")
         if not self.caption_loss_weight > 0:
@@ -61,7 +61,6 @@ def make_sequences(batch: list[dict], model: UnifiedAR, text_tok, cfg: ARTrainCo
         tgts.append(tgt[:-1] if len(tgt) > 1 else tgt)
     L = max(len(r) for r in rows)
     if L > model.cfg.max_seq_len:
-        from xomni.errors import XomniError
         raise XomniError(f"a training sequence has {L} tokens, more than model.max_seq_len={model.cfg.max_seq_len}")
     ids = torch.full((len(rows), L), lay.pad_id, dtype=torch.long)
     targets = torch.full((len(rows), L), -100, dtype=torch.long)

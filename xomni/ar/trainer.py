@@ -10,11 +10,14 @@ import torch
 from xomni.ar.data import TokenDataset, encode_to_cache
 from xomni.ar.model import UnifiedAR
 from xomni.ar.train import ARTrainConfig, build_loss_fn, flops_per_token, make_sequences
-from xomni.ar.vocab import training_length
+from xomni.ar.vocab import generation_length, training_length
 from xomni.config import to_dict
+from xomni.data.text_tokenizer import load_text_tokenizer
 from xomni.errors import XomniError
+from xomni.hwbench import matmul_gflops
+from xomni.tokenizer import ImageTokenizer
 from xomni.train import run_training, seed_everything
-from xomni.utils import log
+from xomni.utils import log, resolve_device
 
 
 def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit: int | None = None) -> TokenDataset:
@@ -25,7 +28,8 @@ def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit:
     target = cache_root / f"tokens-{split}"
     if (target / "codes.safetensors").is_file():
         ds = TokenDataset(target)
-        if ds.info.get("source") == str(data) and ds.info.get("codebook_size") == image_tokenizer.codebook_size:
+        made_for = ds.info.get("vocab_size", ds.info.get("codebook_size"))  # older caches name it codebook_size
+        if ds.info.get("source") == str(data) and made_for == image_tokenizer.vocab_size:
             return ds
     encode_to_cache(image_tokenizer, data, split, target, limit=limit)
     return TokenDataset(target)
@@ -34,8 +38,7 @@ def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit:
 def _check_cache(ds: TokenDataset, image_tokenizer, where: Path) -> TokenDataset:
     """A token cache given as --data must come from this image tokenizer: its codes index the tokenizer's vocabulary
     and its grids have the tokenizer's shape (another tokenizer's cache failed deep inside the model)."""
-    from xomni.errors import XomniError
-    k = image_tokenizer.codebook_size
+    k = image_tokenizer.vocab_size
     grid = tuple(ds.codes.shape[1:])
     want = tuple(image_tokenizer.grid)
     if len(ds) and (int(ds.codes.max()) >= k or int(ds.codes.min()) < 0 or grid != want):
@@ -48,7 +51,8 @@ def _check_cache(ds: TokenDataset, image_tokenizer, where: Path) -> TokenDataset
 def build_model(cfg: ARTrainConfig, text_tok, image_tokenizer) -> UnifiedAR:
     m = cfg.model
     m.n_text, m.bos_id, m.eos_id, m.pad_id = text_tok.vocab_size, text_tok.bos_id, text_tok.eos_id, text_tok.pad_id
-    m.image_vocab = image_tokenizer.codebook_size
+    m.image_vocab = image_tokenizer.vocab_size
+    m.levels = image_tokenizer.levels
     return UnifiedAR(m)
 
 
@@ -73,9 +77,6 @@ def val_loss(model: UnifiedAR, text_tok, cfg: ARTrainConfig, val: TokenDataset, 
 
 def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str | None = None,
                   init: str | None = None, val_n: int = 256) -> dict:
-    from xomni.data.text_tokenizer import load_text_tokenizer
-    from xomni.hwbench import matmul_gflops
-    from xomni.tokenizer import ImageTokenizer
     t0 = time.time()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -99,8 +100,7 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
     if need > cfg.model.max_seq_len:
         raise XomniError(f"model.max_seq_len={cfg.model.max_seq_len} is too short: captions need up to {need} "
                          f"tokens with a {h}x{w} grid; raise it with --set model.max_seq_len={need}")
-    seq = 1 + longest + 4 + h * w
-    from xomni.utils import resolve_device
+    seq = generation_length(longest, h, w)
     dev = resolve_device(cfg.train.device)
     dt = torch.bfloat16 if cfg.train.precision == "bf16" and dev.type == "cuda" else torch.float32
     peak = matmul_gflops(4096 if dev.type == "cuda" else 1024, dtype=dt, device=dev) * 1e9

@@ -9,6 +9,10 @@ Ids live in one space:
 Generation (text -> image):   <bos> prompt <SOM> <SIZE_h> <SIZE_w> <IMG> t_1 ... t_{h*w} <EOM>
 Captioning (image -> text):   <bos> <SOM> <SIZE_h> <SIZE_w> <IMG> t_1 ... t_{h*w} <EOM> caption <eos>
 The unconditional prompt for classifier-free guidance is the empty caption.
+
+With residual codes (`levels` = L > 1 codes per patch, side by side in the token grid) the sequence is coarse to
+fine: every patch's level-0 code in raster order, then every patch's level-1 code, and so on. Level 0 alone is a
+whole image sketch, so the fine levels are written knowing the whole sketch.
 """
 from __future__ import annotations
 
@@ -23,14 +27,40 @@ def training_length(text_tokens: int, h: int, w: int) -> int:
     return 1 + 4 + h * w + 1 + text_tokens + 1
 
 
+def generation_length(prompt_tokens: int, h: int, w: int) -> int:
+    """Context that drawing an h x w grid after a prompt of `prompt_tokens` needs: <bos>, the prompt, the 4-token
+    image header and h*w codes (the closing <EOM> is never fed). The longest prompt a model takes is
+    max_seq_len - generation_length(0, h, w)."""
+    return 1 + prompt_tokens + 4 + h * w
+
+
 @dataclasses.dataclass(frozen=True)
 class VocabLayout:
     n_text: int           # text tokenizer vocabulary (incl. its pad/bos/eos)
-    image_vocab: int      # K image codes
+    image_vocab: int      # image token vocabulary (levels x K)
     max_grid: int = 64    # largest h or w
     bos_id: int = 0
     eos_id: int = 0
     pad_id: int = 0
+    levels: int = 1       # codes per patch (side by side in the token grid)
+
+    def image_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """Token grid(s) [..., h, w] -> sequence order [..., h*w] (coarse to fine when levels > 1)."""
+        *lead, h, w = codes.shape
+        L = self.levels
+        if L == 1:
+            return codes.reshape(*lead, h * w)
+        x = codes.reshape(-1, h, w // L, L).permute(0, 3, 1, 2)
+        return x.reshape(*lead, h * w)
+
+    def image_grid(self, seq: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Inverse of `image_tokens`: [..., h*w] in sequence order -> [..., h, w] token grid."""
+        *lead, n = seq.shape
+        L = self.levels
+        if L == 1:
+            return seq.reshape(*lead, h, w)
+        x = seq.reshape(-1, L, h, w // L).permute(0, 2, 3, 1)
+        return x.reshape(*lead, h, w)
 
     @property
     def som(self) -> int:
@@ -69,13 +99,14 @@ class VocabLayout:
         """Full training sequence and the index where image tokens start."""
         h, w = codes.shape
         head = [self.bos_id] + list(prompt_ids) + self.image_header(h, w)
-        img = (codes.flatten() + self.image_offset).tolist()
+        img = (self.image_tokens(codes) + self.image_offset).tolist()
         return head + img + [self.eom], len(head)
 
     def i2t_prefix(self, codes: torch.Tensor) -> list[int]:
         """What a caption follows: bos, the image header, the h x w grid's tokens, eom (training and captioning)."""
         h, w = codes.shape
-        return [self.bos_id] + self.image_header(h, w) + (codes.flatten() + self.image_offset).tolist() + [self.eom]
+        img = (self.image_tokens(codes) + self.image_offset).tolist()
+        return [self.bos_id] + self.image_header(h, w) + img + [self.eom]
 
     def i2t_sequence(self, codes: torch.Tensor, caption_ids: list[int]) -> tuple[list[int], int]:
         """Captioning sequence and the index where the caption starts."""

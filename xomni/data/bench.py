@@ -5,15 +5,15 @@ import os
 import tempfile
 import time
 
+from xomni.data.io import encode_png, open_dataset
+from xomni.data.presets import get_preset
+from xomni.data.render import render
+from xomni.data.scene import sample_scene
+from xomni.data.synth import synth
 from xomni.errors import XomniError
 
 
 def bench_data(n: int = 200, preset: str = "tiny", seed: int = 0) -> dict:
-    from xomni.data.io import encode_png, open_dataset
-    from xomni.data.presets import get_preset
-    from xomni.data.render import render
-    from xomni.data.scene import sample_scene
-    from xomni.data.synth import synth
     if n <= 0:
         raise XomniError(f"--n must be positive, got {n}")
     p = get_preset(preset)

@@ -1,7 +1,8 @@
 """`xomni data check`: how well Tesseract and RapidOCR read the ground-truth text of a dataset's renders.
 
-Exact match as in `xomni.ocr.exact_match`. The crop that OCR reads is the preset's `ocr_region` for samples of a
-known preset at the preset's size (the same crop the evaluation uses on generated images), else the whole image.
+Exact match as the evaluation counts it (`xomni.metrics.textmetrics.exact_match`). The crop that OCR reads is the
+preset's `ocr_region` for samples of a known preset at the preset's size (the same crop the evaluation uses on
+generated images), else the whole image. An OCR metric of a dataset: the layer map puts it with xomni.metrics.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from xomni.data.io import open_dataset
 from xomni.data.presets import PRESETS
 from xomni.errors import XomniError
+from xomni.metrics import ocr
+from xomni.metrics.textmetrics import exact_match
 from xomni.utils import log
 
 ENGINES = ("tesseract", "rapidocr")
@@ -26,7 +29,6 @@ def ocr_region_for(meta: dict, size: tuple[int, int]):
 
 def run_ocr(engine: str, images: list, regions: list, workers: int | None = None) -> list[str]:
     """OCR each image with its region; images sharing a region go through one batch call."""
-    from xomni import ocr
     out: list[str | None] = [None] * len(images)
     groups: dict = defaultdict(list)
     for i, r in enumerate(regions):
@@ -53,7 +55,6 @@ def _grouped(ok: list[bool], metas: list[dict], key) -> dict:
 
 
 def summarize(preds: list[str], metas: list[dict], n_fail: int = 10) -> dict:
-    from xomni.ocr import exact_match
     ok = [exact_match(p, m["text"]) for p, m in zip(preds, metas)]
     one = (lambda k: (lambda m: [m[k]] if k in m else []))
     return {

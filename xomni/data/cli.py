@@ -30,6 +30,9 @@ def register(apps: dict) -> None:
                               callback=IntRange("--n", 1)),
         seed: int = SeedOpt(0, "Seed; sample i of a split depends only on (seed, split, i)."),
         preset: str = typer.Option("tiny", "--preset", help="Dataset preset."),
+        font: Optional[str] = typer.Option(None, "--font", help="Draw the preset in these fonts instead of its own "
+                                           "(comma-separated font ids, e.g. dejavu-serif-bold): the preset variant "
+                                           "PRESET:FONT of a LoRA font pack (docs/LORA.md)."),
         split: str = typer.Option("all", "--split", help="all | train | val | test.", callback=_cb(check_split)),
         fmt: str = typer.Option("shards", "--format", help="shards (webdataset .tar) | imagefolder."),
         shard_size: int = typer.Option(1000, "--shard-size", help="Samples per .tar shard (>= 1).",
@@ -41,6 +44,9 @@ def register(apps: dict) -> None:
     ):
         """Render a synthetic text-in-image dataset (PNG + exact metadata + caption)."""
         from xomni.data.synth import synth
+        if font is not None:
+            from xomni.data.fontvariant import variant_name
+            preset = variant_name(preset, font)
         emit_json(synth(out, n, seed=seed, preset=preset, split=split, fmt=fmt, shard_size=shard_size,
                         workers=workers, command=_command_line(), overwrite=overwrite), json_path)
 
@@ -96,6 +102,22 @@ def register(apps: dict) -> None:
         """Write a grid PNG of the first N samples and their captions."""
         from xomni.data.preview import preview
         emit_json(preview(path, out, n, split, overwrite=overwrite), json_path)
+
+    @data.command("targets")
+    def targets_cmd(
+        kind: str = typer.Option(..., "--kind", help="upper (random upper-case strings of 4-7 letters) | a preset "
+                                 "name (the first N distinct texts of its --split, e.g. sign)."),
+        out: str = typer.Option(..., "--out", "-o", help="Text file, one target string per line (for xomni eval "
+                                "text --targets).", callback=_cb(check_out_file, "-o")),
+        n: int = typer.Option(500, "--n", help="Distinct strings, 1..100000.", callback=IntRange("--n", 1, 100_000)),
+        seed: int = SeedOpt(0, "Seed (a preset: the synth seed)."),
+        split: str = typer.Option("test", "--split", help="train | val | test: the strings belong to this split.",
+                                  callback=_cb(check_split)),
+        json_path: Optional[str] = JsonOpt,
+    ):
+        """Write a reproducible list of evaluation target strings (seeded; clean of the train split)."""
+        from xomni.data.targets import make_targets
+        emit_json(make_targets(kind, n, seed=seed, split=split, out=out), json_path)
 
     @bench.command("data")
     def bench_data_cmd(

@@ -11,7 +11,8 @@ import json
 import re
 from pathlib import Path
 
-from xomni.data.io import IMAGE_EXTS, ShardWriter, decode_image, encode_png, write_imagefolder
+from xomni.cliargs import check_split, refuse_existing
+from xomni.data.io import IMAGE_EXTS, ShardWriter, decode_image, encode_png, staged_dir, write_imagefolder
 from xomni.errors import XomniError
 from xomni.utils import atomic_write_text, log
 
@@ -69,8 +70,6 @@ def import_folder(images: str | Path, captions: str | Path, out: str | Path, fmt
                   shard_size: int = 1000, split: str = "train", overwrite: bool = False) -> dict:
     """Import into `out`, written aside and swapped in only when at least one sample was imported: a failed import
     leaves `out` byte-identical; a non-empty `out` is replaced only with `overwrite`."""
-    from xomni.cliargs import check_split, refuse_existing
-    from xomni.data.io import staged_dir
     images, captions, out = Path(images), Path(captions), Path(out)
     if shard_size < 1:
         raise XomniError(f"--shard-size must be >= 1, got {shard_size}")

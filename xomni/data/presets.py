@@ -11,7 +11,7 @@ a property of the preset, so generated images of the preset are read exactly lik
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xomni.errors import XomniError
 
@@ -43,6 +43,12 @@ class Preset:
     cases: tuple[str, ...] = ("upper", "title", "lower")
     # the prompt a model of this preset gets for a bare string (`xomni eval text --targets`, best-of-N, RL val)
     prompt_template: str = 'a white poster with the text "{text}" in black sans-serif letters'
+    # A text mix replaces the word/number grammar above (n_words .. cases): ((kind, weight), ...), the kinds of
+    # xomni.data.signtext (word, number, price, code, phrase); () keeps the grammar. confusable_boost: a randomly
+    # drawn easily-confused character (l/i/I/1, O/0, z/2, q/g, X/K, V/Y) weighs 1 + boost, a dictionary word
+    # (1 + boost) ** min(3, its number of such characters) (only with a text mix).
+    text_mix: tuple[tuple[str, float], ...] = ()
+    confusable_boost: float = 0.0
 
 
 TINY = Preset(
@@ -73,10 +79,28 @@ MINI = Preset(
     prompt_template='a white poster with the text "{text}" in black bold sans-serif letters',
 )
 
-PRESETS = {"tiny": TINY, "mini": MINI}
+# The sign preset: the mini preset's image (size, font, colours, nouns, OCR region, prompt template) with a text
+# distribution like short real signage (xomni.data.signtext): dictionary words in lower / Title / UPPER case (and
+# CamelCase), numbers, prices, codes and short phrases with the punctuation of LongText-Bench's short strings
+# (. : - ' & ! ? / # % $ ,), drawn so that easily confused characters are frequent. Kind weights:
+#   word 0.45 ("tulip", "Salt", "DOCK", "SaltLake")    number 0.15 ("42", "1,250", "9:30", "5-9", "500g")
+#   price 0.10 ("$3.75", "12%", "-20%")                code 0.15 ("B12", "A-7", "X2Z9", "QG-1024")
+#   phrase 0.15 ("Dock 3", "Bay: B12", "OPEN!", "Red Panda", "Lot #7")
+# confusable_boost 3: a confusable code letter or digit weighs 4 (others 1), a word 4 ** min(3, k). Val/test
+# strings are never train strings, in any case (the string hash split and clean words, see xomni.data.signtext).
+SIGN = replace(
+    MINI, name="sign",
+    text_mix=(("word", 0.45), ("number", 0.15), ("price", 0.10), ("code", 0.15), ("phrase", 0.15)),
+    confusable_boost=3.0,
+)
+
+PRESETS = {"tiny": TINY, "mini": MINI, "sign": SIGN}
 
 
 def get_preset(name: str) -> Preset:
+    if ":" in str(name):  # a font variant BASE:FONT[,FONT...] (xomni.data.fontvariant)
+        from xomni.data.fontvariant import font_variant
+        return font_variant(name, get_preset)
     try:
         return PRESETS[name]
     except KeyError:

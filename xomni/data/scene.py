@@ -9,6 +9,7 @@ from xomni.data.fonts import font_spec
 from xomni.data.palette import PALETTE, contrast_ratio, readable_pairs
 from xomni.data.presets import Preset
 from xomni.data.render import fit_font_size, place_text
+from xomni.data.signtext import sample_sign_text
 from xomni.data.words import split_words
 from xomni.errors import XomniError
 
@@ -63,8 +64,12 @@ def sample_scene(p: Preset, seed: int, split: str, index: int) -> dict:
     text_color, background = rng.choice(pairs)
     noun = rng.choice(p.nouns)
     target = rng.randint(*p.font_size)
+    kind = None
     for _ in range(1000):
-        text, case = sample_text(rng, words, p)
+        if p.text_mix:  # a signage text mix (xomni.data.signtext) instead of the word/number grammar
+            text, case, kind = sample_sign_text(rng, split, p)
+        else:
+            text, case = sample_text(rng, words, p)
         size = fit_font_size(font, text, target, p.min_font_size, p.text_box)
         if size is not None:
             break
@@ -93,5 +98,7 @@ def sample_scene(p: Preset, seed: int, split: str, index: int) -> dict:
         "text_origin": list(origin), "text_box": text_box,
         "shapes": shapes, "width": p.width, "height": p.height,
     }
+    if kind is not None:
+        meta["text_kind"] = kind
     meta["caption"] = make_caption(meta)
     return meta

@@ -177,6 +177,10 @@ def synth(out: str | Path, n: int, seed: int = 0, preset: str = "tiny", split: s
                   "per_split": {s: len(split_words(s)) for s in SPLITS},
                   "rule": "sha256('xomni-split:'+word) % 100: <90 train, <95 val, else test; "
                           "LongText-Bench words never in train"},
+        **({"text_mix": dict(p.text_mix), "confusable_boost": p.confusable_boost,
+            "text_rule": "xomni.data.signtext: a string of split S has word_split(lower(string)) == S, its dictionary "
+                         "words are words of S; train holds no LongText-Bench target or letter-digit token"}
+           if p.text_mix else {}),
         "split_rule": "with --split all, N is the train count and val/test get max(16, N//10) each",
         "command": command,
     }

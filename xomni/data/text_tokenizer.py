@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from xomni.errors import XomniError
+from xomni.utils import atomic_write_text
 
 CONFIG_NAME = "xomni_text_tokenizer.json"
 
@@ -58,7 +59,6 @@ class ByteTokenizer(_Base):
         return out.decode("utf-8", errors="replace")
 
     def save_pretrained(self, path: str | Path) -> None:
-        from xomni.utils import atomic_write_text
         atomic_write_text(Path(path) / CONFIG_NAME, json.dumps(
             {"type": "byte", "vocab_size": self.vocab_size, "pad_id": self.pad_id, "bos_id": self.bos_id,
              "eos_id": self.eos_id}, indent=2) + "\n")
@@ -104,7 +104,6 @@ class HFTokenizer(_Base):
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def save_pretrained(self, path: str | Path) -> None:
-        from xomni.utils import atomic_write_text
         self.tok.save_pretrained(str(path))
         atomic_write_text(Path(path) / CONFIG_NAME, json.dumps({"type": "hf"}, indent=2) + "\n")
 

@@ -7,7 +7,12 @@ import typer
 
 from xomni.cliargs import (FloatRange, IntRange, OverwriteOpt, SeedOpt, ThreadsOpt, _cb, check_in_path, check_out_dir,
                            check_split)
+from xomni.decoder.config import TRAIN_DEFAULTS, DecoderTrainConfig
+from xomni.decoder.reconstruct import reconstruct
+from xomni.decoder.trainer import bench_decoder, train_decoder
+from xomni.pipeline import default_model_dir
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
+from xomni.utils import emit_json, set_threads
 
 
 def train_decoder_cmd(
@@ -18,8 +23,6 @@ def train_decoder_cmd(
     json_path: Optional[str] = JsonOpt,
 ):
     """Train the diffusion decoder (token grid -> pixels, flow matching); JSON with a val OCR check at the end."""
-    from xomni.decoder.config import TRAIN_DEFAULTS, DecoderTrainConfig
-    from xomni.decoder.trainer import train_decoder
     sets = list(set_ or []) + ([f"data={data}"] if data else []) + ([f"tokenizer={tokenizer}"] if tokenizer else [])
     run_trainer_cli(DecoderTrainConfig, train_decoder, config, sets, out, resume, init, help_config, json_path,
                     base={"train": dict(TRAIN_DEFAULTS)})
@@ -38,8 +41,6 @@ def bench_decoder_cmd(
     json_path: Optional[str] = JsonOpt,
 ):
     """Decode speed (images/s) at the default sampling steps."""
-    from xomni.decoder.trainer import bench_decoder
-    from xomni.utils import emit_json
     emit_json(bench_decoder(model, batch_size, n_batches, steps, threads), json_path)
 
 
@@ -48,9 +49,10 @@ def reconstruct_cmd(
                                  callback=_cb(check_in_path, "input")),
     out: str = typer.Option(..., "--out", "-o", help="Output imagefolder (PNG + metadata.jsonl).",
                             callback=_cb(check_out_dir, "--out")),
-    tokenizer: str = typer.Option(..., "--tokenizer", help="Tokenizer directory.",
-                                  callback=_cb(check_in_path, "--tokenizer")),
-    decoder: str = typer.Option(..., "--decoder", help="Decoder directory.", callback=_cb(check_in_path, "--decoder")),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer directory (default: the bundled "
+                                            "model's).", callback=_cb(check_in_path, "--tokenizer")),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="Decoder directory (default: the bundled model's).",
+                                          callback=_cb(check_in_path, "--decoder")),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a dataset root (train/val/test).",
                                         callback=_cb(check_split)),
     n: int = typer.Option(0, "--n", help="First N images only (0 = all).", callback=IntRange("--n", 1, zero="all")),
@@ -67,9 +69,9 @@ def reconstruct_cmd(
     json_path: Optional[str] = JsonOpt,
 ):
     """Image -> codes -> pixels. A dataset's metadata is kept, so `xomni eval text --images OUT` scores the result."""
-    from xomni.decoder.reconstruct import reconstruct
-    from xomni.utils import emit_json, set_threads
     set_threads(threads)
+    tokenizer = tokenizer or str(default_model_dir() / "image_tokenizer")
+    decoder = decoder or str(default_model_dir() / "decoder")
     emit_json(reconstruct(inputs, out, tokenizer, decoder, split, n, steps, seed, batch_size, strength, overwrite),
               json_path)
 

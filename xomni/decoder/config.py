@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from xomni.config import field
+from xomni.cliargs import check_split
+from xomni.config import check_error, field, in_range
 from xomni.errors import XomniError
 from xomni.train import TrainConfig
 
@@ -59,7 +60,6 @@ class DecoderConfig:
     def check(self, where: str = "model") -> "DecoderConfig":
         """Ranges and non-empty channel lists, checked at load; `validate` adds the grid/size constraints once the
         tokenizer has set them."""
-        from xomni.config import check_error, in_range
         for name, v in (("image_size", self.image_size), ("grid", self.grid)):
             if len(v) != 2 or min(v) < 1:
                 raise check_error(where, f"{name} must be two positive sizes, got {v}")
@@ -117,8 +117,6 @@ class DecoderTrainConfig:
     n_val: int = field(200, help="Val samples reconstructed and read by Tesseract at the end (0 = skip).")
 
     def check(self, where: str = "") -> "DecoderTrainConfig":
-        from xomni.cliargs import check_split
-        from xomni.config import in_range
         in_range(self, where, "n_train", 0)
         in_range(self, where, "n_val", 0)
         check_split(self.train_split, "config train_split")

@@ -19,18 +19,18 @@ API::
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xomni.checkpoint import load_model_weights, read_model_dir, save_model_dir
-from xomni.config import config_from_dict, to_dict
 from xomni.decoder.config import DecoderConfig, check_strength
 from xomni.errors import XomniError
+from xomni.modeling import PretrainedMixin
 from xomni.tokenizer.encoders import ResBlock
+from xomni.tokenizer.images import tensor_to_pil
+from xomni.tokenizer.model import ReconHead
 
 KIND = "xomni-decoder"
 
@@ -70,7 +70,6 @@ class CondNet(nn.Module):
         self.shuffle = cfg.shuffle
         self.hint = None
         if cfg.recon_hint:
-            from xomni.tokenizer.model import ReconHead
             self.hint = ReconHead(cfg.code_dim, cfg.tokenizer_patch, cfg.tokenizer_recon_down)
             self.hint_size = tuple(cfg.image_size)
 
@@ -90,7 +89,9 @@ class CondNet(nn.Module):
         return self.out(h), preview
 
 
-class Decoder(nn.Module):
+class Decoder(PretrainedMixin, nn.Module):
+    config_class, kind, what, train_cmd = DecoderConfig, KIND, "decoder", "xomni train decoder"
+
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         from diffusers import UNet2DModel
@@ -113,8 +114,8 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.unet.conv_out.bias)
 
     @property
-    def codebook_size(self) -> int:
-        """The token vocabulary: grid_levels x K."""
+    def vocab_size(self) -> int:
+        """The token vocabulary: grid_levels x K, K = config.codebook_size (codes per level)."""
         return self.config.codebook_size * self.config.grid_levels
 
     @property
@@ -125,8 +126,8 @@ class Decoder(nn.Module):
     # ------------------------------------------------------------------ validation
     def check_codes(self, codes) -> torch.Tensor:
         h, w = self.grid
-        K = self.codebook_size
-        want = f"expected a token grid of shape [B, {h}, {w}] with ids in [0, {K}) (vocabulary size {K})"
+        V = self.vocab_size
+        want = f"expected a token grid of shape [B, {h}, {w}] with ids in [0, {V}) (vocabulary size {V})"
         if not isinstance(codes, torch.Tensor):
             codes = torch.as_tensor(codes)
         if codes.ndim == 2 and tuple(codes.shape) == (h, w):
@@ -135,7 +136,7 @@ class Decoder(nn.Module):
             raise XomniError(f"decoder: {want}, got shape {list(codes.shape)}")
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise XomniError(f"decoder: {want}, got dtype {codes.dtype}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= K):
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= V):
             raise XomniError(f"decoder: {want}, got ids in [{int(codes.min())}, {int(codes.max())}]")
         return codes.long()
 
@@ -186,12 +187,10 @@ class Decoder(nn.Module):
 
     def decode_pil(self, codes_BHW, steps: int | None = None, generator=None,
                    strength: float | None = None) -> list:
-        from xomni.tokenizer.images import tensor_to_pil
         return tensor_to_pil(self.decode(codes_BHW, steps, generator, strength))
 
     @staticmethod
     def to_pil(images_B3HW) -> list:
-        from xomni.tokenizer.images import tensor_to_pil
         return tensor_to_pil(images_B3HW)
 
     # ------------------------------------------------------------------ training
@@ -236,20 +235,6 @@ class Decoder(nn.Module):
                 nn.init.zeros_(self.cond.preview.weight)
                 nn.init.zeros_(self.cond.preview.bias)
 
-    # ------------------------------------------------------------------ persistence
-    def config_dict(self) -> dict:
-        return {"kind": KIND, "model": to_dict(self.config)}
-
-    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
-        save_model_dir(out_dir, self, self.config_dict(), dtype=dtype)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Decoder":
-        p, d = read_model_dir(path, KIND, "decoder", "xomni train decoder")
-        model = cls(config_from_dict(DecoderConfig, d.get("model"), source=Path(p) / "config.json"))
-        load_model_weights(model, p)
-        return model.eval()
-
 
 def config_for_tokenizer(cfg: DecoderConfig, tokenizer) -> DecoderConfig:
     """The decoder config with the tokenizer's image size, grid, K and code width."""
@@ -259,3 +244,26 @@ def config_for_tokenizer(cfg: DecoderConfig, tokenizer) -> DecoderConfig:
                                codebook_size=tc.codebook_size, grid_levels=tc.levels, code_dim=tc.code_dim,
                                recon_hint=cfg.recon_hint and tc.recon_weight > 0, tokenizer_patch=tc.patch,
                                tokenizer_recon_down=tc.recon_down)
+
+
+@torch.no_grad()
+def grow_levels(decoder: Decoder, tokenizer) -> Decoder:
+    """A decoder for `tokenizer`'s residual levels that starts as the one-level `decoder`: every weight is copied,
+    level 0's code embeddings kept, and each new level's embeddings start at the tokenizer's residual codebook
+    (a patch's embeddings are summed, so the sum starts near the feature the codes stand for)."""
+    import dataclasses
+    if decoder.config.grid_levels != 1:
+        raise XomniError(f"grow_levels starts from a one-level decoder; this one has {decoder.config.grid_levels}")
+    tc = tokenizer.config
+    if (tc.codebook_size, tc.code_dim, list(tc.grid)) != (decoder.config.codebook_size, decoder.config.code_dim,
+                                                          list(decoder.config.grid)):
+        raise XomniError("the tokenizer's K, code width or grid differ from the decoder's: it was not grown from "
+                         "the decoder's tokenizer")
+    new = Decoder(dataclasses.replace(decoder.config, grid_levels=tc.levels))
+    state = {k: v for k, v in decoder.state_dict().items() if k != "cond.embed.weight"}
+    new.load_state_dict(state, strict=False)
+    K = tc.codebook_size
+    table = tokenizer.code_table().to(new.cond.embed.weight.dtype)
+    new.cond.embed.weight.copy_(table)
+    new.cond.embed.weight[:K].copy_(decoder.cond.embed.weight)
+    return new.eval()

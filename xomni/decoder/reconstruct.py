@@ -14,8 +14,12 @@ from typing import Iterator
 
 import torch
 
+from xomni.cliargs import refuse_existing
+from xomni.data.io import open_dataset, write_imagefolder_swap
+from xomni.decoder.model import Decoder
 from xomni.errors import XomniError
 from xomni.tokenizer.images import ResizeWarner, images_to_tensor, input_images, tensor_to_pil
+from xomni.tokenizer.model import ImageTokenizer
 from xomni.utils import log
 
 
@@ -41,7 +45,6 @@ def iter_inputs(path: str, split: str | None, n: int, counts: dict) -> Iterator[
     if not p.exists():
         raise XomniError(f"not found: {p}")
     if _is_dataset(p):
-        from xomni.data.io import open_dataset
         ds = open_dataset(p, split)
         total = len(ds) if n <= 0 else min(n, len(ds))
         for i in range(total):
@@ -77,16 +80,12 @@ def reconstruct(inp: str, out: str, tokenizer: str, decoder: str, split: str | N
                 steps: int | None = None, seed: int = 0, batch_size: int = 16,
                 strength: float | None = None, overwrite: bool = False) -> dict:
     """Written aside and swapped in when complete; a non-empty `out` is replaced only with `overwrite`."""
-    from xomni.cliargs import refuse_existing
-    from xomni.data.io import write_imagefolder_swap
     refuse_existing(Path(out), "--out", "files", overwrite)
-    from xomni.decoder.model import Decoder
-    from xomni.tokenizer.model import ImageTokenizer
     tok = ImageTokenizer.from_pretrained(tokenizer)
     dec = Decoder.from_pretrained(decoder)
-    if tuple(tok.grid) != tuple(dec.grid) or tok.codebook_size != dec.codebook_size:
-        raise XomniError(f"tokenizer ({tok.grid[0]}x{tok.grid[1]} grid, K={tok.codebook_size}) and decoder "
-                         f"({dec.grid[0]}x{dec.grid[1]} grid, K={dec.codebook_size}) do not match")
+    if tuple(tok.grid) != tuple(dec.grid) or tok.vocab_size != dec.vocab_size:
+        raise XomniError(f"tokenizer ({tok.grid[0]}x{tok.grid[1]} grid, {tok.vocab_size} codes) and decoder "
+                         f"({dec.grid[0]}x{dec.grid[1]} grid, {dec.vocab_size} codes) do not match")
     counts = {"skipped": 0, "written": 0}
     warner = ResizeWarner()
     g = torch.Generator().manual_seed(seed)

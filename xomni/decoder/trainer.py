@@ -15,10 +15,13 @@ import numpy as np
 import torch
 
 from xomni.config import to_dict
-from xomni.decoder.config import DecoderTrainConfig
+from xomni.decoder.config import DecoderConfig, DecoderTrainConfig
 from xomni.decoder.model import Decoder, config_for_tokenizer
+from xomni.metrics import ocr
+from xomni.metrics.ocr import ocr_images, resolve_region
 from xomni.tokenizer.images import ImageSet, load_split, tensor_to_pil
 from xomni.tokenizer.model import ImageTokenizer
+from xomni.train import dist_info, run_training, seed_everything
 from xomni.utils import log
 
 
@@ -81,8 +84,6 @@ def decoder_loss(model, batch, gen):
 def ocr_check(originals: list, recons: list, metas: list[dict]) -> dict:
     """Tesseract exact match on reconstructions vs originals, read exactly as `xomni eval text` reads them (the
     preset's OCR region, the same preprocessing)."""
-    from xomni import ocr
-    from xomni.eval.text import ocr_images, resolve_region
     region = resolve_region(metas)
     targets = [m.get("text", "") for m in metas]
     p_orig = ocr_images(originals, region=region)
@@ -106,7 +107,6 @@ def reconstruct_set(tok: ImageTokenizer, dec: Decoder, images: ImageSet, steps: 
 
 def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str | None = None) -> dict | None:
     """Train, then OCR-check reconstructions of val images; returns the JSON result (None on ranks > 0)."""
-    from xomni.train import dist_info, run_training, seed_everything
     t0 = time.time()
     tok_dir = _tok_dir(cfg.tokenizer)
     tok = ImageTokenizer.from_pretrained(tok_dir)
@@ -140,13 +140,12 @@ def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str 
 def bench_decoder(model_dir: str | None, batch_size: int = 16, n_batches: int = 2, steps: int | None = None,
                   threads: int = 0) -> dict:
     """Decode speed (images/s) of random token grids at the default (or given) steps; warm-up excluded."""
-    from xomni.decoder.config import DecoderConfig
     if threads > 0:
         torch.set_num_threads(threads)
     dec = Decoder.from_pretrained(model_dir) if model_dir else Decoder(DecoderConfig()).eval()
     h, w = dec.grid
     g = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, dec.codebook_size, (batch_size, h, w), generator=g)
+    codes = torch.randint(0, dec.vocab_size, (batch_size, h, w), generator=g)
     dec.decode(codes[:2], steps=1)
     t = time.perf_counter()
     for _ in range(n_batches):

@@ -1,15 +1,9 @@
-"""Evaluation suite: text accuracy (OCR), LongText-Bench metric, compliance judge, FID, HTML report.
+"""Evaluation harness: runs a Pipeline (or reads its images) and reports, with the scores of xomni.metrics.
 
-One module per idea:
-  textmetrics  exact match / word recall / CER, bootstrap intervals, breakdowns (pure Python, no OCR)
-  longtext     LongText-Bench scoring rule and bench-file loading
-  images       reading an image directory or dataset for evaluation (skips and counts unreadable images)
-  text         `xomni eval text`: OCR images (or a model's samples) and score them against targets
-  fid          Fréchet distance, EfficientNet-Lite0 / Inception feature extractors, sanity table
-  inception    InceptionV3 written in plain torch (torchvision-compatible state dicts, no torchvision import)
-  judge        compliance judge network: attribute schema, model, training loss, save/load
-  compliance   scoring generated images against their prompt's attributes; judge accuracy and swap rejection
-  report       `xomni eval all`: self-contained HTML report + metrics.json
-  ocrbench     `xomni bench ocr`: images/s for Tesseract and RapidOCR
+  text        `xomni eval text --model`: a model's samples of target strings (its own prompt template)
+  longtext    `xomni eval longtext`: LongText-Bench on an image directory or a model's samples
+  captioning  `xomni eval caption`: the generator's own weights caption ground-truth renders
+  report      `xomni eval all`: self-contained HTML report + metrics.json
+  cli         the `xomni eval ...`, `xomni train judge` and `xomni bench ocr` commands
 See docs/EVAL.md.
 """

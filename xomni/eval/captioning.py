@@ -3,13 +3,16 @@ caption is compared with the true one (exact match, text-string exact match, per
 `parse_caption`)."""
 from __future__ import annotations
 
-from xomni.eval.textmetrics import bootstrap_ci
+from xomni.data.caption import parse_caption
+from xomni.data.io import open_dataset
+from xomni.errors import XomniError
+from xomni.metrics.textmetrics import bootstrap_ci
+from xomni.pipeline import Pipeline
 
 ATTRS = ("text", "noun", "background", "text_color", "font_family", "font_style")
 
 
 def caption_scores(preds: list[str], truths: list[str]) -> dict:
-    from xomni.data.caption import parse_caption
     exact = [float(p.strip() == t.strip()) for p, t in zip(preds, truths)]
     per_attr: dict[str, list[float]] = {a: [] for a in ATTRS}
     for p, t in zip(preds, truths):
@@ -25,9 +28,6 @@ def caption_scores(preds: list[str], truths: list[str]) -> dict:
 def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: int = 200,
                       batch: int = 32, num_beams: int | None = None) -> tuple[dict, list[dict]]:
     """Caption the first `n` images of `split` with the pipeline; scores + per-image rows."""
-    from xomni.data.io import open_dataset
-    from xomni.errors import XomniError
-    from xomni.pipeline import Pipeline
     pipe = Pipeline.from_pretrained(model_dir)
     num_beams = pipe.check_num_beams(num_beams)  # before the dataset is read
     ds = open_dataset(data, split=split)

@@ -1,4 +1,5 @@
-"""`xomni eval ...`, `xomni train judge`, `xomni bench ocr`. Heavy imports stay inside the command bodies."""
+"""`xomni eval ...`, `xomni train judge`, `xomni bench ocr`: argument checks, then the harness (xomni.eval) or the
+metrics (xomni.metrics)."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -7,18 +8,34 @@ import typer
 
 from xomni.cliargs import (MAX_IMAGES, FloatRange, IntRange, PerImageOpt, SeedOpt, _cb, check_in_file, check_in_path,
                            check_out_dir, check_split, max_threads)
-from xomni.train_cli import JsonOpt
-from xomni.utils import emit_json
+from xomni.errors import XomniError
+from xomni.eval.captioning import evaluate_captions
+from xomni.eval.longtext import run_longtext
+from xomni.eval.report import build_report
+from xomni.eval.text import items_from_model
+from xomni.lora.cli import LoraOpt
+from xomni.metrics.compliance import evaluate_images, evaluate_judge
+from xomni.metrics.fid import fid_dirs, fid_sanity, format_table
+from xomni.metrics.images import ImageSource
+from xomni.metrics.judge import Judge
+from xomni.metrics.judge_train import JudgeConfig, base_config, train_judge
+from xomni.metrics.ocr import check_region_fits, resolve_region
+from xomni.metrics.ocrbench import bench_ocr
+from xomni.metrics.text import pairs_from_images, score_items, write_per_image
+from xomni.pipeline import default_model_dir
+from xomni.train_cli import JsonOpt, check_before_training, print_config_help, trainer_config
+from xomni.utils import emit_json, log
 
 SplitOpt = typer.Option(None, "--split", help="Split of a dataset root.", callback=_cb(check_split))
 LimitOpt = typer.Option(None, "--limit", help="Score only the first N images (>= 1).", callback=IntRange("--limit", 1))
 PsmHelp = "Tesseract page segmentation mode, 0..13"
 
 
-def _require_one(images, model):
-    from xomni.errors import XomniError
-    if (images is None) == (model is None):
-        raise XomniError("pass exactly one of --images DIR or --model DIR")
+def _emit(res: dict, rows: list[dict], per_image: str | None, json_path: str | None) -> None:
+    """The result on stdout (and in --json), the per-image rows in --per-image when asked."""
+    if per_image:
+        write_per_image(rows, per_image)
+    emit_json(res, json_path)
 
 
 def register(apps: dict) -> None:
@@ -28,8 +45,10 @@ def register(apps: dict) -> None:
     def text_cmd(
         images: Optional[str] = typer.Option(None, "--images", help="Image dir, imagefolder or dataset (split dir).",
                                              callback=_cb(check_in_path, "--images")),
-        model: Optional[str] = typer.Option(None, "--model", help="Model dir (model_index.json): generate, "
-                                            "then score.", callback=_cb(check_in_path, "--model")),
+        model: Optional[str] = typer.Option(None, "--model", help="Model dir (model_index.json): generate, then "
+                                            "score (default without --images: the bundled model).",
+                                            callback=_cb(check_in_path, "--model")),
+        lora: Optional[str] = LoraOpt,
         targets: Optional[str] = typer.Option(None, "--targets", help="Text file, one target string per line. With "
                                               "--images: images sorted by file name map to the lines in order.",
                                               callback=_cb(check_in_file, "--targets")),
@@ -61,27 +80,28 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Text accuracy by OCR: exact match, word recall, CER with 95 % bootstrap intervals."""
-        from xomni.errors import XomniError
-        from xomni.eval import text as T
-        _require_one(images, model)
-        if model is not None:
+        if images is not None and model is not None:
+            raise XomniError("pass exactly one of --images DIR or --model DIR")
+        if lora is not None and images is not None:
+            raise XomniError("--lora applies to a model's samples, not to --images")
+        if images is None:  # a model's samples: --model, else the bundled model
             if targets is None:
-                raise XomniError("--model needs --targets FILE")
+                raise XomniError("pass --images DIR, or --targets FILE for a model's samples (--model DIR, "
+                                 "default: the bundled model)" if model is None else "--model needs --targets FILE")
+            model = model or str(default_model_dir())
             sampling = {"temperature": temperature, "top_k": top_k, "min_p": min_p, "cfg_scale": cfg}
-            items, tg = T.items_from_model(model, targets, samples, seed, save_images, batch, sampling)
+            items, tg = items_from_model(model, targets, samples, seed, save_images, batch, sampling, lora=lora)
         else:
-            items, tg = T.pairs_from_images(images, targets, split)
+            items, tg = pairs_from_images(images, targets, split)
         if limit is not None:
             items, tg = items[:limit], tg[:limit]
-        reg = T.resolve_region([it.meta for it in items], preset, region)
-        T.check_region_fits(reg, items)
-        res, rows = T.score_items(items, tg, engine=ocr, psm=psm, region=reg)
+        reg = resolve_region([it.meta for it in items], preset, region)
+        check_region_fits(reg, items)
+        res, rows = score_items(items, tg, engine=ocr, psm=psm, region=reg)
         res["source"] = images or model
         if model is not None and items:
             res["sampling"] = items[0].meta["sampling"]
-        if per_image:
-            T.write_per_image(rows, per_image)
-        emit_json(res, json_path)
+        _emit(res, rows, per_image, json_path)
 
     @ev.command("longtext")
     def longtext_cmd(
@@ -113,14 +133,10 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """LongText-Bench score: pooled recall of normalised target words (en) or characters (zh)."""
-        from xomni.eval.longtext import run_longtext
-        from xomni.eval.text import write_per_image
         res, rows = run_longtext(bench_file, images=images, model=model, lang=lang, max_chars=max_chars,
                                  engine=ocr, psm=psm, samples=samples, seed=seed, keywords=keyword or (),
                                  preset=preset, region=region, batch=batch)
-        if per_image:
-            write_per_image(rows, per_image)
-        emit_json(res, json_path)
+        _emit(res, rows, per_image, json_path)
 
     @ev.command("compliance")
     def compliance_cmd(
@@ -134,18 +150,12 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """GenEval-style compliance: per-attribute accuracy and fraction of prompts fully satisfied."""
-        from xomni.eval.compliance import evaluate_images
-        from xomni.eval.images import ImageSource
-        from xomni.eval.judge import Judge
-        from xomni.eval.text import write_per_image
         j = Judge.load(judge)
         src = ImageSource(images, split=split)
         items = [src[i] for i in range(min(limit or len(src), len(src)))]
         res, per = evaluate_images(items, j.predict, schema=j.schema)
         res["judge"] = judge
-        if per_image:
-            write_per_image(per, per_image)
-        emit_json(res, json_path)
+        _emit(res, per, per_image, json_path)
 
     @ev.command("judge")
     def judge_cmd(
@@ -158,9 +168,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """The judge's own accuracy per attribute on ground truth, and its rejection rate on swapped renders."""
-        from xomni.eval.compliance import evaluate_judge
-        from xomni.eval.images import ImageSource
-        from xomni.eval.judge import Judge
         j = Judge.load(judge)
         src = ImageSource(data, split=split)
         items = [src[i] for i in range(min(n, len(src)))]
@@ -187,7 +194,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Fréchet distance between feature sets (EfficientNet-Lite0 features by default)."""
-        from xomni.eval.fid import fid_dirs
         emit_json(fid_dirs(real, fake, inception_weights, n, split_real, split_fake, batch_size), json_path)
 
     @ev.command("fid-sanity")
@@ -205,9 +211,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Sanity table: FID(val, test) < FID(val, blurred test) < FID(val, noise). Table on stderr."""
-        from xomni.errors import XomniError
-        from xomni.eval.fid import fid_sanity, format_table
-        from xomni.utils import log
         try:
             radii = tuple(float(r) for r in blur.split(",") if r.strip())
         except ValueError:
@@ -235,12 +238,8 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Image understanding: the model's own captions of ground-truth renders vs. the true captions."""
-        from xomni.eval.captioning import evaluate_captions
-        from xomni.eval.text import write_per_image
         res, rows = evaluate_captions(model, data, split, n, num_beams=beams)
-        if per_image:
-            write_per_image(rows, per_image)
-        emit_json(res, json_path)
+        _emit(res, rows, per_image, json_path)
 
     @ev.command("all")
     def all_cmd(
@@ -261,7 +260,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """One self-contained HTML report: grids, metric tables, plots by length and font, failures."""
-        from xomni.eval.report import build_report
         emit_json(build_report(images, out, reference=reference, judge=judge, targets=targets, split=split,
                                limit=limit, fid=fid), json_path)
 
@@ -280,14 +278,11 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Train the compliance judge on ground-truth renders (use --set train.seed=N for an independent one)."""
-        from xomni.eval.judge_train import JudgeConfig, base_config, train_judge
-        from xomni.train_cli import print_config_help, trainer_config
         if help_config:
             print_config_help(JudgeConfig)
             return
         extra = ([f"data={data}"] if data else []) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = trainer_config(JudgeConfig, config, (sets or []) + extra, out, base=base_config())
-        from xomni.train_cli import check_before_training
         check_before_training(cfg, resume)
         emit_json(train_judge(cfg, resume=resume, init=init), json_path)
 
@@ -302,5 +297,4 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Images/s for batched Tesseract and RapidOCR on this machine, with exact match on the renders."""
-        from xomni.eval.ocrbench import bench_ocr
         emit_json(bench_ocr(n, data, workers), json_path)

@@ -13,17 +13,23 @@ import shutil
 from pathlib import Path
 
 from xomni.errors import XomniError
+from xomni.metrics.compliance import evaluate_images
+from xomni.metrics.fid import extract, fid_from_features, get_extractor
+from xomni.metrics.images import ImageSource
+from xomni.metrics.judge import Judge
+from xomni.metrics.ocr import resolve_region
+from xomni.metrics.text import pairs_from_images, score_items
 from xomni.utils import atomic_write_text, log
 
 N_GRID = 24
 N_FAIL = 40
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def _ci(ci) -> str:
+def ci_text(ci) -> str:
     return "" if not ci or any(v is None or math.isnan(v) for v in ci) else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
@@ -69,7 +75,6 @@ def _match_reference(items, reference: str | None, split: str | None) -> dict:
     """key -> reference Item: by the generated image's `key` / `ref_key` metadata, else by position."""
     if not reference:
         return {}
-    from xomni.eval.images import ImageSource
     ref = ImageSource(reference, split=split)
     by_key = {}
     for i in range(len(ref)):
@@ -91,15 +96,15 @@ def _save_img(im, path: Path, scale: int = 1) -> str:
 
 
 def _sentences(text_res: dict, comp: dict | None) -> list[str]:
-    s = [f"Text: {_pct(text_res['exact_match'])} of {text_res['n']} images read exactly by Tesseract "
-         f"(95% CI{_ci(text_res['ci95']['exact_match'])}); word recall {_pct(text_res['word_recall'])}, "
+    s = [f"Text: {pct(text_res['exact_match'])} of {text_res['n']} images read exactly by Tesseract "
+         f"(95% CI{ci_text(text_res['ci95']['exact_match'])}); word recall {pct(text_res['word_recall'])}, "
          f"CER {text_res['cer']:.3f}."]
     fonts = {k: v for k, v in (text_res.get("by_font") or {}).items() if v["n"] >= 5}
     if len(fonts) >= 2:
         best = max(fonts, key=lambda k: fonts[k]["exact_match"])
         worst = min(fonts, key=lambda k: fonts[k]["exact_match"])
-        s.append(f"Best font: {best} ({_pct(fonts[best]['exact_match'])}); worst: {worst} "
-                 f"({_pct(fonts[worst]['exact_match'])}).")
+        s.append(f"Best font: {best} ({pct(fonts[best]['exact_match'])}); worst: {worst} "
+                 f"({pct(fonts[worst]['exact_match'])}).")
     lens = text_res.get("by_length") or {}
     drop = next((k for k, v in lens.items() if v["n"] >= 5 and v["exact_match"] < 0.5), None)
     if drop:
@@ -110,12 +115,12 @@ def _sentences(text_res: dict, comp: dict | None) -> list[str]:
         pa = comp["per_attribute"]
         if pa:
             w = min(pa, key=pa.get)
-            s.append(f"Compliance: {_pct(comp['overall'])} of prompts fully satisfied; weakest attribute: {w} "
-                     f"({_pct(pa[w])}).")
+            s.append(f"Compliance: {pct(comp['overall'])} of prompts fully satisfied; weakest attribute: {w} "
+                     f"({pct(pa[w])}).")
     return s
 
 
-def _table(rows: list[list], head: list[str]) -> str:
+def html_table(rows: list[list], head: list[str]) -> str:
     h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
     b = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{h}</tr>{b}</table>"
@@ -131,32 +136,28 @@ td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:middl
 def build_report(images: str, out: str, reference: str | None = None, judge: str | None = None,
                  targets: str | None = None, split: str | None = None, limit: int | None = None,
                  fid: bool = True) -> dict:
-    from xomni.eval import text as T
     od = Path(out)
     if od.exists() and not od.is_dir():
         raise XomniError(f"--out {od} exists and is not a directory")
-    items, tg = T.pairs_from_images(images, targets, split)
+    items, tg = pairs_from_images(images, targets, split)
     if limit is not None:
         items, tg = items[:limit], tg[:limit]
     if od.exists():
         shutil.rmtree(od / "img", ignore_errors=True)
     (od / "img").mkdir(parents=True, exist_ok=True)
-    reg = T.resolve_region([it.meta for it in items])
-    text_res, rows = T.score_items(items, tg, region=reg)
+    reg = resolve_region([it.meta for it in items])
+    text_res, rows = score_items(items, tg, region=reg)
     metrics: dict = {"images": images, "reference": reference, "text": text_res}
     by_key = {r["key"]: r for r in rows if not r.get("skipped")}
 
     comp, comp_by_key = None, {}
     if judge:
-        from xomni.eval.compliance import evaluate_images
-        from xomni.eval.judge import Judge
         jd = Judge.load(judge)
         comp, per = evaluate_images(items, jd.predict, schema=jd.schema)
         comp_by_key = {r["key"]: r for r in per}
         metrics["compliance"] = comp
     refs = _match_reference(items, reference, split)
     if reference and fid:
-        from xomni.eval.fid import extract, fid_from_features, get_extractor
         ok = [it for it in items if it.image is not None]
         real = [refs[it.key] for it in ok if it.key in refs and refs[it.key].image is not None]
         if len(real) >= 2 and len(ok) >= 2:
@@ -185,34 +186,34 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
              + f" &middot; n={text_res['n']}, skipped={text_res['n_skipped']}</p>"]
     parts.append("<h2>Summary</h2><ul class=big>" + "".join(f"<li>{html.escape(s)}</li>"
                                                             for s in _sentences(text_res, comp)) + "</ul>")
-    head = [["exact match", _pct(text_res["exact_match"]) + _ci(text_res["ci95"]["exact_match"])],
-            ["word recall", _pct(text_res["word_recall"]) + _ci(text_res["ci95"]["word_recall"])],
+    head = [["exact match", pct(text_res["exact_match"]) + ci_text(text_res["ci95"]["exact_match"])],
+            ["word recall", pct(text_res["word_recall"]) + ci_text(text_res["ci95"]["word_recall"])],
             ["character error rate", f"{text_res['cer']:.3f}" + (
                 f" [{text_res['ci95']['cer'][0]:.3f}, {text_res['ci95']['cer'][1]:.3f}]")]]
     if comp:
-        head.append(["prompts fully satisfied (judge)", _pct(comp["overall"]) + _ci(comp["ci95"]["overall"])])
+        head.append(["prompts fully satisfied (judge)", pct(comp["overall"]) + ci_text(comp["ci95"]["overall"])])
     if "fid" in metrics:
         f = metrics["fid"]
         head.append(["FID vs reference", f"{f['fid']:.2f} (n={f['n_fake']}/{f['n_real']}, {f['features']})"])
-    parts.append("<h2>Metrics</h2>" + _table(head, ["metric", "value [95% CI]"]))
+    parts.append("<h2>Metrics</h2>" + html_table(head, ["metric", "value [95% CI]"]))
     parts.append("<h2>Plots</h2><div class=plots>" + "".join(f"<img src='{p}'>" for p in plots) + "</div>")
     for key, title in (("by_length", "By text length"), ("by_font", "By font")):
         g = text_res.get(key)
         if g:
-            parts.append(f"<h3>{title}</h3>" + _table(
-                [[html.escape(k), v["n"], _pct(v["exact_match"]) + _ci(v["ci95_exact_match"]), _pct(v["word_recall"]),
+            parts.append(f"<h3>{title}</h3>" + html_table(
+                [[html.escape(k), v["n"], pct(v["exact_match"]) + ci_text(v["ci95_exact_match"]), pct(v["word_recall"]),
                   f"{v['cer']:.3f}"] for k, v in g.items()], [title.split()[-1], "n", "exact", "word recall", "CER"]))
     if comp:
-        parts.append("<h3>Compliance by attribute</h3>" + _table(
-            [[k, comp["n_checks"][k], _pct(v)] for k, v in comp["per_attribute"].items()],
+        parts.append("<h3>Compliance by attribute</h3>" + html_table(
+            [[k, comp["n_checks"][k], pct(v)] for k, v in comp["per_attribute"].items()],
             ["attribute", "checks", "accuracy"]))
 
     def cells(it, r):
-        gen = _save_img(it.image, od / "img" / f"g-{_safe(it.key)}.png", 2)
+        gen = _save_img(it.image, od / "img" / f"g-{safe_name(it.key)}.png", 2)
         c = [f"<img class=s src='{gen}'>"]
         if reference:
             ref = refs.get(it.key)
-            c.append(f"<img class=s src='{_save_img(ref.image, od / 'img' / f'r-{_safe(it.key)}.png', 2)}'>"
+            c.append(f"<img class=s src='{_save_img(ref.image, od / 'img' / f'r-{safe_name(it.key)}.png', 2)}'>"
                      if ref is not None and ref.image is not None else "")
         ok = r["exact_match"] == 1.0
         c += [html.escape(r["target"]), html.escape(r["ocr"]) or "<i style='color:#999'>(empty)</i>",
@@ -229,14 +230,14 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
         ["compliance"] if comp else [])
     scored_items = [it for it in items if it.key in by_key]
     grid = [cells(it, by_key[it.key]) for it in scored_items[:N_GRID]]
-    parts.append(f"<h2>Samples (first {len(grid)})</h2>" + _table(grid, cols))
+    parts.append(f"<h2>Samples (first {len(grid)})</h2>" + html_table(grid, cols))
     fails = [it for it in scored_items if by_key[it.key]["exact_match"] < 1.0]
     fails.sort(key=lambda it: -by_key[it.key]["cer"])
     parts.append(f"<h2>Failures ({len(fails)} of {len(scored_items)}; worst {min(N_FAIL, len(fails))} by CER)</h2>"
-                 + (_table([cells(it, by_key[it.key]) for it in fails[:N_FAIL]], cols) if fails else
+                 + (html_table([cells(it, by_key[it.key]) for it in fails[:N_FAIL]], cols) if fails else
                     "<p>No OCR failures.</p>"))
     if text_res.get("skipped"):
-        parts.append("<h2>Skipped images</h2>" + _table(
+        parts.append("<h2>Skipped images</h2>" + html_table(
             [[html.escape(str(s["key"])), html.escape(s["reason"])] for s in text_res["skipped"]], ["key", "reason"]))
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>xomni report</title><style>{CSS}</style>"
            f"</head><body>{''.join(parts)}</body></html>")
@@ -248,7 +249,7 @@ def build_report(images: str, out: str, reference: str | None = None, judge: str
             "compliance": comp["overall"] if comp else None, "fid": metrics.get("fid", {}).get("fid")}
 
 
-def _safe(k: str) -> str:
+def safe_name(k: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(k))
 
 

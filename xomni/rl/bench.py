@@ -12,18 +12,18 @@ import time
 import torch
 
 from xomni.errors import XomniError
+from xomni.pipeline import Pipeline
+from xomni.rl.config import effective_credit, load_run_config
+from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
+from xomni.rl.rewards import RewardPool, reward_spec
+from xomni.rl.trainer import freeze, make_decode_fn, read_dataset_prompts
 from xomni.utils import log
 
 
 def bench_rl(model: str, data: str, config: str | None = None, sets: list[str] | None = None, prompts: int = 16,
              steps: int = 2, seed: int = 0, threads: int = 2) -> dict:
-    from xomni.pipeline import Pipeline
-    from xomni.rl.config import effective_credit, load_run_config
     import copy
 
-    from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
-    from xomni.rl.rewards import RewardPool, reward_spec
-    from xomni.rl.trainer import freeze, make_decode_fn, read_dataset_prompts
     if prompts < 1 or steps < 1:
         raise XomniError(f"--prompts and --steps must be >= 1, got {prompts} and {steps}")
     if threads:

@@ -12,7 +12,11 @@ from typing import Any
 
 import torch
 
+from xomni.cliargs import MAX_IMAGES
 from xomni.errors import XomniError
+from xomni.eval.text import generate
+from xomni.rl import rewards
+from xomni.rl.config import load_rl_config, model_defaults
 
 
 def pick_best(scores_PN: torch.Tensor) -> list[int]:
@@ -31,17 +35,12 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     so with N = 1 the images are exactly those of `xomni eval text --samples 1` with the same seed and sampling."""
     import dataclasses
 
-    from xomni.eval.text import generate
-    from xomni.rl.config import load_rl_config
-    from xomni.rl.rewards import build_reward_set
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise XomniError("best_of_n: no prompts given")
-    from xomni.pipeline import MAX_IMAGES
     if not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:  # the N candidates of a prompt are one pipeline call
         raise XomniError(f"best-of-N needs 1 <= N <= {MAX_IMAGES}, got {n!r}")
     if reward_cfg is None:  # the RL defaults with the model's own preset and sampling (as `xomni train rl` uses)
-        from xomni.rl.config import model_defaults
         reward_cfg = model_defaults(pipe.index)
     cfg = load_rl_config(reward_cfg)
     sampling = sampling or cfg.sampling
@@ -49,11 +48,11 @@ def best_of_n(pipe, prompts: str | list[str], n: int, reward_cfg: Any = None, se
     for p in prompts:
         pipe.check_prompt(p)
     model_dir = cfg.model if cfg.model and Path(cfg.model).is_dir() else None
-    rewards = build_reward_set(cfg, model_dir=model_dir, pipe=pipe)
+    reward_set = rewards.build_reward_set(cfg, model_dir=model_dir, pipe=pipe)
     rows = [p for p in prompts for _ in range(n)]
     groups = generate(pipe, prompts, n, seed, batch, {**dataclasses.asdict(sampling), "steps": steps})
     images = [im for g in groups for im in g]
-    total, comps = rewards.scores(images, rows)
+    total, comps = reward_set.scores(images, rows)
     scores = torch.tensor(total).view(len(prompts), n)
     best = pick_best(scores)
     out_images = [images[i * n + b] for i, b in enumerate(best)]

@@ -7,7 +7,18 @@ from typing import List, Optional
 import typer
 
 from xomni.cliargs import SeedOpt, ThreadsOpt, check_in_dir, check_int
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
+from xomni.errors import XomniError
+from xomni.metrics.images import ImageSource
+from xomni.pipeline import default_model_dir
+from xomni.rl.bench import bench_rl as run_bench_rl
+from xomni.rl.compare import compare
+from xomni.rl.config import RLConfig, base_config, load_rl_config, load_run_config
+from xomni.rl.rewards import build_reward_set
+from xomni.rl.snr import measure
+from xomni.rl.trainer import train_rl as run_rl
+from xomni.train_cli import (ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, check_before_training,
+                             print_config_help)
+from xomni.utils import emit_json
 
 
 def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipeline directory: its AR model is "
@@ -18,8 +29,6 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
              resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt,
              json_path: Optional[str] = JsonOpt):
     """GRPO on the AR policy with OCR / alignment / aesthetic rewards (X-Omni's RL stage)."""
-    from xomni.rl.config import RLConfig, base_config
-    from xomni.train_cli import print_config_help
     if help_config:
         print_config_help(RLConfig)
         return
@@ -27,13 +36,9 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
     for key, val in (("model", model), ("prompts", prompts), ("data", data)):
         if val:
             sets.append(f"{key}={val}")
-    from xomni.rl.config import load_run_config
     cfg = load_run_config(config, sets + ([f"train.out_dir={out}"] if out else []), base_config())
-    from xomni.train_cli import check_before_training
     check_before_training(cfg, resume)
-    from xomni.rl.trainer import train_rl as run
-    from xomni.utils import emit_json
-    res = run(cfg, resume=resume)
+    res = run_rl(cfg, resume=resume)
     if res.pop("rank", 0) == 0:  # under torchrun, one JSON result (rank 0's)
         emit_json(res, json_path)
 
@@ -46,11 +51,6 @@ def eval_rewards(images: str = typer.Option(..., "--images", help="Images with m
                  limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N images."),
                  json_path: Optional[str] = JsonOpt):
     """Score images with exactly the rewards (callables and weights) that RL and best-of-N use."""
-    from xomni.errors import XomniError
-    from xomni.eval.images import ImageSource
-    from xomni.rl.config import load_rl_config
-    from xomni.rl.rewards import build_reward_set
-    from xomni.utils import emit_json
     cfg = load_rl_config(config, overrides=list(set_ or []))
     rewards = build_reward_set(cfg, model_dir=cfg.model or None)
     src = ImageSource(images, split=split)
@@ -82,8 +82,6 @@ def eval_rl(sft: str = typer.Option(..., "--sft", help="SFT pipeline directory (
                                                "algo=rest) or pipeline: adds its one-sample row (the control)."),
             json_path: Optional[str] = JsonOpt):
     """RL reproduction table: SFT and SFT+GRPO, 1 sample and best-of-N (Tesseract, RapidOCR, reward, FID), HTML."""
-    from xomni.rl.compare import compare
-    from xomni.utils import emit_json
     emit_json(compare(sft, rl, targets, out, best_of=best_of, reward_config=reward_config, seed=seed,
                       reference=reference, split=split, n_ref=n_ref, judge=judge, rest=rest), json_path)
 
@@ -97,12 +95,10 @@ def bench_rl(model: str = typer.Option("xomni/pretrained/mini", "--model", help=
              seed: int = SeedOpt(0, "Sampling seed."), threads: int = ThreadsOpt,
              json_path: Optional[str] = JsonOpt):
     """Rollout engine speed: rollouts/s and the split of a GRPO step (sample / decode / reward wait / update)."""
-    from xomni.rl.bench import bench_rl as run
-    from xomni.utils import emit_json
     check_in_dir(data, "--data")
     check_int(prompts, "--prompts", 1, 4096)
     check_int(steps, "--steps", 1, 1000)
-    emit_json(run(_bundled(model), data, config, list(set_ or []), prompts, steps, seed, threads), json_path)
+    emit_json(run_bench_rl(_bundled(model), data, config, list(set_ or []), prompts, steps, seed, threads), json_path)
 
 
 def bench_rl_snr(model: str = typer.Option("xomni/pretrained/mini", "--model", help="Pipeline directory (the SFT "
@@ -116,8 +112,6 @@ def bench_rl_snr(model: str = typer.Option("xomni/pretrained/mini", "--model", h
                  seed: int = SeedOpt(0, "Seed of the prompt choice and the sampler."), threads: int = ThreadsOpt,
                  json_path: Optional[str] = JsonOpt):
     """Gradient signal/noise at the start of RL; prints the rollouts one step needs for half of it to be signal."""
-    from xomni.rl.snr import measure
-    from xomni.utils import emit_json
     check_in_dir(data, "--data")
     check_int(groups, "--groups", 4, 4096)
     emit_json(measure(_bundled(model), data, config, list(set_ or []), groups, repeats, seed, threads), json_path)
@@ -126,8 +120,9 @@ def bench_rl_snr(model: str = typer.Option("xomni/pretrained/mini", "--model", h
 def _bundled(model: str) -> str:
     """The default --model names the bundled pipeline inside the installed package."""
     from pathlib import Path
+
     if model == "xomni/pretrained/mini" and not Path(model).is_dir():
-        return str(Path(__file__).resolve().parents[1] / "pretrained" / "mini")
+        return str(default_model_dir())
     return model
 
 

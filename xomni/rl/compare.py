@@ -21,8 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from xomni.errors import XomniError
-from xomni.eval.report import _safe as safe_name
-from xomni.utils import atomic_write_text, log
+from xomni.eval.report import CSS, ci_text, html_table, pct, safe_name
+from xomni.eval.text import caption_for, load_pipeline, model_preset, unsupported_chars
+from xomni.metrics.compliance import evaluate_images
+from xomni.metrics.fid import extract, feature_stats, get_extractor, psd_sqrt
+from xomni.metrics.images import ImageSource, Item, read_targets
+from xomni.metrics.judge import Judge
+from xomni.metrics.ocr import resolve_region
+from xomni.metrics.text import score_items
+from xomni.metrics.textmetrics import bootstrap_ci
+from xomni.rl.bestofn import best_of_n
+from xomni.rl.config import load_rl_config
+from xomni.utils import atomic_write_text, image_grid, log
 
 
 def resolve_rl(path: str) -> tuple[Path, Path | None]:
@@ -59,9 +69,8 @@ def fid_with_ci(real_feats: np.ndarray, fake_feats: np.ndarray, n_boot: int = 20
     tr sqrt(sqrt(S_real) S_fake sqrt(S_real)) = sum sqrt(eig((C R)(C R)^T / (n - 1))), an n x n problem."""
     import torch
 
-    from xomni.eval.fid import _psd_sqrt, feature_stats
     mu1, s1 = feature_stats(real_feats)
-    r = _psd_sqrt(torch.from_numpy(s1))
+    r = psd_sqrt(torch.from_numpy(s1))
     mu1_t, tr1 = torch.from_numpy(mu1), float(np.trace(s1))
 
     def fid(f: np.ndarray) -> float:
@@ -85,53 +94,44 @@ def fid_with_ci(real_feats: np.ndarray, fake_feats: np.ndarray, n_boot: int = 20
 def run_condition(pipe, targets: list[str], n: int, reward_cfg, seed: int, judge=None, real_feats=None,
                   extractor=None, n_boot_fid: int = 200) -> tuple[dict, list]:
     """Sample best-of-n (n = 1: one sample) for every target string and score the kept images."""
-    from xomni.eval import text as T
-    from xomni.eval.images import Item
-    from xomni.rl.bestofn import best_of_n
-    caps = [T.caption_for(pipe, t) for t in targets]
+    caps = [caption_for(pipe, t) for t in targets]
     images, scores = best_of_n(pipe, caps, n, reward_cfg, seed=seed, sampling=pipe.sampling_config())
-    preset = T.model_preset(pipe)
+    preset = model_preset(pipe)
     items = [Item(f"t{i:04d}", im.convert("RGB"), {"key": f"t{i:04d}", "text": t, "caption": c,
                                                   **({"preset": preset} if preset else {})})
              for i, (im, t, c) in enumerate(zip(images, targets, caps))]
-    region = T.resolve_region([it.meta for it in items])
-    tess, _ = T.score_items(items, targets, engine="tesseract", region=region)
-    rapid, _ = T.score_items(items, targets, engine="rapidocr", region=region, n_boot=200)
+    region = resolve_region([it.meta for it in items])
+    tess, _ = score_items(items, targets, engine="tesseract", region=region)
+    rapid, _ = score_items(items, targets, engine="rapidocr", region=region, n_boot=200)
     res = {"n": tess["n"], "exact_match": tess["exact_match"], "word_recall": tess["word_recall"],
            "cer": tess["cer"], "ci95": tess["ci95"], "rapidocr_exact_match": rapid["exact_match"],
            "reward_mean": float(np.mean(scores)), "reward_ci95": _mean_ci(scores)}
     if judge is not None:
-        from xomni.eval.compliance import evaluate_images
         comp, _ = evaluate_images(items, judge.predict, schema=judge.schema)
         res["compliance"] = {"overall": comp["overall"], "ci95": comp["ci95"]["overall"]}
     if real_feats is not None:
-        from xomni.eval.fid import extract
         ff, _ = extract(items, extractor, 16, "generated")
         res["fid"] = fid_with_ci(real_feats, ff, n_boot_fid, seed)
     return res, images
 
 
 def _mean_ci(values, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    from xomni.eval.textmetrics import bootstrap_ci
     return [float(v) for v in bootstrap_ci([float(v) for v in values], n_boot=n_boot, seed=seed)]
 
 
 def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, reward_config: str | None = None,
             seed: int = 0, reference: str | None = None, split: str | None = "test", n_ref: int = 512,
             judge: str | None = None, n_boot_fid: int = 200, rest: str | None = None) -> dict:
-    from xomni.eval import text as T
-    from xomni.eval.images import read_targets
-    from xomni.rl.config import load_rl_config
     if best_of < 2:
         raise XomniError(f"--best-of must be >= 2 for the comparison, got {best_of}")
     targets = read_targets(targets_file)
     rl_dir, rl_log = resolve_rl(rl)
-    pipes = {"SFT": T.load_pipeline(sft), "SFT+GRPO": T.load_pipeline(str(rl_dir))}
+    pipes = {"SFT": load_pipeline(sft), "SFT+GRPO": load_pipeline(str(rl_dir))}
     rest_dir = resolve_rl(rest)[0] if rest else None
     if rest_dir is not None:  # the reward-filtered self-training control: one sample only
-        pipes["SFT+ReST"] = T.load_pipeline(str(rest_dir))
+        pipes["SFT+ReST"] = load_pipeline(str(rest_dir))
     for name, pipe in pipes.items():
-        bad = [t for t in targets if T.unsupported_chars(pipe, t)]
+        bad = [t for t in targets if unsupported_chars(pipe, t)]
         if bad:
             raise XomniError(f"{targets_file}: {len(bad)} target(s) have characters the {name} model cannot draw, "
                              f"first {bad[0]!r}")
@@ -139,12 +139,9 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     rcfg = load_rl_config(rc)
     jd = None
     if judge:
-        from xomni.eval.judge import Judge
         jd = Judge.load(judge)
     real_feats = extractor = None
     if reference:
-        from xomni.eval.fid import extract, get_extractor
-        from xomni.eval.images import ImageSource
         src = ImageSource(reference, split=split)
         extractor, _ = get_extractor()
         real_feats, _ = extract([src[i] for i in range(min(n_ref, len(src)))], extractor, 16, "reference")
@@ -214,21 +211,19 @@ def _curve_plot(curve, sft1: float, sftb: float, n: int, path: Path) -> None:
 
 
 def _grid(images, path: Path, cols: int = 4) -> str:
-    from xomni.generate_cli import _grid_image
-    _grid_image(images, cols=cols).save(path)
+    image_grid(images, cols=cols).save(path)
     return f"img/{path.name}"
 
 
 def _write_html(result: dict, grids: dict, od: Path, has_curve: bool) -> None:
-    from xomni.eval.report import CSS, _ci, _pct, _table
     rows = []
     for label, r in result["conditions"].items():
         fid = r.get("fid")
         comp = r.get("compliance")
-        rows.append([html.escape(label), _pct(r["exact_match"]) + _ci(r["ci95"]["exact_match"]),
-                     _pct(r["word_recall"]), f"{r['cer']:.3f} [{r['ci95']['cer'][0]:.3f}, {r['ci95']['cer'][1]:.3f}]",
-                     _pct(r["rapidocr_exact_match"]), f"{r['reward_mean']:.3f}",
-                     (_pct(comp["overall"]) + _ci(comp["ci95"])) if comp else "not measured",
+        rows.append([html.escape(label), pct(r["exact_match"]) + ci_text(r["ci95"]["exact_match"]),
+                     pct(r["word_recall"]), f"{r['cer']:.3f} [{r['ci95']['cer'][0]:.3f}, {r['ci95']['cer'][1]:.3f}]",
+                     pct(r["rapidocr_exact_match"]), f"{r['reward_mean']:.3f}",
+                     (pct(comp["overall"]) + ci_text(comp["ci95"])) if comp else "not measured",
                      f"{fid['fid']:.1f} [{fid['ci95'][0]:.1f}, {fid['ci95'][1]:.1f}]" if fid else "not measured"])
     head = ["condition", "exact (Tesseract) [95% CI]", "word recall", "CER [95% CI]", "exact (RapidOCR)",
             "mean reward", "compliance", "FID [95% CI]"]
@@ -238,7 +233,7 @@ def _write_html(result: dict, grids: dict, od: Path, has_curve: bool) -> None:
              f"<p>SFT <code>{html.escape(result['sft'])}</code> &middot; SFT+GRPO <code>{html.escape(result['rl'])}"
              f"</code> ({result['rl_steps']} RL steps) &middot; {result['n_targets']} prompts from "
              f"<code>{html.escape(result['targets'])}</code>, seed {result['seed']} &middot; reward weights: {w}</p>",
-             _table(rows, head),
+             html_table(rows, head),
              f"<p class=big>GRPO 1 sample {'&ge;' if b['grpo1_ge_sft_best'] else '&lt;'} SFT best-of-"
              f"{result['best_of']} on exact match; GRPO 1 sample minus SFT 1 sample: "
              f"{b['grpo1_minus_sft1_points']:+.1f} points."

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from xomni.ar.sampler import SamplingConfig
+from xomni.checkpoint import read_json
 from xomni.config import field, load_config
 from xomni.errors import XomniError
+from xomni.rl.credit import check_layout_preset
+from xomni.rl.rewards import validate_rewards
 from xomni.train import TrainConfig
 
 # The RL training-loop defaults (passed as `base` to load_config so that `--set train.x=...` keeps the rest).
@@ -125,7 +128,6 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise XomniError("credit=column credits the OCR reward per token column: it needs rewards.ocr > 0 and a "
                          "preset (whose renderer lays out the characters)")
     if cfg.credit == "column":
-        from xomni.rl.credit import check_layout_preset
         check_layout_preset(cfg.preset)
     if cfg.train.batch_size < 1:
         raise XomniError(f"train.batch_size (prompts per step) must be >= 1, got {cfg.train.batch_size}")
@@ -140,7 +142,6 @@ def effective_credit(cfg: RLConfig) -> str:
         return cfg.credit
     if float(cfg.rewards.get("ocr", 0.0)) == 0.0 or not cfg.preset:
         return "sequence"
-    from xomni.rl.credit import check_layout_preset
     try:
         check_layout_preset(cfg.preset)
     except XomniError:
@@ -171,7 +172,6 @@ def load_run_config(yaml_path=None, overrides: list[str] | None = None, base: di
     idx = Path(cfg.model or "") / "model_index.json"
     if not cfg.model or not idx.is_file():
         return cfg
-    from xomni.checkpoint import read_json
     try:
         own = model_defaults(read_json(idx), cfg.sampling_from_model)
     except XomniError as e:
@@ -179,26 +179,6 @@ def load_run_config(yaml_path=None, overrides: list[str] | None = None, base: di
     for k, v in own.items():
         base[k] = {**v, **base[k]} if isinstance(base.get(k), dict) else base.get(k, v)
     return load_config(RLConfig, yaml_path, overrides, base=base)
-
-
-def validate_rewards(cfg: RLConfig) -> None:
-    from xomni.rl.rewards import check_reward_names
-    check_reward_names(cfg.rewards)
-    total = sum(float(w) for w in cfg.rewards.values())
-    if any(not math.isfinite(float(w)) for w in cfg.rewards.values()):
-        raise XomniError(f"reward weights must be finite numbers, got {cfg.rewards}")
-    if abs(total) < 1e-12:
-        raise XomniError(f"reward weights sum to zero ({cfg.rewards}); the combined reward is sum(w * r) / sum(w)")
-    if total < 0:
-        raise XomniError(f"reward weights must sum to a positive number, got {total} ({cfg.rewards})")
-    if float(cfg.rewards.get("alignment", 0.0)) != 0.0 and not cfg.reward_judge:
-        raise XomniError("the alignment reward needs reward_judge: a judge trained separately from the evaluation "
-                         "judge (xomni train judge --data DATA --set train.seed=1 --out runs/reward_judge)")
-    if cfg.reward_judge and not Path(cfg.reward_judge).exists():
-        raise XomniError(f"reward_judge not found: {cfg.reward_judge}")
-    if cfg.preset:
-        from xomni.data.presets import get_preset
-        get_preset(cfg.preset)
 
 
 def load_rl_config(source: Any = None, overrides: list[str] | None = None) -> RLConfig:

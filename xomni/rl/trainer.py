@@ -18,10 +18,20 @@ from pathlib import Path
 
 import torch
 
+from xomni.ar.sampler import sample_images
+from xomni.checkpoint import find_latest_checkpoint, load_model_weights
 from xomni.config import to_dict
+from xomni.data.io import open_dataset
 from xomni.errors import XomniError
+from xomni.metrics.ocr import exact_match, tesseract_batch, tesseract_cmd
+from xomni.pipeline import Pipeline
 from xomni.rl.config import RLConfig, effective_credit, validate
-from xomni.utils import log
+from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
+from xomni.rl.pool import PromptPool
+from xomni.rl.rewards import (RewardPool, at_size, preset_region, reward_spec, target_texts, text_similarity,
+                              warn_if_eval_judge)
+from xomni.train import dist_info, run_training, seed_everything
+from xomni.utils import log, resolve_device
 
 ARCH_KEYS = ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "n_text", "bos_id", "eos_id",
              "pad_id", "image_vocab", "max_grid", "tie_image_head", "rope_theta")
@@ -40,7 +50,6 @@ def read_prompt_file(path: str) -> list[dict]:
 
 
 def read_dataset_prompts(data: str, split: str, limit: int | None = None) -> list[dict]:
-    from xomni.data.io import open_dataset
     ds = open_dataset(data, split=split or None)
     rows = []
     for i in range(len(ds) if limit is None else min(limit, len(ds))):
@@ -72,7 +81,6 @@ def load_prompts(cfg: RLConfig) -> tuple[list[dict], list[dict]]:
 # ------------------------------------------------------------------ reference
 def load_reference(path: str, policy) -> torch.nn.Module:
     """A frozen copy of the policy with the weights at `path`; XomniError when it is another architecture."""
-    from xomni.checkpoint import load_model_weights
     p = Path(path)
     if not p.exists():
         raise XomniError(f"reference not found: {p}")
@@ -114,9 +122,6 @@ def val_text_accuracy(ar, decode_fn, val: list[dict], grid, sampling, preset: st
                       batch: int = 64) -> dict:
     """One sample per val prompt (fixed seed), decoded, read by Tesseract on the preset's OCR region: exact-match
     accuracy and mean 1 - normalised edit distance."""
-    from xomni.ar.sampler import sample_images
-    from xomni.ocr import exact_match, tesseract_batch
-    from xomni.rl.rewards import _at_size, preset_region, target_texts, text_similarity
     if not val:
         return {}
     g = torch.Generator().manual_seed(seed)
@@ -125,7 +130,7 @@ def val_text_accuracy(ar, decode_fn, val: list[dict], grid, sampling, preset: st
         out = sample_images(ar, [v["ids"] for v in val[s:s + batch]], tuple(grid), sampling, generator=g)
         images.extend(decode_fn(out.codes_BHW, seed + s))
     box, size = preset_region(preset)
-    preds = tesseract_batch(_at_size(images, size), psm=7, region=box)
+    preds = tesseract_batch(at_size(images, size), psm=7, region=box)
     targets = target_texts([v["prompt"] for v in val], [v.get("text") for v in val])
     return {"text_acc": sum(exact_match(p, t) for p, t in zip(preds, targets)) / len(val),
             "text_sim": sum(text_similarity(p, t) for p, t in zip(preds, targets)) / len(val), "n": len(val)}
@@ -133,8 +138,6 @@ def val_text_accuracy(ar, decode_fn, val: list[dict], grid, sampling, preset: st
 
 # ------------------------------------------------------------------ main
 def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
-    from xomni.rl.rewards import RewardPool, reward_spec
-    from xomni.train import dist_info
     t0 = time.time()
     validate(cfg)
     if not cfg.model:
@@ -145,7 +148,6 @@ def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
         raise XomniError(f"reference not found: {cfg.reference}")
     train_rows, val_rows = load_prompts(cfg)
     if cfg.val_n and cfg.train.eval_every:
-        from xomni.ocr import tesseract_cmd
         tesseract_cmd()
     rank, world = dist_info()
     if cfg.train.batch_size % world:
@@ -162,16 +164,11 @@ def train_rl(cfg: RLConfig, resume: str | None = None) -> dict:
 
 
 def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -> dict:
-    from xomni.pipeline import Pipeline
-    from xomni.rl.grpo import GRPOLoss, PolicyLogprobs
-    from xomni.rl.rewards import warn_if_eval_judge
-    from xomni.train import run_training, seed_everything
     pipe = Pipeline.from_pretrained(cfg.model)
     for r in train_rows + val_rows:
         r["ids"] = pipe.check_prompt(r["prompt"])
     policy_ar = pipe.ar
     ref = load_reference(cfg.reference, policy_ar) if cfg.reference else freeze(copy.deepcopy(policy_ar))
-    from xomni.utils import resolve_device
     dev = resolve_device(cfg.train.device)  # the device run_training moves the policy to
     policy_ar.to(dev), ref.to(dev), pipe.decoder.to(dev)
     warn_if_eval_judge(cfg.reward_judge) if rank == 0 else None
@@ -181,7 +178,6 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
     loss_fn = GRPOLoss(cfg, ref, decode_fn, pool, pipe.grid, world=world, levels=pipe.image_tokenizer.levels)
     prompt_pool = None
     if cfg.prompt_pool:
-        from xomni.rl.pool import PromptPool
         for i, r in enumerate(train_rows):
             r["idx"] = i
         prompt_pool = loss_fn.prompt_pool = PromptPool(len(train_rows))
@@ -192,7 +188,6 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
             return val_text_accuracy(policy_ar, decode_fn, val_rows, pipe.grid, cfg.sampling, cfg.preset)
     config_dict = {"ar": to_dict(policy_ar.cfg), "grid": list(pipe.grid), "rl": to_dict(cfg)}
     result: dict = {"out_dir": cfg.train.out_dir, "n_prompts": len(train_rows), "world_size": world, "rank": rank}
-    from xomni.checkpoint import find_latest_checkpoint
     fresh = not resume or (resume == "auto" and find_latest_checkpoint(Path(cfg.train.out_dir) / "checkpoints") is None)
     if eval_fn is not None and rank == 0 and fresh:  # the baseline, once per run (--resume auto from nothing too)
         result["val_before"] = eval_fn(policy, 0)
@@ -202,7 +197,8 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
             f"{world} rank(s), rewards {cfg.rewards}, {cfg.reward_workers} reward worker(s) per rank, {cfg.algo}, "
             f"credit {effective_credit(cfg) if cfg.algo == 'grpo' else '-'}, sampling {to_dict(cfg.sampling)}")
     res = run_training(cfg.train, policy, train_rows, loss_fn, collate=list, config_dict=config_dict,
-                       resume=resume, eval_fn=eval_fn, extra_state=prompt_pool)
+                       resume=resume, eval_fn=eval_fn, extra_state=prompt_pool,
+                       unshard_for_loss=True)  # FSDP: rollouts sample through the modules' weights
     if rank == 0:
         out = Path(cfg.train.out_dir)
         policy_ar.cpu()

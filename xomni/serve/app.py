@@ -29,8 +29,8 @@ from xomni.errors import XomniError
 from xomni.serve.batcher import Batcher, DeadlineExceeded, Job, QueueFull, ShuttingDown
 from xomni.serve.engine import CaptionWork, Engine, GenWork, png_b64
 from xomni.serve.limits import BodyGuard, error_body
-from xomni.serve.schemas import (CaptionRequest, CaptionResponse, ErrorResponse, GenerationRequest,
-                                 ImagesResponse)
+from xomni.serve.page import PAGE
+from xomni.serve.schemas import CaptionRequest, CaptionResponse, ErrorResponse, GenerationRequest, ImagesResponse
 
 
 @dataclasses.dataclass
@@ -280,7 +280,6 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        from xomni.serve.page import PAGE
         return PAGE
 
     # outermost: body size and read deadline are checked before routing

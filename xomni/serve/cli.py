@@ -6,10 +6,17 @@ from typing import Optional
 import typer
 
 from xomni.errors import XomniError
+from xomni.lora.adapter import resolve_adapter_dir, split_adapters
+from xomni.serve.app import Settings, create_app
+from xomni.serve.bench import run_bench
+from xomni.serve.engine import load_engine
+from xomni.utils import emit_json, log
 
 
 def serve(model: Optional[str] = typer.Option(None, "--model", help="Pipeline directory (default: the bundled "
                                                                     "model)."),
+          lora: Optional[str] = typer.Option(None, "--lora", help="LoRA adapter directory (A,B: an AR and a decoder "
+                                             "adapter), added without merging."),
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
           port: int = typer.Option(8000, "--port", help="TCP port."),
           max_batch: int = typer.Option(32, "--max-batch", help="Most images sampled together in one merged "
@@ -30,9 +37,6 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="Pipeline di
     import torch
     import uvicorn
 
-    from xomni.serve.app import Settings, create_app
-    from xomni.serve.engine import load_engine
-    from xomni.utils import log
     if not 1 <= max_batch <= 256:
         raise XomniError(f"--max-batch must be between 1 and 256, got {max_batch}")
     if max_queue < 1:
@@ -43,9 +47,12 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="Pipeline di
         raise XomniError(f"--threads must be >= 1, got {threads}")
     if not 0 < port < 65536:
         raise XomniError(f"--port must be in 1..65535, got {port}")
+    if lora is not None:
+        for part in split_adapters(lora):
+            resolve_adapter_dir(part)
     _check_port_free(host, port)   # before the model loads, not after
     torch.set_num_threads(threads)
-    engine = load_engine(model, compile=compile, max_batch=max_batch, device=device)
+    engine = load_engine(model, compile=compile, max_batch=max_batch, device=device, lora=lora)
     log(f"xomni serve: warming up {engine.name}" + (" (compiling the sampler)" if compile else ""))
     engine.warm()
     app = create_app(engine, Settings(max_batch=max_batch, max_queue=max_queue, timeout=timeout,
@@ -83,8 +90,6 @@ def bench_serve(url: Optional[str] = typer.Option(None, "--url", help="A running
                                                                              "seconds."),
                 json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON here.")):
     """Load test: C clients x R requests at once vs the same requests one at a time (JSON on stdout)."""
-    from xomni.serve.bench import run_bench
-    from xomni.utils import emit_json
     if clients < 1 or requests < 1:
         raise XomniError("--clients and --requests must be >= 1")
     emit_json(run_bench(url, clients, requests, max_batch=max_batch, overflow_queue=overflow_queue,

@@ -15,8 +15,14 @@ from typing import Any, Callable
 
 import torch
 
+from xomni.ar.vocab import generation_length
 from xomni.errors import XomniError
+from xomni.pipeline import Pipeline, default_model_dir
 from xomni.rl.bestofn import pick_best
+from xomni.rl.config import load_rl_config
+from xomni.rl.rewards import build_reward_set
+from xomni.tokenizer.images import tensor_to_pil
+from xomni.utils import resolve_device
 
 
 @dataclasses.dataclass
@@ -49,8 +55,7 @@ def png_b64(img) -> str:
 
 
 def model_name(path: Path | None) -> str:
-    from xomni.pipeline import BUNDLED
-    if path is None or Path(path).resolve() == BUNDLED.resolve():
+    if path is None or Path(path).resolve() == default_model_dir().resolve():
         return "xomni-mini"
     return Path(path).resolve().name
 
@@ -77,7 +82,7 @@ class Engine:
         return f"{self.image_hw[1]}x{self.image_hw[0]}"
 
     def max_prompt_tokens(self) -> int:
-        return self.pipe.ar.cfg.max_seq_len - (self.tokens + 5)
+        return self.pipe.ar.cfg.max_seq_len - generation_length(0, *self.grid)
 
     def card(self) -> dict:
         """The model card of GET /v1/models: what it draws and how well it was measured to draw and read."""
@@ -176,8 +181,6 @@ class Engine:
         """The RL reward set best-of-N ranks with (xomni.rl): the model's own RL config when it has one, else the
         RL defaults with the model's data preset (so OCR reads the region where this model writes)."""
         if self._rewards is None:
-            from xomni.rl.config import load_rl_config
-            from xomni.rl.rewards import build_reward_set
             idx = self.pipe.index
             src = str(self.pipe.path) if "rl" in idx and self.pipe.path else \
                 {"preset": idx.get("data_preset") or "tiny"}
@@ -185,18 +188,30 @@ class Engine:
         return self._rewards
 
     def preview_images(self, codes_BT: torch.Tensor, t: int) -> list:
-        """A partial token grid -> small preview images: the tokenizer's reconstruction head on the grid filled
-        with the last drawn row repeated, the rows not drawn yet faded to grey (the preview sharpens row by row)."""
-        from xomni.tokenizer.images import tensor_to_pil
+        """A partial token sequence -> small preview images: the tokenizer's reconstruction head on the grid filled
+        with the last drawn row repeated, the rows not drawn yet faded to grey (the preview sharpens row by row).
+        With residual levels the sequence is coarse to fine: fine levels not drawn yet are left out (their
+        smallest code stands in for "no correction")."""
         h, w = self.grid
+        tok = self.pipe.image_tokenizer
+        L = tok.levels
+        pw = w // L  # patches per row
         B = codes_BT.shape[0]
         full = torch.zeros(B, h * w, dtype=torch.long, device=codes_BT.device)
         full[:, :t] = codes_BT[:, :t]
-        done_rows = t // w
-        grid = full.view(B, h, w)
+        if L > 1:
+            table = tok.code_table()
+            K = tok.config.codebook_size
+            for level in range(1, L):
+                lo = max(t, level * h * pw)
+                if lo < (level + 1) * h * pw:
+                    full[:, lo:(level + 1) * h * pw] = level * K + int(table[level * K:(level + 1) * K]
+                                                                        .norm(dim=-1).argmin())
+        done_rows = min(t, h * pw) // pw
+        level0 = full[:, :h * pw].view(B, h, pw)
         if 0 < done_rows < h:
-            grid[:, done_rows:] = grid[:, done_rows - 1:done_rows]
-        tok = self.pipe.image_tokenizer
+            level0[:, done_rows:] = level0[:, done_rows - 1:done_rows]
+        grid = self.pipe.ar.layout.image_grid(full, h, w)
         x = tok.reconstruct(grid.to(next(tok.parameters()).device)).float().cpu()
         if done_rows < h:
             H = x.shape[-2]
@@ -223,10 +238,9 @@ def _created(stamp: Any) -> int:
         return 0
 
 
-def load_engine(model: str | None, compile: bool = False, max_batch: int = 16, device: str = "cpu") -> Engine:
-    from xomni.pipeline import Pipeline
-    from xomni.utils import resolve_device
-    pipe = Pipeline.from_pretrained(model).to(resolve_device(device))
+def load_engine(model: str | None, compile: bool = False, max_batch: int = 16, device: str = "cpu",
+                lora: str | None = None) -> Engine:
+    pipe = Pipeline.from_pretrained(model, lora=lora).to(resolve_device(device))
     if pipe.image_tokenizer.recon is None:
         raise XomniError(f"{pipe.path}: the image tokenizer has no reconstruction head, needed for previews")
     return Engine(pipe, compile=compile, max_batch=max_batch)

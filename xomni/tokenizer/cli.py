@@ -6,7 +6,11 @@ from typing import List, Optional
 import typer
 
 from xomni.cliargs import IntRange, ThreadsOpt, _cb, check_in_path, check_split
+from xomni.pipeline import default_model_dir
+from xomni.tokenizer.config import TRAIN_DEFAULTS, TokenizerTrainConfig
+from xomni.tokenizer.trainer import bench_tokenizer, eval_tokenizer, train_tokenizer
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
+from xomni.utils import emit_json, set_threads
 
 
 def train_tokenizer_cmd(
@@ -16,16 +20,14 @@ def train_tokenizer_cmd(
     json_path: Optional[str] = JsonOpt,
 ):
     """Train the semantic VQ tokenizer (caption-from-codes objective); prints val metrics as JSON at the end."""
-    from xomni.tokenizer.config import TRAIN_DEFAULTS, TokenizerTrainConfig
-    from xomni.tokenizer.trainer import train_tokenizer
     sets = list(set_ or []) + ([f"data={data}"] if data else [])
     run_trainer_cli(TokenizerTrainConfig, train_tokenizer, config, sets, out, resume, init, help_config, json_path,
                     base={"train": dict(TRAIN_DEFAULTS)})
 
 
 def eval_tokenizer_cmd(
-    model: str = typer.Option(..., "--model", help="Tokenizer directory (a run dir or its final/).",
-                              callback=_cb(check_in_path, "--model")),
+    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer directory (a run dir or its final/; default: "
+                                        "the bundled model's).", callback=_cb(check_in_path, "--model")),
     data: str = typer.Option(..., "--data", help="Dataset directory.", callback=_cb(check_in_path, "--data")),
     split: str = typer.Option("val", "--split", help="Split to evaluate (val = unseen words).",
                               callback=_cb(check_split)),
@@ -40,9 +42,8 @@ def eval_tokenizer_cmd(
 ):
     """Codebook usage/perplexity (argmin), caption / text exact-match decoded from codes, Tesseract on the
     reconstruction head's pixels."""
-    from xomni.tokenizer.trainer import eval_tokenizer
-    from xomni.utils import emit_json, set_threads
     set_threads(threads)
+    model = model or str(default_model_dir() / "image_tokenizer")
     emit_json(eval_tokenizer(model, data, split, n, captions, ocr), json_path)
 
 
@@ -57,8 +58,6 @@ def bench_tokenizer_cmd(
     json_path: Optional[str] = JsonOpt,
 ):
     """Encode speed (images/s)."""
-    from xomni.tokenizer.trainer import bench_tokenizer
-    from xomni.utils import emit_json
     emit_json(bench_tokenizer(model, batch_size, n_batches, threads), json_path)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from xomni.config import field
+from xomni.cliargs import check_split
+from xomni.config import check_error, field, in_range
 from xomni.errors import XomniError
 from xomni.train import TrainConfig
 
@@ -65,7 +66,6 @@ class TokenizerConfig:
 
     def check(self, where: str = "model") -> "TokenizerConfig":
         """Ranges and shape constraints, checked at load (plus `validate`)."""
-        from xomni.config import check_error, in_range
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise check_error(where, f"image_size must be [H, W] with positive sizes, got {self.image_size}")
         for name in ("width", "depth", "code_dim", "text_dim", "text_layers", "text_heads", "max_caption_bytes"):
@@ -119,8 +119,6 @@ class TokenizerTrainConfig:
                                  "originals) for this many val images (0 = skip).")
 
     def check(self, where: str = "") -> "TokenizerTrainConfig":
-        from xomni.cliargs import check_split
-        from xomni.config import in_range
         for name in ("n_train", "n_val", "n_ocr"):
             in_range(self, where, name, 0)
         check_split(self.train_split, "config train_split")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xomni.data.io import IMAGE_EXTS, open_dataset
 from xomni.errors import XomniError
 from xomni.utils import log
 
@@ -79,7 +80,6 @@ class ImageSet:
 def load_split(path: str, split: str | None, size_hw, n: int = 0, desc: str = "") -> ImageSet:
     """Decode the first `n` (0 = all) samples of `split`; unreadable images are skipped and counted."""
     from tqdm import tqdm
-    from xomni.data.io import open_dataset
     ds = open_dataset(path, split)
     total = len(ds) if n <= 0 else min(n, len(ds))
     if total == 0:
@@ -108,7 +108,6 @@ def load_split(path: str, split: str | None, size_hw, n: int = 0, desc: str = ""
 
 def input_images(path: str | Path) -> list[Path]:
     """Image files given as one file or a folder (sorted); XomniError when there are none."""
-    from xomni.data.io import IMAGE_EXTS
     p = Path(path)
     if p.is_file():
         return [p]

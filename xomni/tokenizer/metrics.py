@@ -7,25 +7,28 @@ import math
 
 import torch
 
+from xomni.data.caption import parse_caption
+from xomni.metrics import textmetrics as tm
+from xomni.metrics.ocr import ocr_images, resolve_region
+from xomni.tokenizer.images import tensor_to_pil
 from xomni.utils import log
 
 
-def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict:
-    """Usage = fraction of the K codes assigned at least once; perplexity = exp(entropy) of the empirical code
-    distribution (K for a uniform one, 1 for a single code)."""
-    counts = torch.bincount(codes.reshape(-1).long(), minlength=codebook_size).double()
+def codebook_stats(codes: torch.Tensor, vocab_size: int) -> dict:
+    """Usage = fraction of the `vocab_size` ids assigned at least once; perplexity = exp(entropy) of the empirical
+    id distribution (vocab_size for a uniform one, 1 for a single id)."""
+    counts = torch.bincount(codes.reshape(-1).long(), minlength=vocab_size).double()
     n = counts.sum().item()
     p = counts[counts > 0] / max(n, 1)
     ent = float(-(p * p.log()).sum()) if n else 0.0
     ppl = math.exp(ent)
-    return {"codebook_size": codebook_size, "n_tokens": int(n), "codes_used": int((counts > 0).sum()),
-            "usage": float((counts > 0).sum()) / codebook_size, "perplexity": ppl,
-            "perplexity_ratio": ppl / codebook_size}
+    return {"vocab_size": vocab_size, "n_tokens": int(n), "codes_used": int((counts > 0).sum()),
+            "usage": float((counts > 0).sum()) / vocab_size, "perplexity": ppl,
+            "perplexity_ratio": ppl / vocab_size}
 
 
 def caption_scores(preds: list[str], metas: list[dict]) -> dict:
     """Exact match of the whole caption, of the quoted text string, and per-attribute accuracy (parsed)."""
-    from xomni.data.caption import parse_caption
     n = len(preds)
     cap = sum(p == m.get("caption") for p, m in zip(preds, metas))
     txt, attrs = 0, {"background": 0, "noun": 0, "text_color": 0, "font_family": 0, "font_style": 0, "shapes": 0}
@@ -59,9 +62,6 @@ def recon_ocr(tokenizer, imageset, codes_BHW: torch.Tensor, n: int) -> dict | No
     `xomni eval text` scores (same crop: the preset in the metadata; exact match, word recall, CER, 95 % CIs).
     None without a head or without target texts."""
     from PIL import Image
-    from xomni.eval import textmetrics as tm
-    from xomni.eval.text import ocr_images, resolve_region
-    from xomni.tokenizer.images import tensor_to_pil
     metas = imageset.metas[:n]
     if tokenizer.recon is None or not metas or any(m.get("text") is None for m in metas):
         return None
@@ -94,7 +94,7 @@ def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0, ma
             preds.extend(tokenizer.captions(c[:max(0, min(len(idx), n_cap - i))]))
     tokenizer.train(was)
     codes_t = torch.cat(codes)
-    out = {"n_images": n, **codebook_stats(codes_t, tokenizer.codebook_size)}
+    out = {"n_images": n, **codebook_stats(codes_t, tokenizer.vocab_size)}
     L, K = tokenizer.levels, tokenizer.config.codebook_size
     if L > 1:  # each level's own usage (level l's ids are offset by l*K and sit in every L-th token column)
         out["per_level"] = [codebook_stats(codes_t[..., lv::L] - lv * K, K) for lv in range(L)]
@@ -106,6 +106,6 @@ def evaluate(tokenizer, imageset, batch_size: int = 64, max_caption: int = 0, ma
             log(f"[tokenizer eval] Tesseract exact on head reconstructions {ro['recon']['exact_match']:.3f} "
                 f"(originals {ro['original']['exact_match']:.3f}, n={ro['n']})")
     out["examples"] = [{"target": m.get("caption"), "decoded": p} for p, m in zip(preds[:3], imageset.metas)]
-    log(f"[tokenizer eval] usage {out['usage']:.3f} ppl {out['perplexity']:.0f}/{tokenizer.codebook_size} "
+    log(f"[tokenizer eval] usage {out['usage']:.3f} ppl {out['perplexity']:.0f}/{tokenizer.vocab_size} "
         f"caption_exact {out['caption_exact']:.3f} text_exact {out['text_exact']:.3f}")
     return out

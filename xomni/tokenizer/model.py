@@ -11,7 +11,7 @@ Inference API (used by the decoder and the AR model)::
 
     tok = ImageTokenizer.from_pretrained(dir)
     codes_BHW = tok.encode(images_B3HW)          # images in [-1, 1], long codes in [0, L*K)
-    tok.grid, tok.codebook_size                  # the token grid and vocabulary (tok.config.grid: the patch grid)
+    tok.grid, tok.vocab_size                     # the token grid and vocabulary (tok.config.grid: the patch grid)
     tok.code_vectors(codes_BHW) -> B x h x w x code_dim on the patch grid (unit-norm entries with one level)
     tok.reconstruct(codes_BHW) -> images_B3HW      # the auxiliary head's pixels (when recon_weight > 0)
     tok.captions(codes_BHW) -> list[str]        # greedy caption decoding from codes
@@ -19,15 +19,13 @@ Inference API (used by the decoder and the AR model)::
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xomni.checkpoint import load_model_weights, read_model_dir, save_model_dir
-from xomni.config import config_from_dict, to_dict
 from xomni.errors import XomniError
+from xomni.modeling import PretrainedMixin
 from xomni.tokenizer.config import TokenizerConfig
 from xomni.tokenizer.encoders import ResBlock, build_encoder
 from xomni.tokenizer.textdec import CaptionDecoder
@@ -52,7 +50,9 @@ class ReconHead(nn.Module):
         return self.net(q_BDHW)
 
 
-class ImageTokenizer(nn.Module):
+class ImageTokenizer(PretrainedMixin, nn.Module):
+    config_class, kind, what, train_cmd = TokenizerConfig, KIND, "tokenizer", "xomni train tokenizer"
+
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         from vector_quantize_pytorch import VectorQuantize
@@ -77,8 +77,8 @@ class ImageTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def codebook_size(self) -> int:
-        """The token vocabulary: levels x K (K with one level)."""
+    def vocab_size(self) -> int:
+        """The token vocabulary: levels x K, K = config.codebook_size (codes per level)."""
         return self.config.vocab_size
 
     @property
@@ -186,17 +186,3 @@ class ImageTokenizer(nn.Module):
             loss = loss + self.config.recon_weight * rec
             m["recon_mse"] = mse.item()   # logged for every recon_loss, so that runs compare
         return loss, m
-
-    # ------------------------------------------------------------------ persistence
-    def config_dict(self) -> dict:
-        return {"kind": KIND, "model": to_dict(self.config)}
-
-    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
-        save_model_dir(out_dir, self, self.config_dict(), dtype=dtype)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "ImageTokenizer":
-        p, d = read_model_dir(path, KIND, "tokenizer", "xomni train tokenizer")
-        model = cls(config_from_dict(TokenizerConfig, d.get("model"), source=Path(p) / "config.json"))
-        load_model_weights(model, p)
-        return model.eval()

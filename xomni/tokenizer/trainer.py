@@ -11,11 +11,12 @@ import time
 import torch
 
 from xomni.config import to_dict
-from xomni.tokenizer.config import OCR_N, TokenizerTrainConfig
+from xomni.tokenizer.config import OCR_N, TokenizerConfig, TokenizerTrainConfig
 from xomni.tokenizer.images import ImageSet, load_split
 from xomni.tokenizer.metrics import evaluate
 from xomni.tokenizer.model import ImageTokenizer
 from xomni.tokenizer.textdec import encode_caption
+from xomni.train import dist_info, run_training, seed_everything
 from xomni.utils import log
 
 
@@ -44,7 +45,6 @@ def tokenizer_loss(model, batch, gen):
 
 def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: str | None = None) -> dict | None:
     """Train, then evaluate on the val split; returns the JSON result (None on ranks > 0 under torchrun)."""
-    from xomni.train import dist_info, run_training, seed_everything
     t0 = time.time()
     mcfg = cfg.model.validate()
     train_set = load_split(cfg.data, cfg.train_split, mcfg.image_size, cfg.n_train, desc="load train")
@@ -91,7 +91,6 @@ def eval_tokenizer(model_dir: str, data: str, split: str = "val", n: int = 0, ma
 
 def bench_tokenizer(model_dir: str | None, batch_size: int = 16, n_batches: int = 8, threads: int = 0) -> dict:
     """Encode speed (images/s) on random images at the tokenizer's size (warm-up batch excluded)."""
-    from xomni.tokenizer.config import TokenizerConfig
     if threads > 0:
         torch.set_num_threads(threads)
     tok = ImageTokenizer.from_pretrained(model_dir) if model_dir else ImageTokenizer(TokenizerConfig()).eval()

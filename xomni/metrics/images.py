@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
+from xomni.data.io import open_dataset
 from xomni.errors import XomniError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -63,10 +64,6 @@ class ImageSource(Sequence):
         self._ds = None
         self._files: list[Path] = []
         if self.has_meta:
-            try:
-                from xomni.data.io import open_dataset
-            except ImportError:
-                raise XomniError(f"{p} is a dataset directory but xomni.data.io is not available") from None
             self._ds = open_dataset(str(p), split=split)
             if len(self._ds) == 0:
                 raise XomniError(f"no images in {p}")

@@ -1,4 +1,4 @@
-"""OCR shared by the data check, the evaluation and the RL rewards.
+"""OCR shared by the data check, the evaluation, the component trainers and the RL rewards.
 
 The same preprocessing (`preprocess_for_ocr`) and the same engine settings are used for every image, real or
 generated; nothing is derived from the target string (no whitelist).
@@ -7,40 +7,37 @@ generated; nothing is derived from the target string (no whitelist).
   separated by form feeds), chunks spread over `workers` processes (`xomni bench ocr` times it against one
   pytesseract call per image).
 - `rapidocr_batch(images)`: RapidOCR (PP-OCR, ONNX) recognition only, one engine per process.
-- `normalize_ws`, `exact_match`: exact match = equal after stripping both ends and collapsing whitespace runs;
-  case and punctuation count.
+- `ocr_images(images, engine, region=)`: either engine on the fixed crop of a dataset preset (`OcrRegion`,
+  `resolve_region`).
+- Exact match (`exact_match`, from xomni.metrics.textmetrics): equal after stripping both ends and collapsing
+  whitespace runs; case and punctuation count.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
+from PIL import Image, ImageOps
+
+from xomni.data.presets import get_preset
 from xomni.errors import XomniError
+from xomni.metrics.textmetrics import exact_match, normalize_ws  # noqa: F401  (exact_match: the OCR pass rule)
 
 UPSCALE = 2
 BORDER = 16
 MAX_CHUNK = 128
 
 
-def normalize_ws(s: str) -> str:
-    return re.sub(r"\s+", " ", s or "").strip()
-
-
-def exact_match(pred: str, target: str) -> bool:
-    return normalize_ws(pred) == normalize_ws(target)
-
-
 def preprocess_for_ocr(img, region=None):
     """Crop to `region` (x0, y0, x1, y1) when given, grayscale, autocontrast, invert when the background (the
     median grey level) is dark so text is dark on light, 2x bicubic upscale, 16 px border in the background level.
     Depends only on the image (and the fixed region), never on the target text."""
-    from PIL import Image, ImageOps
     if region is not None:
         img = img.crop(tuple(region))
     g = ImageOps.autocontrast(img.convert("L"))
@@ -161,3 +158,71 @@ def rapidocr_batch(images: list, region=None) -> list[str]:
         txts = getattr(r, "txts", None) or ()
         out.append(normalize_ws(" ".join(t for t in txts if t)))
     return out
+
+
+# ------------------------------------------------------------------ the region OCR reads
+def ocr_images(images: Sequence[Image.Image], engine: str = "tesseract", psm: int = 7,
+               region: "OcrRegion | None" = None) -> list[str]:
+    """Batched OCR: Tesseract over list files in a process pool, or RapidOCR; `region` crops first."""
+    if not images:
+        return []
+    box = None
+    if region is not None:
+        box = region.box
+        if region.size is not None:
+            images = [im if im.size == region.size else im.resize(region.size, Image.BICUBIC) for im in images]
+    if engine == "tesseract":
+        return list(tesseract_batch(list(images), psm=psm, region=box))
+    if engine == "rapidocr":
+        return list(rapidocr_batch(list(images), region=box))
+    raise XomniError(f"unknown OCR engine {engine!r} (use tesseract or rapidocr)")
+
+
+class OcrRegion:
+    """The fixed crop OCR reads (a property of the dataset preset); images of another size are resized first."""
+
+    def __init__(self, box, size):
+        self.box, self.size = tuple(box), tuple(size)
+
+    def as_json(self):
+        return {"box": list(self.box), "image_size": list(self.size)}
+
+
+def resolve_region(metas: Sequence[dict], preset: str | None = None, region: str | None = None) -> OcrRegion | None:
+    """--region x0,y0,x1,y1 (at the image's own size) | 'none' > --preset NAME > the `preset` in the metadata
+    (when all images share one) > whole image."""
+    if region:
+        if region.strip().lower() in ("none", "full", "all"):
+            return None
+        try:
+            box = [int(v) for v in region.split(",")]
+            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+        except (ValueError, AssertionError):
+            raise XomniError(f"--region expects x0,y0,x1,y1 or none, got {region!r}") from None
+        return _BoxOnly(box)
+    names = {preset} if preset else {m.get("preset") for m in metas}
+    if len(names) != 1 or None in names:
+        return None
+    p = get_preset(names.pop())
+    return OcrRegion(p.ocr_region, (p.width, p.height)) if p.ocr_region else None
+
+
+def check_region_fits(reg: OcrRegion | None, items) -> None:
+    """A --region box given at the image's own size must lie inside the images (a crop outside reads nothing and
+    would score 0)."""
+    if not isinstance(reg, _BoxOnly):
+        return
+    im = next((it.image for it in items if it.image is not None), None)
+    if im is None:
+        return
+    x0, y0, x1, y1 = reg.box
+    if x0 < 0 or y0 < 0 or x1 > im.width or y1 > im.height:
+        raise XomniError(f"--region {x0},{y0},{x1},{y1} is outside the {im.width}x{im.height} images")
+
+
+class _BoxOnly(OcrRegion):
+    def __init__(self, box):
+        self.box, self.size = tuple(box), None
+
+    def as_json(self):
+        return {"box": list(self.box), "image_size": None}

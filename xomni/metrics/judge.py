@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xomni.config import field
+from xomni.checkpoint import load_model_weights, read_json
+from xomni.config import config_from_dict, field, in_range
+from xomni.data.presets import get_preset
 from xomni.errors import XomniError
 
 EMPTY = "empty"
@@ -31,7 +33,6 @@ EMPTY = "empty"
 
 # ------------------------------------------------------------------ schema
 def schema_from_preset(name: str) -> dict:
-    from xomni.data.presets import get_preset
     p = get_preset(name)
     return {"preset": p.name, "colors": list(p.colors), "nouns": list(p.nouns), "kinds": list(p.shape_kinds),
             "positions": list(p.shape_centers), "centers": [list(p.shape_centers[k]) for k in p.shape_centers],
@@ -85,7 +86,6 @@ class JudgeModelConfig:
     slot_margin: int = field(5, help="Pixels around the shape box included in each slot crop.")
 
     def check(self, where: str = "model") -> "JudgeModelConfig":
-        from xomni.config import in_range
         for name in ("width", "hidden", "slot_width"):
             in_range(self, where, name, 1)
         in_range(self, where, "height", 16)
@@ -236,7 +236,6 @@ class Judge:
 
     @classmethod
     def load(cls, path: str | Path) -> "Judge":
-        from xomni.checkpoint import load_model_weights, read_json
         p = Path(path)
         if not p.exists():
             raise XomniError(f"judge not found: {p}")
@@ -246,7 +245,6 @@ class Judge:
         cfg = read_json(d / "config.json")
         if cfg.get("kind") != "xomni-judge":
             raise XomniError(f"{d / 'config.json'} is not a judge config (kind={cfg.get('kind')!r})")
-        from xomni.config import config_from_dict
         net = JudgeNet(cfg["schema"], config_from_dict(JudgeModelConfig, cfg.get("model"), source=d / "config.json"))
         load_model_weights(net, d / "model.safetensors")
         return cls(net, cfg)

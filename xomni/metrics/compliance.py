@@ -17,8 +17,13 @@ import copy
 import random
 from typing import Callable, Sequence
 
+from xomni.data import render as rendering
+from xomni.data.caption import parse_caption
+from xomni.data.palette import PALETTE, contrast_ratio
+from xomni.data.presets import get_preset
+from xomni.data.scene import MIN_SHAPE_CONTRAST
 from xomni.errors import XomniError
-from xomni.eval.textmetrics import bootstrap_ci
+from xomni.metrics.textmetrics import bootstrap_ci
 
 SINGLE = ("background", "text_color", "noun")
 ATTRS = ("background", "text_color", "noun", "shape_count", "shape_position", "shape_kind", "shape_color")
@@ -29,7 +34,6 @@ def wanted(meta: dict) -> dict | None:
     """What the prompt asked for; None when neither a caption nor attribute metadata is available."""
     cap = meta.get("caption")
     if isinstance(cap, str) and cap.strip():
-        from xomni.data.caption import parse_caption
         p = parse_caption(cap)
         w = {k: p[k] for k in SINGLE if k in p}
         w["shapes"] = [{"kind": s["kind"], "color": s["color"], "position": s["position"]} for s in p["shapes"]]
@@ -132,9 +136,6 @@ def evaluate_images(items, predict: Callable[[list], list[dict]], n_boot: int = 
 def make_swap(meta: dict, kind: str, rng: random.Random) -> dict | None:
     """A copy of `meta` with one attribute changed (None when this sample cannot take that swap). The caption is
     left as it was: the image then contradicts it."""
-    from xomni.data.palette import PALETTE, contrast_ratio
-    from xomni.data.presets import get_preset
-    from xomni.data.scene import MIN_SHAPE_CONTRAST
     p = get_preset(meta.get("preset", "tiny"))
     m = copy.deepcopy(meta)
     shapes = m.get("shapes") or []
@@ -146,16 +147,12 @@ def make_swap(meta: dict, kind: str, rng: random.Random) -> dict | None:
     if kind == "background":
         c = [x for x in p.colors if x not in (bg, m["text_color"]) and ok_on(m["text_color"], x, p.min_contrast)
              and all(s["color"] != x and ok_on(s["color"], x, MIN_SHAPE_CONTRAST) for s in shapes)]
-        if not c:
+        if not _recolour(m, "background", c, rng):
             return None
-        m["background"] = rng.choice(c)
-        m["background_rgb"] = list(PALETTE[m["background"]])
     elif kind == "text_color":
         c = [x for x in p.colors if x not in (bg, m["text_color"]) and ok_on(x, bg, p.min_contrast)]
-        if not c:
+        if not _recolour(m, "text_color", c, rng):
             return None
-        m["text_color"] = rng.choice(c)
-        m["text_color_rgb"] = list(PALETTE[m["text_color"]])
     elif kind == "noun":
         m["noun"] = rng.choice([x for x in p.nouns if x != m["noun"]])
     elif kind in ("shape_color", "shape_kind", "shape_position"):
@@ -164,10 +161,8 @@ def make_swap(meta: dict, kind: str, rng: random.Random) -> dict | None:
         s = rng.choice(shapes)
         if kind == "shape_color":
             c = [x for x in p.colors if x not in (bg, s["color"]) and ok_on(x, bg, MIN_SHAPE_CONTRAST)]
-            if not c:
+            if not _recolour(s, "color", c, rng):
                 return None
-            s["color"] = rng.choice(c)
-            s["color_rgb"] = list(PALETTE[s["color"]])
         elif kind == "shape_kind":
             s["kind"] = rng.choice([k for k in p.shape_kinds if k != s["kind"]])
         else:
@@ -194,6 +189,15 @@ def make_swap(meta: dict, kind: str, rng: random.Random) -> dict | None:
     return m
 
 
+def _recolour(obj: dict, key: str, choices: list, rng: random.Random) -> bool:
+    """obj[key] (and obj[key + "_rgb"]) set to a random one of `choices`; False when there is none."""
+    if not choices:
+        return False
+    obj[key] = rng.choice(choices)
+    obj[key + "_rgb"] = list(PALETTE[obj[key]])
+    return True
+
+
 def _move(s: dict, pos: str, p) -> None:
     size = s["box"][2] - s["box"][0]
     cx, cy = p.shape_centers[pos]
@@ -204,7 +208,6 @@ def _move(s: dict, pos: str, p) -> None:
 def swapped_renders(metas: Sequence[dict], seed: int = 0) -> list[tuple[str, dict, object]]:
     """One swapped render per sample: (swap kind, original meta, image). The swap kind cycles through the kinds
     this sample can take, starting from a seeded random one."""
-    from xomni.data.render import render
     rng = random.Random(seed)
     out = []
     for i, meta in enumerate(metas):
@@ -213,7 +216,7 @@ def swapped_renders(metas: Sequence[dict], seed: int = 0) -> list[tuple[str, dic
         for kind in order:
             m2 = make_swap(meta, kind, rng)
             if m2 is not None:
-                out.append((kind, meta, render(m2)))
+                out.append((kind, meta, rendering.render(m2)))
                 break
     return out
 
