@@ -13,6 +13,7 @@ re-exported here.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Callable
 
@@ -52,7 +53,7 @@ class SampleOutput:
 
 
 # ---------------------------------------------------------------------------------------------- decoding backends
-class Backend:
+class Backend(abc.ABC):
     """What the token loops need from a decoding backend. Rows are the B prompts, then (CFG) their B unconditional
     twins, which are fed the same image tokens."""
 
@@ -60,13 +61,13 @@ class Backend:
         self.model, self.sampling, self.B = model, sampling, batch
         self.rows = 2 * batch if sampling.cfg_on else batch
 
+    @abc.abstractmethod
     def prefill(self, ids_RL: torch.Tensor, mask_RL: torch.Tensor, pos_RL: torch.Tensor) -> torch.Tensor:
         """Run the prompt rows; return the image logits of image token 0 (R x V)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, codes_R: torch.Tensor, t: int) -> torch.Tensor:
         """Feed image token t-1 of each row; return the image logits of token t (R x V)."""
-        raise NotImplementedError
 
     def logprobs(self, logits_RV: torch.Tensor) -> torch.Tensor:
         """Each prompt's sampling distribution (B x V log-probs) from the logits of its rows."""
