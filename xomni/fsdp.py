@@ -33,8 +33,13 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import typer
 
+from xomni.checkpoint import (CKPT_PREFIX, _fsync_dir, _restore_rng, _rng_state, load_optimizer_state,
+                              publish_checkpoint, read_json, read_safetensors, replace_dir)
+from xomni.cliargs import JsonOpt, OverwriteOpt, _cb, check_in_dir, check_out_dir, refuse_existing
 from xomni.errors import XomniError
+from xomni.utils import emit_json
 
 FORMAT = "xomni-checkpoint-fsdp-v1"
 
@@ -146,8 +151,6 @@ def save_sharded_checkpoint(root: Path, step: int, work: nn.Module, optimizer: t
                             rank: int, world: int, keep_last: int = 2) -> Path:
     """Every rank writes its files into one temp dir; rank 0 writes state.json last and renames it (atomic)."""
     from safetensors.torch import save_file
-
-    from xomni.checkpoint import CKPT_PREFIX, _fsync_dir, _rng_state, publish_checkpoint
     root = Path(root)
     final = root / f"{CKPT_PREFIX}{step:07d}"
     tmp = root / f".tmp-{CKPT_PREFIX}{step:07d}-fsdp"
@@ -197,7 +200,6 @@ def _optimizer_local(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor
 
 
 def is_sharded_checkpoint(path: Path) -> bool:
-    from xomni.checkpoint import read_json
     return (Path(path) / "state.json").is_file() and read_json(Path(path) / "state.json").get("format") == FORMAT
 
 
@@ -205,8 +207,6 @@ def load_sharded_checkpoint(path: Path, work: nn.Module, optimizer: torch.optim.
                             world: int) -> dict:
     """Restore this rank's shards of the model and the optimizer and its RNG state (same world size only)."""
     from torch.distributed.tensor import DTensor
-
-    from xomni.checkpoint import _restore_rng, load_optimizer_state, read_json, read_safetensors
     path = Path(path)
     state = read_json(path / "state.json")
     if state.get("format") != FORMAT:
@@ -251,7 +251,6 @@ def load_sharded_checkpoint(path: Path, work: nn.Module, optimizer: torch.optim.
 
 def consolidate(ckpt: str | Path) -> dict[str, torch.Tensor]:
     """The full model state of a sharded checkpoint, stitched from every rank's rows (no process group needed)."""
-    from xomni.checkpoint import read_json, read_safetensors
     ckpt = Path(ckpt)
     if not (ckpt / "state.json").is_file():
         raise XomniError(f"{ckpt} is not a checkpoint directory (no state.json)")
@@ -282,8 +281,6 @@ def consolidate(ckpt: str | Path) -> dict[str, torch.Tensor]:
 def consolidate_to_dir(ckpt: str | Path, out: str | Path) -> dict:
     """Write a sharded checkpoint's full weights as a model directory (model.safetensors + config.json)."""
     from safetensors.torch import save_file
-
-    from xomni.checkpoint import read_json, replace_dir
     full = consolidate(ckpt)
     state = read_json(Path(ckpt) / "state.json")
     out = Path(out)
@@ -298,10 +295,6 @@ def consolidate_to_dir(ckpt: str | Path, out: str | Path) -> dict:
 
 
 def register(apps: dict) -> None:
-    import typer
-
-    from xomni.cliargs import JsonOpt, OverwriteOpt, _cb, check_in_dir, check_out_dir
-
     @apps["train"].command("consolidate")
     def consolidate_cmd(ckpt: str = typer.Argument(..., help="A sharded checkpoint directory (checkpoints/step-N "
                                                    "of a train.parallel=fsdp run).",
@@ -312,7 +305,5 @@ def register(apps: dict) -> None:
                         overwrite: bool = OverwriteOpt("a non-empty --out"),
                         json_path: Optional[str] = JsonOpt):
         """Stitch an FSDP checkpoint's per-rank shards into one model.safetensors (no processes needed)."""
-        from xomni.cliargs import refuse_existing
-        from xomni.utils import emit_json
         refuse_existing(Path(out), "--out", "files", overwrite)
         emit_json(consolidate_to_dir(ckpt, out), json_path)

@@ -12,7 +12,12 @@ from typing import Optional
 
 import typer
 
+from xomni.ar.model import grow_levels as grow_ar
 from xomni.cliargs import IntRange, ThreadsOpt, _cb, check_in_dir, check_out_dir
+from xomni.decoder.model import grow_levels as grow_decoder
+from xomni.pipeline import Pipeline
+from xomni.tokenizer.images import load_split
+from xomni.tokenizer.levels import add_levels, residual_norms
 from xomni.utils import emit_json, log, set_threads
 
 
@@ -33,11 +38,6 @@ def add_levels_cmd(
     json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here."),
 ):
     """Residual image codes on top of a trained pipeline: prints the residual norms per level as JSON."""
-    from xomni.ar.model import grow_levels as grow_ar
-    from xomni.decoder.model import grow_levels as grow_decoder
-    from xomni.pipeline import Pipeline
-    from xomni.tokenizer.images import load_split
-    from xomni.tokenizer.levels import add_levels, residual_norms
     set_threads(threads)
     t0 = time.time()
     pipe = Pipeline.from_pretrained(model)

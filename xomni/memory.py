@@ -29,7 +29,13 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import typer
+
+from xomni.checkpoint import read_json
+from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_dir
 from xomni.errors import XomniError
+from xomni.pipeline import BUNDLED
+from xomni.utils import emit_json
 
 QWEN2_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -127,8 +133,6 @@ def rows(a: Arch, rank: int = 8, ranks: int = 8, targets=QWEN2_TARGETS) -> list[
 
 def bundled_arch(model_dir: str | Path | None = None) -> Arch:
     """The bundled (or given) pipeline's AR model, from its ar/config.json."""
-    from xomni.checkpoint import read_json
-    from xomni.pipeline import BUNDLED
     p = Path(model_dir) if model_dir else BUNDLED
     cfg = read_json(p / "ar" / "config.json")
     ar = cfg.get("ar") or {}
@@ -206,10 +210,6 @@ def markdown(table: dict) -> str:
 
 
 def register(apps: dict) -> None:
-    import typer
-
-    from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_dir
-
     @apps["bench"].command("memory")
     def memory_cmd(rank: int = typer.Option(8, "--rank", help="LoRA rank of the lora rows.",
                                             callback=IntRange("--rank", 1, 4096)),
@@ -221,7 +221,6 @@ def register(apps: dict) -> None:
                    md: bool = typer.Option(False, "--markdown", help="Print the table as Markdown instead of JSON."),
                    json_path: Optional[str] = JsonOpt):
         """Memory of training and sampling, computed from the model configs (no model is loaded)."""
-        from xomni.utils import emit_json
         t = memory_table(rank, ranks, model)
         if md:
             typer.echo(markdown(t), nl=False)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from xomni import fsdp as F
 from xomni.checkpoint import (find_latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint,
                               save_model_dir)
 from xomni.cliargs import max_threads
@@ -273,12 +274,10 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     fsdp = world > 1 and cfg.parallel == "fsdp"
     net = model  # the module that trains: the model itself, or its sharded copy under FSDP
     if fsdp:
-        from xomni import fsdp as F
         net = F.shard(model, device, cfg.fsdp_mixed_precision, cfg.activation_checkpointing)
         F.release(model)
     elif cfg.activation_checkpointing:
-        from xomni.fsdp import apply_activation_checkpointing
-        apply_activation_checkpointing(model)
+        F.apply_activation_checkpointing(model)
     optimizer = make_optimizer(net, cfg)
     start_step, bad_steps = 0, 0
     if resume:
@@ -287,10 +286,9 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
             if rank == 0:
                 log(f"[train] --resume auto: no checkpoint in {ckpt_root}, starting from step 0")
         else:
-            from xomni.fsdp import is_sharded_checkpoint, load_sharded_checkpoint
             if fsdp:
-                state = load_sharded_checkpoint(ck, net, optimizer, rank, world)
-            elif is_sharded_checkpoint(ck):
+                state = F.load_sharded_checkpoint(ck, net, optimizer, rank, world)
+            elif F.is_sharded_checkpoint(ck):
                 raise XomniError(f"{ck} is a sharded (FSDP) checkpoint: resume it with train.parallel=fsdp and "
                                  f"the same number of processes, or consolidate it (xomni train consolidate)")
             else:
@@ -437,8 +435,7 @@ def _accumulate(cfg: TrainConfig, ddp_model, dataset, idx: list[int], collate, l
         if move_batch:
             batch = _to_device(batch, device)
         if fsdp and unshard_for_loss:
-            from xomni.fsdp import unshard_all
-            unshard_all(ddp_model)
+            F.unshard_all(ddp_model)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss, m = loss_fn(ddp_model, batch, gen)
         # agree across ranks before backward (DDP all-reduces inside backward)

@@ -15,6 +15,9 @@ from xomni.ar.distribution import SamplingConfig, draw, process_logits
 from xomni.ar.sampler import _left_pad, build_rows, sample_images
 from xomni.ar.vocab import generation_length
 from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_path
+from xomni.hwbench import matmul_gflops, read_bandwidth_gbs
+from xomni.pipeline import Pipeline
+from xomni.utils import emit_json
 
 class _UnifiedHead(torch.nn.Module):
     """The AR model's two output heads as one linear layer over the unified vocabulary, as generate() expects."""
@@ -88,7 +91,6 @@ def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5, compile: b
     Jacobi decoding, compiled, both) against transformers' generate(use_cache=True) and a no-cache loop, all with
     the same sampling settings (`sampling`, default temperature 1 and no filter; CFG off, generate has none).
     `prompts` (token ids, cycled to each batch size; default 40-token dummies): what SJD's pass count depends on."""
-    from xomni.hwbench import read_bandwidth_gbs
     N = grid[0] * grid[1]
     s = dataclasses.replace(sampling or SamplingConfig(min_p=0.0), cfg_scale=1.0)
     twin = _hf_twin(model)
@@ -241,17 +243,12 @@ def register_bench(apps: dict) -> None:
                                            callback=IntRange("--n", 16, 16384)),
                      json_path: Optional[str] = JsonOpt):
         """fp32 matmul rate (GFLOP/s): the denominator of MFU."""
-        import torch
-        from xomni.hwbench import matmul_gflops
-        from xomni.utils import emit_json
         emit_json({"n": n, "threads": torch.get_num_threads(), "fp32_gflops": matmul_gflops(n),
                    "bf16_gflops": matmul_gflops(n, dtype=torch.bfloat16)}, json_path)
 
     @bench.command("memory")
     def bench_memory(json_path: Optional[str] = JsonOpt):
         """Memory read bandwidth (GB/s) at working sets around the model sizes: decoding is bound by it."""
-        from xomni.hwbench import read_bandwidth_gbs
-        from xomni.utils import emit_json
         emit_json({f"read_gb_per_s_{m}mib": read_bandwidth_gbs(m) for m in (16, 64, 256)}, json_path)
 
     @bench.command("sample")
@@ -267,8 +264,6 @@ def register_bench(apps: dict) -> None:
         """Tokens/s, images/s and forward passes per image of each sampling path vs transformers'
         generate(use_cache=True) and a no-cache loop, at the model's shipped sampling settings (CFG off), with the
         model's prompt template around four words."""
-        from xomni.pipeline import Pipeline
-        from xomni.utils import emit_json
         pipe = Pipeline.from_pretrained(model_dir)
         prompts = [pipe.check_prompt(pipe.caption_for_text(w)) for w in BENCH_WORDS]
         out = bench_sample_impl(pipe.ar, pipe.grid, repeats=repeats, compile=compile, sjd_window=sjd_window,
@@ -294,8 +289,6 @@ def register_bench(apps: dict) -> None:
                        json_path: Optional[str] = JsonOpt):
         """End-to-end latency of one n-image generation, p50, split between the AR sampler and the decoder, for
         each sampling path and for transformers' generate."""
-        from xomni.pipeline import Pipeline
-        from xomni.utils import emit_json
         pipe = Pipeline.from_pretrained(model_dir)
         out = bench_generate_impl(pipe, prompt, n_images=n, runs=runs, steps=steps, compile=compile,
                                   sjd_window=sjd_window)

@@ -6,6 +6,8 @@ from typing import Optional
 import typer
 
 from xomni.cliargs import JsonOpt, OverwriteOpt, _cb, check_in_dir, check_out_dir
+from xomni.convert.x_omni import convert
+from xomni.utils import emit_json
 
 convert_app = typer.Typer(no_args_is_help=True, help="Convert other projects' checkpoints into xomni's modules "
                                                      "(and back). Local files only: nothing is downloaded.")
@@ -31,8 +33,6 @@ def convert_x_omni(src: str = typer.Argument(..., help="A local copy of a releas
     """X-Omni's released weights <-> xomni's XOmniAR, SigLIP-VQ and FLUX-decoder modules (docs/XOMNI.md).
     Every file and tensor is checked against config.json before anything is written; a missing or mismatched
     one is one error line (exit 2)."""
-    from xomni.convert.x_omni import convert
-    from xomni.utils import emit_json
     emit_json(convert(src, out, reverse=reverse, overwrite=overwrite), json_path)
 
 

@@ -34,6 +34,7 @@ import os
 import shutil
 from pathlib import Path
 
+from xomni.cliargs import refuse_existing
 from xomni.convert.stfile import Entry, read_header, tensor_entries, write_file
 from xomni.errors import XomniError
 from xomni.xomni_arch.config import FORMAT, MANIFEST, XOmniARConfig, from_official_config
@@ -488,7 +489,6 @@ def convert(src: str | Path, out: str | Path, reverse: bool = False, overwrite: 
     rs, ro = src.resolve(), out.resolve()
     if rs == ro or rs in ro.parents or ro in rs.parents:
         raise XomniError(f"--out {out} must be outside the source directory {src} (and not contain it)")
-    from xomni.cliargs import refuse_existing
     refuse_existing(out, "--out", "files", overwrite)
     try:
         plan = None if reverse else _plan(src)

@@ -1,4 +1,4 @@
-"""`xomni data ...` and `xomni bench data` commands. Heavy imports stay inside the command bodies."""
+"""`xomni data ...` and `xomni bench data` commands."""
 from __future__ import annotations
 
 import shlex
@@ -9,6 +9,13 @@ import typer
 
 from xomni.cliargs import (IntRange, JsonOpt, OverwriteOpt, SeedOpt, _cb, check_in_dir, check_in_file, check_in_path,
                            check_out_dir, check_out_file, check_split, max_threads)
+from xomni.data.bench import bench_data
+from xomni.data.check import check_dataset
+from xomni.data.fontvariant import variant_name
+from xomni.data.importer import import_folder
+from xomni.data.preview import preview
+from xomni.data.synth import synth
+from xomni.data.targets import make_targets
 from xomni.utils import emit_json
 
 OutDirOpt = typer.Option(..., "--out", "-o", help="Output dataset directory.", callback=_cb(check_out_dir, "--out"))
@@ -43,9 +50,7 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Render a synthetic text-in-image dataset (PNG + exact metadata + caption)."""
-        from xomni.data.synth import synth
         if font is not None:
-            from xomni.data.fontvariant import variant_name
             preset = variant_name(preset, font)
         emit_json(synth(out, n, seed=seed, preset=preset, split=split, fmt=fmt, shard_size=shard_size,
                         workers=workers, command=_command_line(), overwrite=overwrite), json_path)
@@ -63,7 +68,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """OCR the renders and report exact match overall, by font and by colour."""
-        from xomni.data.check import check_dataset
         splits = [check_split(s.strip()) for s in split.split(",") if s.strip()] if split else None
         emit_json(check_dataset(path, splits, limit, [e.strip() for e in engines.split(",") if e.strip()],
                                 workers), json_path)
@@ -84,7 +88,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Convert a user's image folder + captions into the xomni dataset format (problems skipped, counted)."""
-        from xomni.data.importer import import_folder
         emit_json(import_folder(images, captions, out, fmt=fmt, shard_size=shard_size, split=split,
                                 overwrite=overwrite), json_path)
 
@@ -100,7 +103,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Write a grid PNG of the first N samples and their captions."""
-        from xomni.data.preview import preview
         emit_json(preview(path, out, n, split, overwrite=overwrite), json_path)
 
     @data.command("targets")
@@ -116,7 +118,6 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Write a reproducible list of evaluation target strings (seeded; clean of the train split)."""
-        from xomni.data.targets import make_targets
         emit_json(make_targets(kind, n, seed=seed, split=split, out=out), json_path)
 
     @bench.command("data")
@@ -127,5 +128,4 @@ def register(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """Renders/s (single process) and shard read throughput."""
-        from xomni.data.bench import bench_data
         emit_json(bench_data(n, preset), json_path)

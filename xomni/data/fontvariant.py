@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
+from xomni.data.caption import FAMILY_WORDS
+from xomni.data.fonts import font_spec
 from xomni.errors import XomniError
 
 SEP = ":"
@@ -20,8 +22,6 @@ SEP = ":"
 
 def font_words(font_id: str) -> str:
     """How a caption names a font: '[style ]family' in the caption grammar ("bold sans-serif", "serif")."""
-    from xomni.data.caption import FAMILY_WORDS
-    from xomni.data.fonts import font_spec
     fs = font_spec(font_id)
     style = "" if fs.style == "regular" else fs.style + " "
     return style + FAMILY_WORDS[fs.family]
@@ -39,7 +39,6 @@ def variant_name(base: str, fonts: str | list[str] | tuple[str, ...]) -> str:
 def font_variant(name: str, get_preset):
     """The Preset called `name` = BASE:FONT[,FONT...] (fonts checked against xomni.data.fonts); `get_preset`
     looks up BASE (passed in by xomni.data.presets, which imports this module)."""
-    from xomni.data.fonts import font_spec
     base_name, _, fonts = name.partition(SEP)
     if SEP in fonts:
         raise XomniError(f"preset {name!r}: one font list only (BASE:FONT[,FONT...])")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from xomni.data.fontvariant import font_variant
 from xomni.errors import XomniError
 
 
@@ -99,7 +100,6 @@ PRESETS = {"tiny": TINY, "mini": MINI, "sign": SIGN}
 
 def get_preset(name: str) -> Preset:
     if ":" in str(name):  # a font variant BASE:FONT[,FONT...] (xomni.data.fontvariant)
-        from xomni.data.fontvariant import font_variant
         return font_variant(name, get_preset)
     try:
         return PRESETS[name]

@@ -11,6 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from xomni.data.presets import PRESETS, get_preset
+from xomni.data.scene import sample_scene
+from xomni.data.signtext import confusable_share, upper_targets
+from xomni.data.words import SPLITS
 from xomni.errors import XomniError
 from xomni.utils import atomic_write_text
 
@@ -18,14 +22,11 @@ MAX_N = 100_000
 
 
 def kinds() -> tuple[str, ...]:
-    from xomni.data.presets import PRESETS
     return ("upper", *sorted(PRESETS))
 
 
 def preset_targets(preset: str, n: int, seed: int, split: str) -> tuple[list[str], int]:
     """The first `n` distinct texts of `split` of the preset's synth stream, and how many samples were read."""
-    from xomni.data.presets import get_preset
-    from xomni.data.scene import sample_scene
     p = get_preset(preset)
     out: list[str] = []
     seen: set[str] = set()
@@ -43,8 +44,6 @@ def preset_targets(preset: str, n: int, seed: int, split: str) -> tuple[list[str
 
 def make_targets(kind: str, n: int, seed: int = 0, split: str = "test", out: str | Path | None = None) -> dict:
     """Write the list to `out` (when given); returns the JSON summary."""
-    from xomni.data.signtext import confusable_share, upper_targets
-    from xomni.data.words import SPLITS
     if kind not in kinds():
         raise XomniError(f"unknown --kind {kind!r}; expected one of {', '.join(kinds())}")
     if split not in SPLITS:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 
+from xomni.data.longtext_words import LONGTEXT_WORDS
 from xomni.errors import XomniError
 
 WORDLIST_PATHS = ("/usr/share/dict/american-english", "/usr/share/dict/words")
@@ -63,7 +64,6 @@ def word_split(word: str) -> str:
 
 
 def longtext_excluded_words() -> frozenset[str]:
-    from xomni.data.longtext_words import LONGTEXT_WORDS
     return LONGTEXT_WORDS
 
 

@@ -27,8 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from xomni.config import field
+from xomni.checkpoint import read_json, read_safetensors, replace_dir
+from xomni.config import field, in_range, to_dict
 from xomni.errors import XomniError
+from xomni.utils import log
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -53,7 +55,6 @@ class LoRAConfig:
                                     "conv2).")
 
     def check(self, where: str = "lora") -> "LoRAConfig":
-        from xomni.config import in_range
         in_range(self, where, "rank", 1, 4096)
         in_range(self, where, "alpha", 0, lo_open=True)
         in_range(self, where, "dropout", 0, 1, hi_open=True)
@@ -120,7 +121,6 @@ def weights_sha256(path: str | Path) -> str:
 
 def base_info(model: nn.Module, base_dir: str | Path | None, component: str = "ar") -> dict:
     """What the adapter was trained on: the component, its config and the sha256 of its base weights file."""
-    from xomni.config import to_dict
     info: dict = {"component": component}
     if component == "ar" and hasattr(model, "cfg"):
         info["ar"] = to_dict(model.cfg)
@@ -156,7 +156,6 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
                                   "targets": list(cfg.targets)},
                 n_params=int(sum(v.numel() for v in tensors.values())), format="xomni-lora-v1")
     (tmp / INFO).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    from xomni.checkpoint import replace_dir
     replace_dir(tmp, out)
     return out
 
@@ -183,7 +182,6 @@ def resolve_adapter_dir(path: str | Path) -> Path:
 
 
 def read_adapter_config(p: Path) -> LoRAConfig:
-    from xomni.checkpoint import read_json
     d = read_json(p / CONFIG)
     if d.get("peft_type", "LORA") != "LORA":
         raise XomniError(f"{p / CONFIG}: peft_type {d.get('peft_type')!r} is not LORA")
@@ -202,7 +200,6 @@ def read_adapter_config(p: Path) -> LoRAConfig:
 
 def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     """Add the adapter in `path` to `model` (merge-free): every tensor must match by name and shape."""
-    from xomni.checkpoint import read_json, read_safetensors
     p = resolve_adapter_dir(path)
     cfg = read_adapter_config(p)
     tensors = read_safetensors(p / WEIGHTS)
@@ -211,7 +208,6 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
         want = info.get("base_sha256")
         have = getattr(model, "_xomni_base_sha256", None)
         if want and have and want != have:
-            from xomni.utils import log
             log(f"[lora] warning: {p} was trained on other base weights (sha256 {want[:12]}, this model "
                 f"{have[:12]}); loading it anyway")
     try:
@@ -270,7 +266,6 @@ def split_adapters(paths: str | Path) -> list[str]:
 
 
 def adapter_component(path: str | Path) -> str:
-    from xomni.checkpoint import read_json
     d = resolve_adapter_dir(path)
     comp = read_json(d / INFO).get("component", "ar") if (d / INFO).is_file() else "ar"
     if comp not in COMPONENTS:

@@ -2,18 +2,26 @@
 generate, caption, eval text and serve share."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from xomni.cliargs import IntRange, OverwriteOpt, _cb, check_in_path, check_out_dir
-from xomni.train_cli import ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt
+from xomni.cliargs import IntRange, OverwriteOpt, _cb, check_in_path, check_out_dir, refuse_existing
+from xomni.errors import XomniError
+from xomni.lora.adapter import split_adapters
+from xomni.lora.fontpack import register_fontpack
+from xomni.lora.train import LoRATrainConfig, merge_main, train_lora_main
+from xomni.train import dist_info
+from xomni.train_cli import (ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, check_before_training,
+                             print_config_help, trainer_config)
+from xomni.utils import emit_json
+
 
 def check_lora(value: Optional[str], name: str = "--lora") -> Optional[str]:
     """Each comma-separated part of --lora exists (an adapter directory is checked when it is loaded)."""
     if value is None:
         return None
-    from xomni.lora.adapter import split_adapters
     for part in split_adapters(value):
         check_in_path(part, name)
     return value
@@ -40,9 +48,6 @@ def train_lora(model: Optional[str] = typer.Option(None, "--model", help="Pipeli
                resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt,
                json_path: Optional[str] = JsonOpt):
     """LoRA fine-tuning of a pipeline's AR model (base weights frozen); OUT/final is the adapter."""
-    from xomni.errors import XomniError
-    from xomni.lora.train import LoRATrainConfig
-    from xomni.train_cli import check_before_training, print_config_help, trainer_config
     if help_config:
         print_config_help(LoRATrainConfig)
         return
@@ -59,10 +64,7 @@ def train_lora(model: Optional[str] = typer.Option(None, "--model", help="Pipeli
     cfg = trainer_config(LoRATrainConfig, config, sets, out)
     cfg.check()
     check_before_training(cfg, resume)
-    from xomni.lora.train import train_lora_main
-    from xomni.utils import emit_json
     res = train_lora_main(cfg, model, data, resume=resume)
-    from xomni.train import dist_info
     if dist_info()[0] == 0:
         emit_json(res, json_path)
 
@@ -79,12 +81,6 @@ def merge(model: Optional[str] = typer.Option(None, "--model", help="Base pipeli
           overwrite: bool = OverwriteOpt("a non-empty --out"),
           json_path: Optional[str] = JsonOpt):
     """Bake an adapter into the AR weights: a full pipeline directory that loads without --lora."""
-    from pathlib import Path
-
-    from xomni.cliargs import refuse_existing
-    from xomni.errors import XomniError
-    from xomni.lora.train import merge_main
-    from xomni.utils import emit_json
     if dtype not in ("float32", "float16", "bfloat16"):
         raise XomniError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
     refuse_existing(Path(out), "--out", "files", overwrite)
@@ -94,5 +90,4 @@ def merge(model: Optional[str] = typer.Option(None, "--model", help="Base pipeli
 def register(apps: dict) -> None:
     apps["train"].command("lora")(train_lora)
     apps["root"].add_typer(lora_app, name="lora")
-    from xomni.lora.fontpack import register_fontpack
     register_fontpack(apps)

@@ -14,23 +14,35 @@ best over shifts of up to 2 px) wins. `judge_check` measures this judge on groun
 from __future__ import annotations
 
 import functools
+import io
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import typer
+from PIL import Image, ImageDraw
 
+from xomni.checkpoint import read_json
+from xomni.cliargs import IntRange, JsonOpt, SeedOpt, _cb, check_in_file, check_in_path, check_out_dir
+from xomni.data.fonts import font_spec, load_font
+from xomni.data.fontvariant import variant_name
+from xomni.data.presets import get_preset
+from xomni.data.render import fit_font_size, place_text
+from xomni.data.synth import make_sample
 from xomni.errors import XomniError
+from xomni.eval.text import generate
+from xomni.lora.adapter import INFO, WEIGHTS, resolve_adapter_dir
+from xomni.metrics.images import Item, read_targets
+from xomni.metrics.ocr import OcrRegion
+from xomni.metrics.text import score_items
+from xomni.pipeline import Pipeline
+from xomni.utils import emit_json, log
 
 
 @functools.lru_cache(maxsize=4096)
 def _template(font: str, text: str, preset: str) -> np.ndarray:
     """Ink (0..1) of `text` drawn in `font` as the preset lays out a sign, cropped to its OCR region."""
-    from PIL import Image, ImageDraw
-
-    from xomni.data.fonts import load_font
-    from xomni.data.presets import get_preset
-    from xomni.data.render import fit_font_size, place_text
     p = get_preset(preset)
     size = fit_font_size(font, text, p.font_size[1], p.min_font_size, p.text_box) or p.min_font_size
     origin, _ = place_text(font, size, text, p.text_box)
@@ -41,7 +53,6 @@ def _template(font: str, text: str, preset: str) -> np.ndarray:
 
 
 def _luma(img, preset: str) -> np.ndarray:
-    from xomni.data.presets import get_preset
     p = get_preset(preset)
     a = np.asarray(img.convert("L").resize((p.width, p.height)), dtype=np.float32) / 255.0
     x0, y0, x1, y1 = p.ocr_region or (0, 0, p.width, p.height)
@@ -71,12 +82,6 @@ def font_of(img, text: str, fonts: list[str], preset: str) -> tuple[str, dict]:
 
 def judge_check(fonts: list[str], base_preset: str, n: int = 100, seed: int = 0) -> dict:
     """The font judge's accuracy on ground-truth test renders of each font (the preset's layout and colours)."""
-    import io
-
-    from PIL import Image
-
-    from xomni.data.fontvariant import variant_name
-    from xomni.data.synth import make_sample
     out = {}
     for f in fonts:
         name = variant_name(base_preset, [f])
@@ -91,11 +96,6 @@ def judge_check(fonts: list[str], base_preset: str, n: int = 100, seed: int = 0)
 
 def _score(pipe, prompts: list[str], texts: list[str], want_font: str, fonts: list[str], preset: str,
            samples: int, seed: int, batch: int, save: Path | None) -> dict:
-    from xomni.data.presets import get_preset
-    from xomni.eval.text import generate
-    from xomni.metrics.images import Item
-    from xomni.metrics.ocr import OcrRegion
-    from xomni.metrics.text import score_items
     images = generate(pipe, prompts, samples, seed, batch)
     items, targets, share = [], [], []
     for i, (t, ims) in enumerate(zip(texts, images)):
@@ -116,11 +116,6 @@ def _score(pipe, prompts: list[str], texts: list[str], want_font: str, fonts: li
 
 def evaluate_fontpack(model: str | None, lora: str | None, font: str, targets: str, samples: int = 1,
                       seed: int = 0, batch: int = 16, save_images: str | None = None, judge_n: int = 100) -> dict:
-    from xomni.data.fontvariant import variant_name
-    from xomni.data.presets import get_preset
-    from xomni.metrics.images import read_targets
-    from xomni.pipeline import Pipeline
-    from xomni.utils import log
     t0 = time.time()
     texts = read_targets(targets)
     if not texts:
@@ -149,8 +144,6 @@ def evaluate_fontpack(model: str | None, lora: str | None, font: str, targets: s
         out["fonts"] = fonts
         out["base_preset"] = base
     if lora:
-        from xomni.checkpoint import read_json
-        from xomni.lora.adapter import INFO, WEIGHTS, resolve_adapter_dir
         d = resolve_adapter_dir(lora)
         info = read_json(d / INFO) if (d / INFO).is_file() else {}
         out["adapter"] = {"dir": str(d), "bytes": (d / WEIGHTS).stat().st_size, "params": info.get("n_params"),
@@ -171,10 +164,6 @@ def evaluate_fontpack(model: str | None, lora: str | None, font: str, targets: s
 
 
 def register_fontpack(apps: dict) -> None:
-    import typer
-
-    from xomni.cliargs import IntRange, JsonOpt, SeedOpt, _cb, check_in_file, check_in_path, check_out_dir
-
     @apps["eval"].command("fontpack")
     def fontpack_cmd(
         font: str = typer.Option(..., "--font", help="The pack's new font id (e.g. dejavu-serif-bold)."),
@@ -198,8 +187,6 @@ def register_fontpack(apps: dict) -> None:
         json_path: Optional[str] = JsonOpt,
     ):
         """LoRA font pack: OCR exact and font share in the new font and the old one, before vs after the adapter."""
-        from xomni.data.fonts import font_spec
-        from xomni.utils import emit_json
         font_spec(font)
         emit_json(evaluate_fontpack(model, lora, font, targets, samples, seed, batch, save_images, judge_n),
                   json_path)

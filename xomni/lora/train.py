@@ -14,10 +14,16 @@ from pathlib import Path
 
 import torch
 
-from xomni.config import field, to_dict
+from xomni.ar.train import build_loss_fn
+from xomni.ar.trainer import token_cache, val_loss
+from xomni.ar.vocab import training_length
+from xomni.config import field, in_range, to_dict
+from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
-from xomni.lora.adapter import LoRAConfig
-from xomni.train import TrainConfig
+from xomni.lora.adapter import LoRAConfig, add_lora, base_info, merge_lora, n_adapter_params, save_adapter
+from xomni.pipeline import Pipeline
+from xomni.tokenizer.images import load_split
+from xomni.train import TrainConfig, run_training, seed_everything
 from xomni.utils import log
 
 
@@ -40,7 +46,6 @@ class LoRATrainConfig:
     val_n: int = field(64, help="Validation grids for the periodic val loss (0 = none; needs a val split).")
 
     def check(self, where: str = "") -> "LoRATrainConfig":
-        from xomni.config import in_range
         in_range(self, "config", "t2i_ratio", 0, 1)
         in_range(self, "config", "uncond_prob", 0, 1, hi_open=True)
         in_range(self, "config", "caption_loss_weight", 0, lo_open=True)
@@ -52,12 +57,6 @@ class LoRATrainConfig:
 
 
 def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resume: str | None = None) -> dict:
-    from xomni.ar.train import build_loss_fn
-    from xomni.ar.trainer import token_cache, val_loss
-    from xomni.ar.vocab import training_length
-    from xomni.lora.adapter import add_lora, base_info, n_adapter_params, save_adapter
-    from xomni.pipeline import Pipeline
-    from xomni.train import run_training, seed_everything
     t0 = time.time()
     cfg.check()
     if cfg.train.num_threads:
@@ -111,10 +110,6 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
 def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | None, t0: float) -> dict:
     """A decoder adapter: the pipeline's tokenizer encodes the images once (codes cached under OUT/), the decoder
     learns to denoise them from their codes (xomni.decoder.trainer's loss)."""
-    from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
-    from xomni.lora.adapter import add_lora, base_info, n_adapter_params, save_adapter
-    from xomni.tokenizer.images import load_split
-    from xomni.train import run_training, seed_everything
     out = Path(cfg.train.out_dir)
     dec = pipe.decoder
     images = load_split(data, "train", tuple(dec.config.image_size), 0, desc="load train")
@@ -142,8 +137,6 @@ def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | Non
 
 def merge_main(model_dir: str | None, lora: str, out: str, dtype: str = "float32") -> dict:
     """Load `model_dir` + adapter, bake the adapter in, save a full pipeline directory."""
-    from xomni.lora.adapter import merge_lora
-    from xomni.pipeline import Pipeline
     pipe = Pipeline.from_pretrained(model_dir, lora=lora)
     src = pipe.index.get("lora") or {}
     for comp in src:

@@ -12,6 +12,8 @@ import torch
 
 from xomni.errors import XomniError
 from xomni.xomni_arch.config import FORMAT, MANIFEST, XOmniARConfig
+from xomni.xomni_arch.model import XOmniAR
+from xomni.xomni_arch.vision import SigLIPVQ, XOmniFluxDecoder
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -50,8 +52,6 @@ def _cast(module: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module
 def load_ar(path: str | Path, dtype: torch.dtype | None = None):
     """The XOmniAR of a converted directory (eval mode)."""
     from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
-
-    from xomni.xomni_arch.model import XOmniAR
     man = read_manifest(path)
     cfg = XOmniARConfig.from_dict(man["ar"], "xomni.json ar")
     with torch.device("meta"):
@@ -65,7 +65,6 @@ def load_ar(path: str | Path, dtype: torch.dtype | None = None):
 
 
 def load_vq(path: str | Path, dtype: torch.dtype | None = None):
-    from xomni.xomni_arch.vision import SigLIPVQ
     man = read_manifest(path)
     if not man.get("vq"):
         raise XomniError(f"{path} holds no SigLIP-VQ quantiser (the source had no vision_config)")
@@ -77,7 +76,6 @@ def load_vq(path: str | Path, dtype: torch.dtype | None = None):
 
 def load_decoder(path: str | Path, dtype: torch.dtype | None = None):
     """The FLUX transformer (diffusers' FluxTransformer2DModel) with its SigLIP adapter."""
-    from xomni.xomni_arch.vision import XOmniFluxDecoder
     man = read_manifest(path)
     d = man.get("decoder")
     if not d:

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from xomni.errors import XomniError
+
 
 class VQResBlock(nn.Module):
     def __init__(self, channels: int, groups: int = 32):
@@ -79,7 +81,6 @@ class XOmniFluxDecoder(nn.Module):
         """`hidden_states`: packed latents [B, N, in_channels]; `siglip_features`: [B, N, siglip_channels] (one
         per packed latent token); other arguments as FluxTransformer2DModel.forward."""
         if siglip_features.shape[:2] != hidden_states.shape[:2]:
-            from xomni.errors import XomniError
             raise XomniError(f"siglip_features {list(siglip_features.shape)} must have one row per latent token "
                              f"{list(hidden_states.shape[:2])}")
         cond = self.siglip_proj(siglip_features.to(self.siglip_proj.weight.dtype))
