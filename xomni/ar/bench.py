@@ -1,4 +1,4 @@
-"""`xomni bench matmul | memory | sample | generate`: machine baselines, and the speed of each sampling path (eager,
+"""`xomni bench matmul | bandwidth | sample | generate`: machine baselines, and the speed of each sampling path (eager,
 speculative Jacobi decoding, compiled) against transformers' generate."""
 from __future__ import annotations
 
@@ -246,8 +246,8 @@ def register_bench(apps: dict) -> None:
         emit_json({"n": n, "threads": torch.get_num_threads(), "fp32_gflops": matmul_gflops(n),
                    "bf16_gflops": matmul_gflops(n, dtype=torch.bfloat16)}, json_path)
 
-    @bench.command("memory")
-    def bench_memory(json_path: Optional[str] = JsonOpt):
+    @bench.command("bandwidth")
+    def bench_bandwidth(json_path: Optional[str] = JsonOpt):
         """Memory read bandwidth (GB/s) at working sets around the model sizes: decoding is bound by it."""
         emit_json({f"read_gb_per_s_{m}mib": read_bandwidth_gbs(m) for m in (16, 64, 256)}, json_path)
 
