@@ -458,3 +458,29 @@ def test_compare_helpers(tmp_path):
     from xomni.metrics.fid import fid_from_features  # the n x n shortcut is the full d x d formula
     for fake in (near, far, near[:5]):
         assert fid_with_ci(real, fake, n_boot=0)["fid"] == pytest.approx(fid_from_features(real, fake), rel=1e-5, abs=1e-5)
+
+
+def test_reuse_sft_rows_checks_the_conditions(tmp_path):
+    """`xomni eval rl --reuse-sft`: the SFT rows of an earlier compare.json come back only when targets, seed, N,
+    rewards and sampling match, and when the judge / FID columns asked for are there; otherwise one clear error."""
+    from xomni.rl.compare import reused_sft_rows
+    row = {"exact_match": 0.5, "compliance": {"overall": 1.0}}
+    samp = {"temperature": 0.55, "top_k": 0, "top_p": 1.0, "min_p": 0.03, "cfg_scale": 1.0}
+    old = {"n_targets": 3, "targets_sha256": "abc", "seed": 0, "best_of": 8, "reward_weights": {"ocr": 1.0},
+           "sampling": {"SFT": samp}, "conditions": {"SFT, 1 sample": row, "SFT, best-of-8": row,
+                                                     "SFT+GRPO, 1 sample": {"exact_match": 0.9}}}
+    f = tmp_path / "compare.json"
+    f.write_text(json.dumps(old))
+    args = dict(n_targets=3, targets_sha="abc", seed=0, best_of=8, rewards={"ocr": 1.0}, sampling=samp,
+                judge="J", reference=None, n_ref=512)
+    assert reused_sft_rows(str(f), **args) == {"SFT, 1 sample": row, "SFT, best-of-8": row}
+    for key, value, what in [("targets_sha", "abd", "targets"), ("seed", 1, "seed"), ("best_of", 4, "best_of"),
+                             ("rewards", {"ocr": 0.5}, "reward_weights"), ("sampling", {**samp, "min_p": 0.0},
+                                                                           "SFT sampling")]:
+        with pytest.raises(XomniError, match=f"{what}.* differs"):
+            reused_sft_rows(str(f), **{**args, key: value})
+    with pytest.raises(XomniError, match="no FID"):
+        reused_sft_rows(str(f), **{**args, "reference": "DATA"})
+    f.write_text("{not json")
+    with pytest.raises(XomniError, match="not a compare.json"):
+        reused_sft_rows(str(f), **args)

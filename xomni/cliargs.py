@@ -247,6 +247,14 @@ def SeedOpt(default: int = 0, help: str = "Random seed."):
     return typer.Option(default, "--seed", help=f"{help} 0..2^63-1.", callback=_cb(check_seed))
 
 
+def BatchSizeOpt(what: str, default: int = 16):
+    return typer.Option(default, "--batch-size", help=f"{what}, 1..1024.", callback=IntRange("--batch-size", 1, 1024))
+
+
+def BatchesOpt(default: int):
+    return typer.Option(default, "--batches", help="Timed batches, 1..1000.", callback=IntRange("--batches", 1, 1000))
+
+
 def OverwriteOpt(what: str = "the output"):
     return typer.Option(False, "--overwrite", help=f"Replace {what} when it already holds something (the new "
                                                    "output is written aside and swapped in only when complete).")

@@ -184,43 +184,35 @@ def run_recipe(cfg: RecipeConfig, out: str | Path, command: str) -> dict:
     results: dict[str, dict] = {}
     n_st = 6 if cfg.rl.train.steps > 0 else 5
 
-    # stages skipped because their result exists get no entry here (see train_wall_s for their training time)
-    # 1. data
-    data = out / "data"
-    t = time.time()
-    if not (data / "dataset.json").is_file():
-        log(f"[recipe] 1/{n_st} data: rendering {cfg.n_train} training images (+ val/test) -> {data}")
+    def stage(key: str, i: int, what: str, done: Path, train) -> None:
+        """One stage, skipped when its result exists (a rerun continues where it stopped; skipped stages get no
+        time here, see train_wall_s for their training time)."""
+        if done.is_file():
+            return
+        log(f"[recipe] {i}/{n_st} {what}")
+        t = time.time()
+        res = train()
+        if res is not None:
+            results[key] = res
+        times[f"{key}_s"] = time.time() - t
+
+    def render() -> None:  # the dataset is on disk; its dataset.json is not a result
         synth(str(data), cfg.n_train, seed=cfg.data_seed, preset=cfg.data_preset, split="all", command=command)
-        times["data_s"] = time.time() - t
 
-    # 2. tokenizer
-    tok = out / "tokenizer"
-    t = time.time()
-    if not (tok / "final" / "model.safetensors").is_file():
-        log(f"[recipe] 2/{n_st} image tokenizer")
-        c = dataclasses.replace(cfg.tokenizer, data=str(data),
-                                train=dataclasses.replace(cfg.tokenizer.train, out_dir=str(tok)))
-        results["tokenizer"] = train_tokenizer(c, resume="auto")
-        times["tokenizer_s"] = time.time() - t
-
-    # 3. decoder
-    dec = out / "decoder"
-    t = time.time()
-    if not (dec / "final" / "model.safetensors").is_file():
-        log(f"[recipe] 3/{n_st} diffusion decoder")
-        c = dataclasses.replace(cfg.decoder, data=str(data), tokenizer=str(tok / "final"),
-                                train=dataclasses.replace(cfg.decoder.train, out_dir=str(dec)))
-        results["decoder"] = train_decoder(c, resume="auto")
-        times["decoder_s"] = time.time() - t
-
-    # 4. AR
-    ar = out / "ar"
-    t = time.time()
-    if not (ar / "final" / "model.safetensors").is_file():
-        log(f"[recipe] 4/{n_st} unified AR model (SFT)")
-        c = dataclasses.replace(cfg.ar, train=dataclasses.replace(cfg.ar.train, out_dir=str(ar)))
-        results["ar"] = train_ar_main(c, str(data), str(tok / "final"), resume="auto")
-        times["ar_s"] = time.time() - t
+    data, tok, dec, ar = out / "data", out / "tokenizer", out / "decoder", out / "ar"
+    stage("data", 1, f"data: rendering {cfg.n_train} training images (+ val/test) -> {data}", data / "dataset.json",
+          render)
+    stage("tokenizer", 2, "image tokenizer", tok / "final" / "model.safetensors",
+          lambda: train_tokenizer(dataclasses.replace(
+              cfg.tokenizer, data=str(data), train=dataclasses.replace(cfg.tokenizer.train, out_dir=str(tok))),
+              resume="auto"))
+    stage("decoder", 3, "diffusion decoder", dec / "final" / "model.safetensors",
+          lambda: train_decoder(dataclasses.replace(
+              cfg.decoder, data=str(data), tokenizer=str(tok / "final"),
+              train=dataclasses.replace(cfg.decoder.train, out_dir=str(dec))), resume="auto"))
+    stage("ar", 4, "unified AR model (SFT)", ar / "final" / "model.safetensors",
+          lambda: train_ar_main(dataclasses.replace(cfg.ar, train=dataclasses.replace(cfg.ar.train, out_dir=str(ar))),
+                                str(data), str(tok / "final"), resume="auto"))
 
     # 5. assemble, choose the default temperature on val, evaluate on test
     log(f"[recipe] 5/{n_st} assemble the pipeline, choose its temperature on val and evaluate on test")

@@ -21,18 +21,27 @@ ResumeOpt = typer.Option(None, "--resume", help="'auto' (latest checkpoint in th
                          callback=lambda v: v if v in (None, "auto") else check_in_path(v, "--resume"))
 InitOpt = typer.Option(None, "--init", help="Start from the weights of a trained model directory.",
                        callback=_cb(check_in_path, "--init"))
-HelpConfigOpt = typer.Option(False, "--help-config", help="List every config field with its default and help.")
+
+
+def HelpConfigOpt(cls: type):
+    """--help-config: list every field of `cls` with its default and help, then exit (before any other check)."""
+    def show(value: bool) -> bool:
+        if value:
+            print_config_help(cls)
+            raise typer.Exit()
+        return value
+    return typer.Option(False, "--help-config", help="List every config field with its default and help, and exit.",
+                        is_eager=True, callback=show)
+
+
 JsonOpt = cliargs.JsonOpt
 
 
 def run_trainer_cli(cls: type, train_fn, config: Optional[str], sets: Optional[List[str]], out: Optional[str],
-                    resume: Optional[str], init: Optional[str], help_config: bool, json_path: Optional[str],
+                    resume: Optional[str], init: Optional[str], json_path: Optional[str],
                     base: dict | None = None) -> None:
-    """The body of a `xomni train STAGE` command: --help-config, or build the config (defaults <- base <- YAML <-
-    --set <- --out), run `train_fn(cfg, resume=, init=)` and print its JSON result (rank 0 only under torchrun)."""
-    if help_config:
-        print_config_help(cls)
-        return
+    """The body of a `xomni train STAGE` command: build the config (defaults <- base <- YAML <- --set <- --out), run
+    `train_fn(cfg, resume=, init=)` and print its JSON result (rank 0 only under torchrun)."""
     cfg = trainer_config(cls, config, sets, out, base=base)
     check_before_training(cfg, resume)
     res = train_fn(cfg, resume=resume, init=init)

@@ -11,7 +11,7 @@ from xomni.ar.trainer import train_ar_main
 from xomni.cliargs import IntRange, check_in_path
 from xomni.errors import XomniError
 from xomni.train_cli import (ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt,
-                             check_before_training, print_config_help, trainer_config)
+                             check_before_training, trainer_config)
 from xomni.utils import emit_json
 
 
@@ -22,12 +22,9 @@ def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (s
              resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
              val_n: int = typer.Option(256, "--val-n", help="Validation grids for the periodic val loss (>= 1).",
                                        callback=IntRange("--val-n", 1)),
-             help_config: bool = HelpConfigOpt,
+             help_config: bool = HelpConfigOpt(ARTrainConfig),
              json_path: Optional[str] = JsonOpt):
     """Supervised training (SFT) of the unified AR model: text->image and image->text together."""
-    if help_config:
-        print_config_help(ARTrainConfig)
-        return
     if not data or not tokenizer:
         raise XomniError("train ar needs --data DIR and --tokenizer DIR")
     cfg = trainer_config(ARTrainConfig, config, set_, out)

@@ -265,21 +265,15 @@ class SignText:
     def k_price(self, rng) -> str:
         c, pat = self.chars, _pick(rng, PRICE_PATTERNS)
         cents = c.draw(rng, "D", 2)
-        if pat == "$d.dd":
-            return f"${c.number(rng, 1, zero=True)}.{cents}"
-        if pat == "$d":
-            return "$" + c.number(rng, rng.randint(1, 3))
-        if pat == "$dd.dd":
-            return f"${c.number(rng, 2)}.{cents}"
-        if pat == "$d,ddd":
-            return f"${c.number(rng, 1)},{c.draw(rng, 'D', 3)}"
-        if pat == "d.dd":
-            return f"{c.number(rng, 1, zero=True)}.{cents}"
-        if pat == "d%":
-            return c.number(rng, rng.randint(1, 2)) + "%"
-        if pat == "-d%":
-            return "-" + c.number(rng, rng.randint(1, 2)) + "%"
-        return f"{c.number(rng, 2)}.{c.draw(rng, 'D')}%"
+        make = {"$d.dd": lambda: f"${c.number(rng, 1, zero=True)}.{cents}",
+                "$d": lambda: "$" + c.number(rng, rng.randint(1, 3)),
+                "$dd.dd": lambda: f"${c.number(rng, 2)}.{cents}",
+                "$d,ddd": lambda: f"${c.number(rng, 1)},{c.draw(rng, 'D', 3)}",
+                "d.dd": lambda: f"{c.number(rng, 1, zero=True)}.{cents}",
+                "d%": lambda: c.number(rng, rng.randint(1, 2)) + "%",
+                "-d%": lambda: "-" + c.number(rng, rng.randint(1, 2)) + "%",
+                "dd.d%": lambda: f"{c.number(rng, 2)}.{c.draw(rng, 'D')}%"}
+        return make[pat]()
 
     def k_code(self, rng) -> str:
         pat = _pick(rng, CODE_PATTERNS)
@@ -292,21 +286,15 @@ class SignText:
     def _code(self, rng, pat: str) -> str:
         c = self.chars
         digits = (lambda lo, hi: c.draw(rng, "D", rng.randint(lo, hi)))  # codes keep leading zeros ("A-07")
-        if pat == "LD":
-            return c.draw(rng, "C") + digits(1, 3)
-        if pat == "DL":
-            return digits(1, 3) + c.draw(rng, "C")
-        if pat == "L-D":
-            return c.draw(rng, "C") + "-" + digits(1, 2)
-        if pat == "LL-D":
-            return c.draw(rng, "C", rng.randint(2, 3)) + "-" + digits(2, 4)
-        if pat == "LLD":
-            return c.draw(rng, "C", 2) + digits(2, 3)
-        if pat == "LDLD":
-            return c.draw(rng, "C") + c.draw(rng, "D") + c.draw(rng, "C") + c.draw(rng, "D")
-        if pat == "LD-LD":
-            return c.draw(rng, "C") + c.draw(rng, "D") + "-" + c.draw(rng, "C") + c.draw(rng, "D")
-        return c.draw(rng, "C", rng.randint(3, 4))
+        make = {"LD": lambda: c.draw(rng, "C") + digits(1, 3),
+                "DL": lambda: digits(1, 3) + c.draw(rng, "C"),
+                "L-D": lambda: c.draw(rng, "C") + "-" + digits(1, 2),
+                "LL-D": lambda: c.draw(rng, "C", rng.randint(2, 3)) + "-" + digits(2, 4),
+                "LLD": lambda: c.draw(rng, "C", 2) + digits(2, 3),
+                "LDLD": lambda: c.draw(rng, "C") + c.draw(rng, "D") + c.draw(rng, "C") + c.draw(rng, "D"),
+                "LD-LD": lambda: c.draw(rng, "C") + c.draw(rng, "D") + "-" + c.draw(rng, "C") + c.draw(rng, "D"),
+                "LLL": lambda: c.draw(rng, "C", rng.randint(3, 4))}
+        return make[pat]()
 
     def k_phrase(self, rng) -> str:
         pat, case = _pick(rng, PHRASE_PATTERNS), _pick(rng, PHRASE_CASES)

@@ -5,8 +5,8 @@ from typing import List, Optional
 
 import typer
 
-from xomni.cliargs import (FloatRange, IntRange, OverwriteOpt, SeedOpt, ThreadsOpt, _cb, check_in_path, check_out_dir,
-                           check_split)
+from xomni.cliargs import (BatchesOpt, BatchSizeOpt, FloatRange, IntRange, OverwriteOpt, SeedOpt, ThreadsOpt, _cb,
+                           check_in_path, check_out_dir, check_split)
 from xomni.decoder.config import TRAIN_DEFAULTS, DecoderTrainConfig
 from xomni.decoder.reconstruct import reconstruct
 from xomni.decoder.trainer import bench_decoder, train_decoder
@@ -19,22 +19,21 @@ def train_decoder_cmd(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Trained tokenizer directory."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset directory."),
     config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
-    resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt, help_config: bool = HelpConfigOpt,
+    resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
+    help_config: bool = HelpConfigOpt(DecoderTrainConfig),
     json_path: Optional[str] = JsonOpt,
 ):
     """Train the diffusion decoder (token grid -> pixels, flow matching); JSON with a val OCR check at the end."""
     sets = list(set_ or []) + ([f"data={data}"] if data else []) + ([f"tokenizer={tokenizer}"] if tokenizer else [])
-    run_trainer_cli(DecoderTrainConfig, train_decoder, config, sets, out, resume, init, help_config, json_path,
+    run_trainer_cli(DecoderTrainConfig, train_decoder, config, sets, out, resume, init, json_path,
                     base={"train": dict(TRAIN_DEFAULTS)})
 
 
 def bench_decoder_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Decoder directory (default: untrained default).",
                                         callback=_cb(check_in_path, "--model")),
-    batch_size: int = typer.Option(16, "--batch-size", help="Token grids per decode call, 1..1024.",
-                                   callback=IntRange("--batch-size", 1, 1024)),
-    n_batches: int = typer.Option(2, "--batches", help="Timed batches, 1..1000.",
-                                  callback=IntRange("--batches", 1, 1000)),
+    batch_size: int = BatchSizeOpt("Token grids per decode call"),
+    n_batches: int = BatchesOpt(2),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps, 1..1000 (default: the model's).",
                                         callback=IntRange("--steps", 1, 1000)),
     threads: int = ThreadsOpt,
@@ -62,8 +61,7 @@ def reconstruct_cmd(
                                                                         "decoder's; 1 = pure noise).",
                                              callback=FloatRange("--strength", 0, 1, lo_open=True)),
     seed: int = SeedOpt(0, "Noise seed."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per batch, 1..1024.",
-                                   callback=IntRange("--batch-size", 1, 1024)),
+    batch_size: int = BatchSizeOpt("Images per batch"),
     threads: int = ThreadsOpt,
     overwrite: bool = OverwriteOpt("a non-empty --out"),
     json_path: Optional[str] = JsonOpt,

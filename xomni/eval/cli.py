@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from xomni.cliargs import (MAX_IMAGES, FloatRange, IntRange, PerImageOpt, SeedOpt, _cb, check_in_file, check_in_path,
+from xomni.cliargs import (MAX_IMAGES, BatchSizeOpt, FloatRange, IntRange, PerImageOpt, SeedOpt, _cb, check_in_file, check_in_path,
                            check_out_dir, check_split, max_threads)
 from xomni.errors import XomniError
 from xomni.eval.captioning import evaluate_captions
@@ -23,7 +23,7 @@ from xomni.metrics.ocr import check_region_fits, resolve_region
 from xomni.metrics.ocrbench import bench_ocr
 from xomni.metrics.text import pairs_from_images, score_items, write_per_image
 from xomni.pipeline import default_model_dir
-from xomni.train_cli import JsonOpt, check_before_training, print_config_help, trainer_config
+from xomni.train_cli import HelpConfigOpt, JsonOpt, check_before_training, trainer_config
 from xomni.utils import emit_json, log
 
 SplitOpt = typer.Option(None, "--split", help="Split of a dataset root.", callback=_cb(check_split))
@@ -189,8 +189,7 @@ def register(apps: dict) -> None:
                                         callback=IntRange("--n", 2)),
         inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Local InceptionV3 "
                                                         "weights (torchvision-style state dict or TorchScript)."),
-        batch_size: int = typer.Option(16, "--batch-size", help="Feature batch size, 1..1024.",
-                                       callback=IntRange("--batch-size", 1, 1024)),
+        batch_size: int = BatchSizeOpt("Feature batch size"),
         json_path: Optional[str] = JsonOpt,
     ):
         """Fréchet distance between feature sets (EfficientNet-Lite0 features by default)."""
@@ -204,8 +203,7 @@ def register(apps: dict) -> None:
                               callback=IntRange("--n", 2)),
         blur: str = typer.Option("1,3", "--blur", help="Gaussian blur radii (px) for the blurred-test rows."),
         inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Local InceptionV3 weights."),
-        batch_size: int = typer.Option(16, "--batch-size", help="Feature batch size, 1..1024.",
-                                       callback=IntRange("--batch-size", 1, 1024)),
+        batch_size: int = BatchSizeOpt("Feature batch size"),
         check_torchmetrics: bool = typer.Option(False, "--check-torchmetrics", help="Also compute FID(val, test) "
                                                 "with torchmetrics on the same features (dev dependency)."),
         json_path: Optional[str] = JsonOpt,
@@ -274,13 +272,10 @@ def register(apps: dict) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Sets train.seed (init + data order): a different "
                                            "seed gives an independent judge, e.g. one for RL rewards.",
                                            callback=IntRange("--seed", 0, 2 ** 32 - 1)),
-        help_config: bool = typer.Option(False, "--help-config", help="List every config field and exit."),
+        help_config: bool = HelpConfigOpt(JudgeConfig),
         json_path: Optional[str] = JsonOpt,
     ):
         """Train the compliance judge on ground-truth renders (use --set train.seed=N for an independent one)."""
-        if help_config:
-            print_config_help(JudgeConfig)
-            return
         extra = ([f"data={data}"] if data else []) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = trainer_config(JudgeConfig, config, (sets or []) + extra, out, base=base_config())
         check_before_training(cfg, resume)

@@ -14,7 +14,7 @@ from xomni.lora.fontpack import register_fontpack
 from xomni.lora.train import LoRATrainConfig, merge_main, train_lora_main
 from xomni.train import dist_info
 from xomni.train_cli import (ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, check_before_training,
-                             print_config_help, trainer_config)
+                             trainer_config)
 from xomni.utils import emit_json
 
 
@@ -45,12 +45,9 @@ def train_lora(model: Optional[str] = typer.Option(None, "--model", help="Pipeli
                targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated module names that get "
                                                      "an adapter (sets lora.targets), e.g. q_proj,v_proj."),
                config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
-               resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt,
+               resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt(LoRATrainConfig),
                json_path: Optional[str] = JsonOpt):
     """LoRA fine-tuning of a pipeline's AR model (base weights frozen); OUT/final is the adapter."""
-    if help_config:
-        print_config_help(LoRATrainConfig)
-        return
     if not data:
         raise XomniError("train lora needs --data DIR")
     check_in_path(data, "--data")

@@ -16,8 +16,7 @@ from xomni.rl.config import RLConfig, base_config, load_rl_config, load_run_conf
 from xomni.rl.rewards import build_reward_set
 from xomni.rl.snr import measure
 from xomni.rl.trainer import train_rl as run_rl
-from xomni.train_cli import (ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, check_before_training,
-                             print_config_help)
+from xomni.train_cli import (ConfigOpt, HelpConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, check_before_training)
 from xomni.utils import emit_json
 
 
@@ -26,12 +25,9 @@ def train_rl(model: Optional[str] = typer.Option(None, "--model", help="SFT pipe
              prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file, one prompt per line."),
              data: Optional[str] = typer.Option(None, "--data", help="Dataset directory: prompts are its captions."),
              config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
-             resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt,
+             resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt(RLConfig),
              json_path: Optional[str] = JsonOpt):
     """GRPO on the AR policy with OCR / alignment / aesthetic rewards (X-Omni's RL stage)."""
-    if help_config:
-        print_config_help(RLConfig)
-        return
     sets = list(set_ or [])
     for key, val in (("model", model), ("prompts", prompts), ("data", data)):
         if val:
@@ -80,10 +76,14 @@ def eval_rl(sft: str = typer.Option(..., "--sft", help="SFT pipeline directory (
             judge: Optional[str] = typer.Option(None, "--judge", help="Evaluation judge for compliance (optional)."),
             rest: Optional[str] = typer.Option(None, "--rest", help="ReST run directory (xomni train rl --set "
                                                "algo=rest) or pipeline: adds its one-sample row (the control)."),
+            reuse_sft: Optional[str] = typer.Option(None, "--reuse-sft", help="compare.json of an earlier run of "
+                                                    "this command from the same start: its SFT rows are reused "
+                                                    "(targets, seed, N, rewards and sampling are checked)."),
             json_path: Optional[str] = JsonOpt):
     """RL reproduction table: SFT and SFT+GRPO, 1 sample and best-of-N (Tesseract, RapidOCR, reward, FID), HTML."""
     emit_json(compare(sft, rl, targets, out, best_of=best_of, reward_config=reward_config, seed=seed,
-                      reference=reference, split=split, n_ref=n_ref, judge=judge, rest=rest), json_path)
+                      reference=reference, split=split, n_ref=n_ref, judge=judge, rest=rest,
+                      reuse_sft=reuse_sft), json_path)
 
 
 def bench_rl(model: str = typer.Option("xomni/pretrained/mini", "--model", help="Pipeline directory (the policy)."),

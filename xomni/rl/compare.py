@@ -14,6 +14,7 @@ paper's Fig. 2b); note that the training curve is on training prompts, the level
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 from pathlib import Path
@@ -121,10 +122,12 @@ def _mean_ci(values, n_boot: int = 1000, seed: int = 0) -> list[float]:
 
 def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, reward_config: str | None = None,
             seed: int = 0, reference: str | None = None, split: str | None = "test", n_ref: int = 512,
-            judge: str | None = None, n_boot_fid: int = 200, rest: str | None = None) -> dict:
+            judge: str | None = None, n_boot_fid: int = 200, rest: str | None = None,
+            reuse_sft: str | None = None) -> dict:
     if best_of < 2:
         raise XomniError(f"--best-of must be >= 2 for the comparison, got {best_of}")
     targets = read_targets(targets_file)
+    targets_sha = hashlib.sha256("\n".join(targets).encode()).hexdigest()
     rl_dir, rl_log = resolve_rl(rl)
     pipes = {"SFT": load_pipeline(sft), "SFT+GRPO": load_pipeline(str(rl_dir))}
     rest_dir = resolve_rl(rest)[0] if rest else None
@@ -145,18 +148,25 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
         src = ImageSource(reference, split=split)
         extractor, _ = get_extractor()
         real_feats, _ = extract([src[i] for i in range(min(n_ref, len(src)))], extractor, 16, "reference")
+    rows, grids = {}, {}
+    if reuse_sft:
+        rows.update(reused_sft_rows(reuse_sft, len(targets), targets_sha, seed, best_of, dict(rcfg.rewards),
+                                    _sampling(pipes["SFT"]), judge, reference, n_ref))
     od = Path(out)
     (od / "img").mkdir(parents=True, exist_ok=True)
-    rows, grids = {}, {}
     for name, pipe in pipes.items():
         for n in ((1,) if name == "SFT+ReST" else (1, best_of)):
             label = f"{name}, " + ("1 sample" if n == 1 else f"best-of-{n}")
+            if label in rows:
+                continue
             log(f"[eval rl] {label} on {len(targets)} prompts ...")
             res, images = run_condition(pipe, targets, n, rc, seed, jd, real_feats, extractor, n_boot_fid)
             rows[label] = res
             grids[label] = _grid(images[:16], od / "img" / f"{safe_name(label)}.png")
     curve = reward_curve(rl_log) if rl_log else []
-    result = {"sft": sft, "rl": str(rl_dir), "targets": targets_file, "n_targets": len(targets), "seed": seed,
+    result = {"sft": sft, "rl": str(rl_dir), "targets": targets_file, "n_targets": len(targets),
+              "targets_sha256": targets_sha, "seed": seed, "judge": judge, "reference": reference,
+              "n_ref": n_ref if reference else None, "sft_rows_from": reuse_sft,
               "best_of": best_of, "reward_weights": dict(rcfg.rewards), "reward_config": rc,
               "sampling": {k: _sampling(p) for k, p in pipes.items()}, "conditions": rows,
               "rl_steps": curve[-1][0] if curve else None, "rest": str(rest_dir) if rest_dir else None,
@@ -180,6 +190,39 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     result["report"] = str(od / "index.html")
     log(f"report: {od / 'index.html'}")
     return result
+
+
+def reused_sft_rows(path: str, n_targets: int, targets_sha: str, seed: int, best_of: int, rewards: dict,
+                    sampling: dict, judge: str | None, reference: str | None, n_ref: int) -> dict:
+    """The SFT rows of an earlier compare.json, when it was made under the same conditions (targets, seed, N,
+    reward weights, the SFT model's sampling, and judge / FID columns when asked for): the SFT side of the table
+    does not change between RL runs from the same start, and its best-of-N is the costliest row."""
+    try:
+        old = json.loads(Path(path).read_text())
+        old_rows = {k: v for k, v in old["conditions"].items() if k.startswith("SFT, ")}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        raise XomniError(f"--reuse-sft {path}: not a compare.json of `xomni eval rl` ({type(e).__name__})") from None
+    checks = [("n_targets", old.get("n_targets"), n_targets), ("seed", old.get("seed"), seed),
+              ("best_of", old.get("best_of"), best_of), ("reward_weights", old.get("reward_weights"), rewards),
+              ("SFT sampling", (old.get("sampling") or {}).get("SFT"), sampling)]
+    if "targets_sha256" in old:
+        checks.append(("targets (sha256)", old["targets_sha256"], targets_sha))
+    if old.get("reference") and reference:
+        checks.append(("n_ref", old.get("n_ref"), n_ref))
+    for what, was, now in checks:
+        if was != now:
+            raise XomniError(f"--reuse-sft {path}: {what} differs ({was!r} there, {now!r} here)")
+    need = ["SFT, 1 sample", f"SFT, best-of-{best_of}"]
+    for label in need:
+        row = old_rows.get(label)
+        if row is None:
+            raise XomniError(f"--reuse-sft {path}: no {label!r} row")
+        if judge and "compliance" not in row:
+            raise XomniError(f"--reuse-sft {path}: its {label!r} row has no compliance (made without --judge)")
+        if reference and "fid" not in row:
+            raise XomniError(f"--reuse-sft {path}: its {label!r} row has no FID (made without --reference)")
+    log(f"[eval rl] SFT rows reused from {path}")
+    return {label: old_rows[label] for label in need}
 
 
 def _sampling(pipe) -> dict:
@@ -234,6 +277,8 @@ def _write_html(result: dict, grids: dict, od: Path, has_curve: bool) -> None:
              f"</code> ({result['rl_steps']} RL steps) &middot; {result['n_targets']} prompts from "
              f"<code>{html.escape(result['targets'])}</code>, seed {result['seed']} &middot; reward weights: {w}</p>",
              html_table(rows, head),
+             (f"<p>SFT rows reused from <code>{html.escape(result['sft_rows_from'])}</code> (same targets, seed, N, "
+              f"rewards and sampling).</p>" if result.get("sft_rows_from") else ""),
              f"<p class=big>GRPO 1 sample {'&ge;' if b['grpo1_ge_sft_best'] else '&lt;'} SFT best-of-"
              f"{result['best_of']} on exact match; GRPO 1 sample minus SFT 1 sample: "
              f"{b['grpo1_minus_sft1_points']:+.1f} points."

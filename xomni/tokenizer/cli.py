@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from xomni.cliargs import IntRange, ThreadsOpt, _cb, check_in_path, check_split
+from xomni.cliargs import BatchesOpt, BatchSizeOpt, IntRange, ThreadsOpt, _cb, check_in_path, check_split
 from xomni.pipeline import default_model_dir
 from xomni.tokenizer.config import TRAIN_DEFAULTS, TokenizerTrainConfig
 from xomni.tokenizer.trainer import bench_tokenizer, eval_tokenizer, train_tokenizer
@@ -16,12 +16,13 @@ from xomni.utils import emit_json, set_threads
 def train_tokenizer_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset directory (sets `data`)."),
     config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
-    resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt, help_config: bool = HelpConfigOpt,
+    resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
+    help_config: bool = HelpConfigOpt(TokenizerTrainConfig),
     json_path: Optional[str] = JsonOpt,
 ):
     """Train the semantic VQ tokenizer (caption-from-codes objective); prints val metrics as JSON at the end."""
     sets = list(set_ or []) + ([f"data={data}"] if data else [])
-    run_trainer_cli(TokenizerTrainConfig, train_tokenizer, config, sets, out, resume, init, help_config, json_path,
+    run_trainer_cli(TokenizerTrainConfig, train_tokenizer, config, sets, out, resume, init, json_path,
                     base={"train": dict(TRAIN_DEFAULTS)})
 
 
@@ -50,10 +51,8 @@ def eval_tokenizer_cmd(
 def bench_tokenizer_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Tokenizer directory (default: untrained default).",
                                         callback=_cb(check_in_path, "--model")),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per encode call, 1..1024.",
-                                   callback=IntRange("--batch-size", 1, 1024)),
-    n_batches: int = typer.Option(8, "--batches", help="Timed batches, 1..1000.",
-                                  callback=IntRange("--batches", 1, 1000)),
+    batch_size: int = BatchSizeOpt("Images per encode call"),
+    n_batches: int = BatchesOpt(8),
     threads: int = ThreadsOpt,
     json_path: Optional[str] = JsonOpt,
 ):
