@@ -7,6 +7,7 @@ from xomni.metrics.longtext import BENCH_EN as LONGTEXT_BENCH_EN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("XOMNI_AUTO_COMPILE", "0")  # no test takes the compiled path unless it asks
 torch.set_num_threads(1)
 
 

@@ -115,4 +115,4 @@ def test_bench_generate_reports_each_path_against_generate():
     assert res["forward_passes_per_image"]["default"] == res["forward_passes_per_image"]["generate"] == n
     assert res["forward_passes_per_image"]["sjd"] <= n
     assert res["latency_p50_s"] == res["paths"]["default"]["latency_p50_s"]
-    assert pipe.sjd_window == 0 and not pipe.compile_sampler  # the pipeline is left as it was
+    assert pipe.sjd_window == 0 and pipe.compile_sampler == "auto"  # the pipeline is left as it was

@@ -329,6 +329,9 @@ CASES = [
     ("bench-sample-repeats-0", ["bench", "sample", "--repeats", "0"], "--repeats must be between", None),
     ("bench-generate-runs-0", ["bench", "generate", "--runs", "0"], "--runs must be between", None),
     ("bench-ocr-n-0", ["bench", "ocr", "--n", "0"], "--n must be between", None),
+    ("compile-batch-sizes-text", ["compile", "--batch-sizes", "1,x"], "--batch-sizes must be comma-separated", None),
+    ("compile-batch-sizes-0", ["compile", "--batch-sizes", "0,4"], "--batch-sizes must be integers in 1..256", None),
+    ("compile-model-missing", ["compile", "--model", "{t}/nope"], "--model not found", "t"),
     ("demo-seed-neg", ["demo", "--seed=-1"], "--seed must be between", None),
     ("demo-out-file", ["demo", "-o", "{t}/afile"], "is a file", "t"),
 ]

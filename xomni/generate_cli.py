@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from xomni.cliargs import (IMAGE_EXTS, MAX_IMAGES, FloatRange, IntRange, JsonOpt, OverwriteOpt, SeedOpt, _cb,
-                           check_in_file, check_in_path, check_out_dir, check_out_file, iter_lines, open_image,
+from xomni.ar.compiled import cache_dir
+from xomni.ar.sampler import build_packages
+from xomni.cliargs import (IMAGE_EXTS, MAX_IMAGES, FloatRange, IntRange, JsonOpt, OverwriteOpt, SeedOpt, ThreadsOpt,
+                           _cb, check_in_file, check_in_path, check_out_dir, check_out_file, iter_lines, open_image,
                            refuse_existing)
 from xomni.data.caption import parse_caption
 from xomni.data.io import write_imagefolder_swap
@@ -16,7 +18,7 @@ from xomni.errors import XomniError
 from xomni.lora.cli import LoraOpt
 from xomni.pipeline import Pipeline
 from xomni.rl.bestofn import best_of_n
-from xomni.utils import atomic_write_bytes, emit_json, image_grid, log, resolve_device
+from xomni.utils import atomic_write_bytes, emit_json, image_grid, log, resolve_device, set_threads
 
 ModelOpt = typer.Option(None, "--model", help="Pipeline directory (default: the bundled mini model).",
                         callback=_cb(check_in_path, "--model"))
@@ -55,10 +57,11 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                                          "pick the best (YAML, RL run dir or RL-tuned pipeline); "
                                                          "default: the model's own RL config, else the RL defaults.",
                                                          callback=_cb(check_in_path, "--reward-config")),
-             compile: bool = typer.Option(False, "--compile", help="Run the AR sampler's token step as one "
-                                          "compiled graph: faster once compiled, but the first call per batch size "
-                                          "compiles (worth it for many prompts, not for one; `xomni bench sample` "
-                                          "measures both, with the compile time)."),
+             compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the AR sampler's "
+                                                    "token step as one compiled graph. Default: where `xomni compile` "
+                                                    "(or an earlier --compile) compiled the same graph on this "
+                                                    "machine; --compile compiles now (tens of seconds per batch "
+                                                    "size), --no-compile never."),
              batch: int = typer.Option(8, "--batch", help="--prompts: prompts per generation call (x --n images).",
                                        callback=IntRange("--batch", 1, 256)),
              overwrite: bool = OverwriteOpt("the --prompts output directory"),
@@ -87,7 +90,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     hw = _parse_size(size)
     dev = resolve_device(device)
     pipe = Pipeline.from_pretrained(model, lora=lora).to(dev)
-    pipe.compile_sampler = compile
+    pipe.compile_sampler = "auto" if compile is None else compile
     if hw is not None:
         want = tuple(pipe.image_tokenizer.config.image_size)
         if hw != want:
@@ -188,6 +191,33 @@ def caption(image: str = typer.Argument(..., help="Image file (any size; resized
 
 
 
+def compile_cmd(model: Optional[str] = ModelOpt,
+                batch_sizes: str = typer.Option("1,4,8,16", "--batch-sizes", help="Comma-separated batch sizes "
+                                                "(images per sampler call) to compile, each 1..256."),
+                threads: int = ThreadsOpt,
+                json_path: Optional[str] = JsonOpt):
+    """Compile the AR sampler's token step once on this machine (AOTInductor packages, one per batch size and cache
+    length, in ~/.cache/xomni/compile): later `generate`, `eval` and `serve` runs load them instead of sampling
+    eagerly, without a compile wait."""
+    try:
+        sizes = sorted({int(v) for v in batch_sizes.split(",") if v.strip()})
+    except ValueError:
+        raise XomniError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > 256:
+        raise XomniError(f"--batch-sizes must be integers in 1..256, got {batch_sizes!r}")
+    set_threads(threads)
+    pipe = Pipeline.from_pretrained(model)
+    t0 = time.time()
+    try:
+        rows = build_packages(pipe.ar, pipe.grid, pipe.sampling_config(), sizes, progress=lambda r: log(
+            f"[compile] batch {r['batch']}, cache {r['cache_length']}: {r['seconds']:.0f} s, {r['mb']} MB"))
+    except OSError as e:
+        raise XomniError(f"cannot write the compiled sampler to {cache_dir()}: {e}") from None
+    emit_json({"model": str(pipe.path), "cache_dir": str(cache_dir()), "packages": rows,
+               "seconds": round(time.time() - t0, 1)}, json_path)
+
+
 def register(apps: dict) -> None:
     apps["root"].command("generate")(generate)
+    apps["root"].command("compile")(compile_cmd)
     apps["root"].command("caption")(caption)

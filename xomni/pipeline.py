@@ -86,9 +86,10 @@ class Pipeline:
         self.text_tokenizer, self.image_tokenizer, self.ar, self.decoder = text_tokenizer, image_tokenizer, ar, decoder
         self.index = dict(index or {})
         self.path = Path(path) if path else None
-        # True: the AR sampler runs each token step as one compiled graph (xomni.ar.compiled; `xomni generate
-        # --compile`): faster per image once compiled, but the first call per batch size compiles (~30 s on 2 cores)
-        self.compile_sampler = False
+        # True: the AR sampler runs each token step as one compiled graph (xomni.ar.compiled): faster per image once
+        # compiled, but the first call per batch size compiles (tens of seconds). "auto": only graphs this machine
+        # compiled before (`xomni compile`); False: never
+        self.compile_sampler: bool | str = "auto"
         # > 0: speculative Jacobi decoding with this many drafts per pass (xomni.ar.sjd): the same distribution in
         # fewer forward passes, other tokens than the plain sampler for the same seed
         self.sjd_window = 0

@@ -1,4 +1,4 @@
-"""The compiled decode steps (opt-in: `sample_images(..., compile=True)`, `xomni generate --compile`).
+"""The compiled decode steps (`sample_images(..., compile=True)`; by default where this machine compiled before).
 
 One `torch.compile` graph per (rows, cache bucket, sampling settings) runs a whole token step: image embedding ->
 layers over the static KV cache (written in place) -> image head -> `process_logits` -> inverse-CDF draw. In eager
@@ -9,16 +9,26 @@ unapplied, hence the per-call patch below. `xomni bench sample` measures both pa
 `freezing` only (not yet measured on a GPU). The speculative sampler's verify pass (xomni.ar.fastdecode.window_step)
 compiles the same way, one graph per (rows, window, cache bucket, sampling settings).
 
-Costs, stated: the first call for a new batch size or cache bucket compiles (tens of seconds on 2 cores; inductor's
-on-disk cache makes later processes faster), and the weights are frozen into the graph, so the step is rebuilt when they
+Costs, stated: the first call for a new batch size or cache bucket compiles (tens of seconds on 2 cores, again in
+every process), and the weights are frozen into the graph, so the step is rebuilt when they
 change (the key holds each parameter's storage and in-place version counter: an optimizer step or load_state_dict
 invalidates it). A failed compile (no C++ compiler, an unsupported op) warns once and the sampler runs eagerly;
 past dynamo's recompile limit (8 graphs per build) the step runs uncompiled, still correct.
+
+Compiled once per machine: `xomni compile` exports the one-token step for given batch sizes and every cache length
+and compiles it ahead of time with AOTInductor into packages in `cache_dir()` (~/.cache/xomni/compile, or
+$XOMNI_CACHE_DIR), keyed by a hash of the weights, torch version, device, sampling settings, rows and cache length.
+`compile="auto"` (what `xomni generate`, `eval` and `serve` pass) loads such a package where one exists and runs
+the eager static cache otherwise: no call waits for a compile unless asked (compile=True).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import types
+from pathlib import Path
 
 import torch
 
@@ -39,6 +49,86 @@ def cache_length(needed: int, max_seq_len: int) -> int:
 
 def _weights_key(model) -> tuple:
     return tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------ compiled once per machine
+def cache_dir() -> Path:
+    """Where compiled step packages live: $XOMNI_CACHE_DIR, else ~/.cache/xomni/compile."""
+    env = os.environ.get("XOMNI_CACHE_DIR")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xomni" / "compile"
+
+
+def _fingerprint(model) -> str:
+    """A hash of the weights' values (cached while they do not change): a package freezes the weights in."""
+    wkey = _weights_key(model)
+    fp = model.__dict__.get("_xomni_fingerprint")
+    if fp is None or fp[0] != wkey:
+        h = hashlib.sha256()
+        for name, t in model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        fp = model.__dict__["_xomni_fingerprint"] = (wkey, h.hexdigest())
+    return fp[1]
+
+
+def package_path(model, sampling: SamplingConfig, rows: int, cache_len: int) -> Path:
+    """The AOTInductor package of the one-token step for these weights, sampling settings, rows and cache length,
+    on this torch version and device."""
+    key = json.dumps([_fingerprint(model), torch.__version__, str(next(model.parameters()).device),
+                      dataclasses.astuple(sampling), rows, cache_len])
+    return cache_dir() / f"step-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt2"
+
+
+def has_package(model, sampling: SamplingConfig, rows: int, cache_len: int) -> bool:
+    """True when `xomni compile` built this step on this machine. XOMNI_AUTO_COMPILE=0 makes it False (the test
+    suite sets it, so that tests choose their sampling path)."""
+    if os.environ.get("XOMNI_AUTO_COMPILE", "1") == "0" or not available(model):
+        return False
+    return package_path(model, sampling, rows, cache_len).is_file()
+
+
+class _StepModule(torch.nn.Module):
+    """The step as a module, for torch.export: the AR model's parameters become the graph's (frozen) constants."""
+
+    def __init__(self, model, step):
+        super().__init__()
+        self.model, self.step = model, step
+
+    def forward(self, codes_R, pos_R, slot, u_B, base_valid_RS, cos_PD, sin_PD, caches):
+        return self.step(codes_R, pos_R, slot, u_B, base_valid_RS, cos_PD, sin_PD, caches)
+
+
+def build_package(model, sampling: SamplingConfig, example_args: tuple) -> Path:
+    """Export the one-token step at the shapes of `example_args` (rows, cache length) and compile it ahead of time
+    with AOTInductor into package_path(...), written atomically. Loading it later takes a fraction of a second,
+    where torch.compile rebuilds the graph in every process (inductor's FX graph cache cannot hold the frozen
+    weights that `freezing` packs for oneDNN)."""
+    rows, cache_len = example_args[0].shape[0], example_args[4].shape[1]
+    path = package_path(model, sampling, rows, cache_len)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device = str(next(model.parameters()).device)
+    opts = _CPU_OPTIONS if device == "cpu" else {"freezing": True}
+    with torch.no_grad():
+        ep = torch.export.export(_StepModule(model, _step_fn(model, sampling, sampling.cfg_on)), example_args)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.pt2")  # AOTInductor wants the .pt2 ending
+    torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp), inductor_configs=dict(opts))
+    os.replace(tmp, path)
+    return path
+
+
+def packaged_step(model, sampling: SamplingConfig, rows: int, cache_len: int):
+    """The loaded package of this step (once per process), or None when there is none."""
+    path = package_path(model, sampling, rows, cache_len)
+    store = model.__dict__.setdefault("_xomni_packages", {})
+    if path not in store:
+        if not path.is_file():
+            return None
+        fn = torch._inductor.aoti_load_package(str(path))
+
+        def run(*args):  # the package assumes its example's (contiguous) strides; a token column is a strided view
+            return fn(*(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args))
+        store[path] = run
+    return store[path]
 
 
 def _step_fn(model, sampling: SamplingConfig, cfg_on: bool):

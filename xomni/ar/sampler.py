@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import time
 from typing import Callable
 
 import torch
@@ -145,12 +146,15 @@ class StaticCacheBackend(Backend):
 class CompiledBackend(StaticCacheBackend):
     """The static cache with each step one compiled graph (xomni.ar.compiled). A graph that fails to build or run
     (no C++ compiler, an op inductor cannot lower) is reported once and the backend goes on eagerly from the cache
-    the graphs wrote: `_run` is the one place that handles it."""
+    the graphs wrote: `_run` is the one place that handles it. The one-token step is the package that
+    `xomni compile` built for these shapes when there is one (compiled.packaged_step), else torch.compile's."""
 
-    def __init__(self, model, sampling, batch, mask_RL, length):
-        super().__init__(model, sampling, batch, mask_RL, compiled.cache_length(length, model.cfg.max_seq_len))
-        self.step = compiled.compiled_step(model, sampling)      # graphs compile on their first call
-        self.window = compiled.compiled_window(model, sampling)
+    def __init__(self, model, sampling, batch, mask_RL, length, package: bool = True):
+        S = compiled.cache_length(length, model.cfg.max_seq_len)
+        super().__init__(model, sampling, batch, mask_RL, S)
+        self.step = ((package and compiled.packaged_step(model, sampling, self.rows, S))
+                     or compiled.compiled_step(model, sampling))
+        self.window = compiled.compiled_window(model, sampling)  # torch.compile's graphs build on their first call
 
     def prefill(self, ids_RL, mask_RL, pos_RL):
         logits = super().prefill(ids_RL, mask_RL, pos_RL)
@@ -186,14 +190,18 @@ class CompiledBackend(StaticCacheBackend):
 
 
 def choose_backend(model, sampling: SamplingConfig, batch: int, mask_RL: torch.Tensor, length: int,
-                   hf_cache: bool = False, compile: bool = False):
+                   hf_cache: bool = False, compile: bool | str = False, sjd: bool = False):
     """The decoding backend for this model and request, chosen once: transformers' cache when asked for or when
-    the static cache cannot read the backbone; the compiled step when asked for and available; else the static
-    cache. `length`: the slots a sequence needs."""
+    the static cache cannot read the backbone; the compiled step when asked for (compile=True) and available, or
+    with compile="auto" when `xomni compile` built its package for these shapes on this machine (plain decoding
+    only: SJD's verify pass has no package); else the static cache. `length`: the slots a sequence needs."""
     if hf_cache or not fastdecode.supports(model):
         return HFCacheBackend(model, sampling, batch)
+    if compile == "auto":
+        S = compiled.cache_length(length, model.cfg.max_seq_len)
+        compile = not sjd and compiled.has_package(model, sampling, mask_RL.shape[0], S)
     if compile and compiled.available(model):
-        return CompiledBackend(model, sampling, batch, mask_RL, length)
+        return CompiledBackend(model, sampling, batch, mask_RL, length, package=compile != "jit")
     return StaticCacheBackend(model, sampling, batch, mask_RL, length)
 
 
@@ -231,13 +239,15 @@ def _decode_tokens(backend, logits_RV: torch.Tensor, N: int, generator, stream: 
 def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampling: SamplingConfig,
                   generator: torch.Generator | None = None,
                   callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
-                  hf_cache: bool = False, compile: bool = False, sjd_window: int = 0) -> SampleOutput:
+                  hf_cache: bool = False, compile: bool | str = False, sjd_window: int = 0) -> SampleOutput:
     """Sample one h x w token grid per prompt (prompt = list of text token ids, without <bos>).
 
     Decoding uses the static-KV fast path for Qwen2/Llama backbones; `hf_cache=True` uses transformers' own cache
     instead (the reference path; both are checked against a full forward in the tests). `compile=True` runs each
     token step as one compiled graph (xomni.ar.compiled: faster once compiled, which takes tens of seconds per batch
-    size; the same seed draws the same uniforms, so it gives the same tokens up to float rounding).
+    size; the same seed draws the same uniforms, so it gives the same tokens up to float rounding);
+    `compile="auto"` does so only with the package `xomni compile` built for these shapes (xomni.ar.compiled);
+    True uses that package when there is one, else torch.compile; "jit" always torch.compile (for benchmarks).
     `sjd_window=W > 0` drafts W tokens per forward pass with speculative Jacobi decoding (xomni.ar.sjd): the same
     distribution in fewer passes, but other tokens than the plain sampler for the same seed; it needs the static
     cache. `generator`: a torch.Generator, or per-request streams [(generator, rows), ...] in row order.
@@ -254,7 +264,8 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
     ids, mask = _left_pad(build_rows(model, prompts, grid, sampling.cfg_scale), model.layout.pad_id)
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    backend = choose_backend(model, sampling, B, mask, need + sjd_window, hf_cache=hf_cache, compile=compile)
+    backend = choose_backend(model, sampling, B, mask, need + sjd_window, hf_cache=hf_cache, compile=compile,
+                             sjd=sjd_window > 0)
     if sjd_window and not isinstance(backend, StaticCacheBackend):
         raise XomniError("speculative Jacobi decoding needs the static KV cache (a Qwen2/Llama backbone, "
                          "hf_cache=False)")
@@ -292,3 +303,44 @@ def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, 
     lp = process_logits(cond, uncond, sampling)
     lp_BN = lp.gather(-1, seq_BN.reshape(B * N, 1).to(device)).view(B, N)
     return model.layout.image_grid(lp_BN, h, w).reshape(B, N)  # token grid order, as the sampler returns them
+
+
+def build_package_for(model, grid: tuple[int, int], sampling: SamplingConfig, batch: int, prompt_tokens: int):
+    """The one-token step's AOTInductor package for `batch` prompts of `prompt_tokens` tokens (its cache length
+    serves every prompt length that rounds to the same bucket); returns its path."""
+    model.eval()
+    device = next(model.parameters()).device
+    ids, mask = _left_pad(build_rows(model, [[32] * prompt_tokens] * batch, grid, sampling.cfg_scale),
+                          model.layout.pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    S = compiled.cache_length(generation_length(prompt_tokens, *grid), model.cfg.max_seq_len)
+    backend = StaticCacheBackend(model, sampling, batch, mask, S)
+    with torch.no_grad():
+        backend.prefill(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
+    example = (torch.zeros(backend.rows, dtype=torch.long, device=device), backend.pos0,
+               torch.tensor(backend.L0, device=device), torch.rand(batch, device=device), backend.valid_RS,
+               backend.cos_PD, backend.sin_PD, backend.caches)
+    return compiled.build_package(model, sampling, example)
+
+
+def build_packages(model, grid: tuple[int, int], sampling: SamplingConfig, batch_sizes: list[int],
+                   progress=None) -> list[dict]:
+    """`xomni compile`: the step's package (build_package_for) for each batch size at every cache length a prompt
+    can need, so that `compile="auto"` finds one for any prompt at these batch sizes. One row per package."""
+    h, w = grid
+    longest = model.cfg.max_seq_len - generation_length(0, h, w)
+    if longest < 1:
+        raise XomniError(f"the model's context ({model.cfg.max_seq_len}) has no room for a prompt and a {h}x{w} grid")
+    lengths: dict[int, int] = {}  # cache length -> the longest prompt that needs it
+    for n in range(1, longest + 1):
+        lengths[compiled.cache_length(generation_length(n, h, w), model.cfg.max_seq_len)] = n
+    rows = []
+    for b in batch_sizes:
+        for S, n in sorted(lengths.items()):
+            t = time.time()
+            path = build_package_for(model, grid, sampling, b, n)
+            rows.append({"batch": b, "cache_length": S, "seconds": round(time.time() - t, 1),
+                         "mb": round(path.stat().st_size / 2 ** 20, 1), "path": str(path)})
+            if progress:
+                progress(rows[-1])
+    return rows

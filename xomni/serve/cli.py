@@ -27,8 +27,10 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="Pipeline di
                                                                 "it is answered 504 instead of run."),
           max_prompt_chars: int = typer.Option(1000, "--max-prompt-chars", help="Longest prompt accepted."),
           max_body_kb: int = typer.Option(4096, "--max-body-kb", help="Largest request body (KiB)."),
-          compile: bool = typer.Option(False, "--compile", help="Compiled AR sampler: batches are padded to "
-                                       "--max-batch and the graph is compiled at start (tens of seconds)."),
+          compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compiled AR sampler: "
+                                                 "batches are padded to --max-batch and the graph is compiled at "
+                                                 "start (tens of seconds). Default: compiled when `xomni compile` "
+                                                 "built the --max-batch graph on this machine."),
           threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 leaves a core for the HTTP "
                                                            "side and anything else running)."),
           device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -52,8 +54,9 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="Pipeline di
             resolve_adapter_dir(part)
     _check_port_free(host, port)   # before the model loads, not after
     torch.set_num_threads(threads)
-    engine = load_engine(model, compile=compile, max_batch=max_batch, device=device, lora=lora)
-    log(f"xomni serve: warming up {engine.name}" + (" (compiling the sampler)" if compile else ""))
+    engine = load_engine(model, compile="auto" if compile is None else compile, max_batch=max_batch, device=device,
+                         lora=lora)
+    log(f"xomni serve: warming up {engine.name}" + (" (compiled sampler)" if engine.compile else ""))
     engine.warm()
     app = create_app(engine, Settings(max_batch=max_batch, max_queue=max_queue, timeout=timeout,
                                       max_prompt_chars=max_prompt_chars, max_body_bytes=max_body_kb * 1024))

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from xomni.ar import compiled
 from xomni.ar.vocab import generation_length
 from xomni.errors import XomniError
 from xomni.pipeline import Pipeline, default_model_dir
@@ -63,11 +64,16 @@ def model_name(path: Path | None) -> str:
 class Engine:
     """Runs merged generation / caption batches; only the batcher's single worker thread calls `run_*`."""
 
-    def __init__(self, pipe, compile: bool = False, max_batch: int = 16):
+    def __init__(self, pipe, compile: bool | str = False, max_batch: int = 16):
         self.pipe = pipe
         self.max_batch = max_batch
-        self.compile = compile
         pipe.compile_sampler = compile
+        if compile == "auto":  # batches are padded to max_batch when `xomni compile` built that step's package
+            rows = max_batch * (2 if pipe.sampling_config().cfg_on else 1)
+            need = generation_length(len(pipe.check_prompt(pipe.caption_for_text("OPEN"))), *pipe.grid)
+            compile = compiled.has_package(pipe.ar, pipe.sampling_config(), rows,
+                                           compiled.cache_length(need, pipe.ar.cfg.max_seq_len))
+        self.compile = bool(compile)
         self.name = model_name(pipe.path)
         self.grid = tuple(pipe.grid)
         self.image_hw = tuple(pipe.image_tokenizer.config.image_size)   # (height, width)
@@ -238,7 +244,7 @@ def _created(stamp: Any) -> int:
         return 0
 
 
-def load_engine(model: str | None, compile: bool = False, max_batch: int = 16, device: str = "cpu",
+def load_engine(model: str | None, compile: bool | str = False, max_batch: int = 16, device: str = "cpu",
                 lora: str | None = None) -> Engine:
     pipe = Pipeline.from_pretrained(model, lora=lora).to(resolve_device(device))
     if pipe.image_tokenizer.recon is None:
