@@ -147,6 +147,7 @@ CASES = [
     ("gen-seed-neg", G + ["--seed=-1"], "--seed must be between 0 and", None),
     ("gen-size-bad", G + ["--size", "12"], "--size must look like", None),
     # ---- generate: prompts and paths
+    ("gen-sjd-window-huge", ["generate", "x", "--sjd-window", "65"], "--sjd-window must be between", None),
     ("gen-nothing", ["generate"], "give a PROMPT or --prompts FILE", None),
     ("gen-blank", ["generate", "   "], "the prompt is empty", None),
     ("gen-both", G + ["--prompts", "{t}/prompts.txt"], "either a PROMPT or --prompts FILE, not both", None),

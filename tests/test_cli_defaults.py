@@ -44,3 +44,25 @@ def test_bench_device(monkeypatch, capsys):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["torch_threads"] >= 1 and res["cpu_fp32_gflops"] > 0 and isinstance(res["cuda"]["devices"], list)
+
+
+def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monkeypatch, capsys):
+    """`xomni generate --sjd-window W` samples with speculative Jacobi decoding; without --compile/--no-compile the
+    sampler gets "auto" (the packages of `xomni compile`, eager where there are none)."""
+    import xomni.pipeline
+    seen = []
+    real = xomni.pipeline.sample_images
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        seen.append((kw["sjd_window"], kw["compile"], out.forward_passes))
+        return out
+    monkeypatch.setattr(xomni.pipeline, "sample_images", spy)
+    prompt = 'a white poster with the text "HELLO" in black bold sans-serif letters'
+    for extra in (["--sjd-window", "8"], ["--no-compile"]):
+        r = run_inproc(["generate", prompt, "--n", "2", "--steps", "1", "-o", str(tmp_path / "x.png"), *extra],
+                       monkeypatch, capsys)
+        assert r.returncode == 0, r.stderr
+    (w1, c1, passes1), (w2, c2, passes2) = seen
+    assert (w1, c1, w2, c2) == (8, "auto", 0, False)
+    assert passes1 < passes2 == 64  # 64 tokens: one pass each without SJD, fewer with it

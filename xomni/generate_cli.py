@@ -62,6 +62,11 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                                     "(or an earlier --compile) compiled the same graph on this "
                                                     "machine; --compile compiles now (tens of seconds per batch "
                                                     "size), --no-compile never."),
+             sjd_window: int = typer.Option(0, "--sjd-window", help="Speculative Jacobi decoding with this many "
+                                            "drafts per forward pass, 1..64: the same distribution in fewer passes "
+                                            "(other tokens than plain sampling for the same seed; faster at small "
+                                            "batches on a CPU, see docs/SAMPLING.md).",
+                                            callback=IntRange("--sjd-window", 1, 64, zero="off")),
              batch: int = typer.Option(8, "--batch", help="--prompts: prompts per generation call (x --n images).",
                                        callback=IntRange("--batch", 1, 256)),
              overwrite: bool = OverwriteOpt("the --prompts output directory"),
@@ -91,6 +96,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
     dev = resolve_device(device)
     pipe = Pipeline.from_pretrained(model, lora=lora).to(dev)
     pipe.compile_sampler = "auto" if compile is None else compile
+    pipe.sjd_window = sjd_window
     if hw is not None:
         want = tuple(pipe.image_tokenizer.config.image_size)
         if hw != want:
