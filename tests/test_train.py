@@ -237,3 +237,15 @@ def test_partial_nested_section_keeps_the_field_defaults():
     default = ARTrainConfig()
     assert cfg.train.lr == 0.5
     assert cfg.train.steps == default.train.steps != TrainConfig().steps  # not reset to TrainConfig's default
+
+
+def test_run_dir_check_is_rank_zeros_alone(tmp_path, monkeypatch):
+    """Under torchrun a rank that starts after rank 0 began writing the log must not refuse the run: rank 0
+    decides (and its exit 2 stops the others)."""
+    from xomni.train import check_run_dir
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    monkeypatch.setenv("RANK", "1")
+    check_run_dir(tmp_path, None)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(XomniError, match="already holds a run"):
+        check_run_dir(tmp_path, None)

@@ -460,11 +460,12 @@ def _accumulate(cfg: TrainConfig, ddp_model, dataset, idx: list[int], collate, l
 
 def check_run_dir(out_dir: str | Path, resume: str | None) -> None:
     """A fresh run (no --resume) never writes into a directory that holds another run: its final/ would be replaced,
-    log.jsonl would interleave two runs and keep_last could delete the new checkpoints."""
+    log.jsonl would interleave two runs and keep_last could delete the new checkpoints. Under torchrun rank 0 alone
+    decides (its exit stops the others): a rank that starts late would find the log rank 0 has begun writing."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise XomniError(f"output directory {out} is a file")
-    if resume is not None or not out.is_dir():
+    if resume is not None or not out.is_dir() or int(os.environ.get("RANK", "0")) != 0:
         return
     ck = out / "checkpoints"
     held = [name for name, hit in (("final/", (out / "final").exists()), ("log.jsonl", (out / "log.jsonl").exists()),
