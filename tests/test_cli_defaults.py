@@ -66,3 +66,16 @@ def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monke
     (w1, c1, passes1), (w2, c2, passes2) = seen
     assert (w1, c1, w2, c2) == (8, "auto", 0, False)
     assert passes1 < passes2 == 64  # 64 tokens: one pass each without SJD, fewer with it
+
+
+def test_compile_failure_is_one_line(monkeypatch, capsys):
+    """A machine where AOTInductor cannot build the step (no C++ compiler, say): exit 2 with one line, no traceback."""
+    import xomni.generate_cli
+
+    def broken(*a, **k):
+        raise RuntimeError("C++ compile error\nlong compiler output")
+    monkeypatch.setattr(xomni.generate_cli, "build_packages", broken)
+    r = run_inproc(["compile", "--batch-sizes", "1"], monkeypatch, capsys)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "did not compile on this machine (RuntimeError: C++ compile error)" \
+        in lines[0], r.stderr

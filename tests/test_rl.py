@@ -481,6 +481,10 @@ def test_reuse_sft_rows_checks_the_conditions(tmp_path):
             reused_sft_rows(str(f), **{**args, key: value})
     with pytest.raises(XomniError, match="no FID"):
         reused_sft_rows(str(f), **{**args, "reference": "DATA"})
+    f.write_text(json.dumps({**old, "judge": str(tmp_path / "judge_a")}))  # recorded since targets_sha256
+    assert reused_sft_rows(str(f), **{**args, "judge": str(tmp_path / "judge_a")})
+    with pytest.raises(XomniError, match="judge differs"):
+        reused_sft_rows(str(f), **{**args, "judge": str(tmp_path / "judge_b")})
     f.write_text("{not json")
     with pytest.raises(XomniError, match="not a compare.json"):
         reused_sft_rows(str(f), **args)

@@ -249,3 +249,15 @@ def test_run_dir_check_is_rank_zeros_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(XomniError, match="already holds a run"):
         check_run_dir(tmp_path, None)
+
+
+@pytest.mark.parametrize("stage,field", [("tokenizer", "train.steps"), ("decoder", "train.steps"), ("ar", "t2i_ratio"),
+                                         ("judge", "data"), ("lora", "lora.rank"), ("rl", "group_size")])
+def test_help_config_lists_the_fields_and_exits_before_other_checks(stage, field, tmp_path, monkeypatch, capsys):
+    """`xomni train STAGE --help-config` is eager: it prints that trainer's fields and exits 0 even next to an
+    option that would fail (a --config that does not exist), and runs nothing."""
+    from conftest import run_inproc
+    r = run_inproc(["train", stage, "--config", str(tmp_path / "nope.yaml"), "--help-config"], monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr
+    assert any(line.split()[0] == field for line in r.stdout.splitlines() if line.strip())
+    assert not list(tmp_path.iterdir())

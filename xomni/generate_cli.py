@@ -59,9 +59,9 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                                          callback=_cb(check_in_path, "--reward-config")),
              compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the AR sampler's "
                                                     "token step as one compiled graph. Default: where `xomni compile` "
-                                                    "(or an earlier --compile) compiled the same graph on this "
-                                                    "machine; --compile compiles now (tens of seconds per batch "
-                                                    "size), --no-compile never."),
+                                                    "built its package on this machine; --compile compiles now "
+                                                    "where there is none (tens of seconds per batch size), "
+                                                    "--no-compile never."),
              sjd_window: int = typer.Option(0, "--sjd-window", help="Speculative Jacobi decoding with this many "
                                             "drafts per forward pass, 1..64: the same distribution in fewer passes "
                                             "(other tokens than plain sampling for the same seed; faster at small "
@@ -219,6 +219,12 @@ def compile_cmd(model: Optional[str] = ModelOpt,
             f"[compile] batch {r['batch']}, cache {r['cache_length']}: {r['seconds']:.0f} s, {r['mb']} MB"))
     except OSError as e:
         raise XomniError(f"cannot write the compiled sampler to {cache_dir()}: {e}") from None
+    except XomniError:
+        raise
+    except Exception as e:  # noqa: BLE001 - export or AOTInductor failed (no C++ compiler, an op it cannot lower)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise XomniError(f"the sampler's step did not compile on this machine ({type(e).__name__}: {first}); "
+                         f"generate samples eagerly without it") from None
     emit_json({"model": str(pipe.path), "cache_dir": str(cache_dir()), "packages": rows,
                "seconds": round(time.time() - t0, 1)}, json_path)
 

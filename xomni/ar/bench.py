@@ -12,7 +12,7 @@ import torch
 import typer
 
 from xomni.ar.distribution import SamplingConfig, draw, process_logits
-from xomni.ar.sampler import _left_pad, build_package_for, build_rows, sample_images
+from xomni.ar.sampler import build_package_for, prompt_batch, sample_images
 from xomni.ar.vocab import generation_length
 from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_path
 from xomni.hwbench import matmul_gflops, read_bandwidth_gbs
@@ -50,7 +50,7 @@ def _hf_generate(twin, model, prompts: list[list[int]], grid, s: SamplingConfig,
     the text side of the vocabulary (needed to decode the codes; costs generate a little per step)."""
     lay = model.layout
     N = grid[0] * grid[1]
-    ids, mask = _left_pad(build_rows(model, prompts, grid, 1.0), lay.pad_id)
+    ids, mask, _ = prompt_batch(model, prompts, grid, 1.0)
     torch.manual_seed(seed)
     extra = {"suppress_tokens": list(range(lay.image_offset))} if image_only else {}
     out = twin.generate(ids, attention_mask=mask, max_new_tokens=N, min_new_tokens=N, do_sample=True,
@@ -105,8 +105,7 @@ def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5, compile: b
     def nocache(rows, seed):
         g = torch.Generator().manual_seed(seed)
         lay = model.layout
-        ids, mask = _left_pad(build_rows(model, rows, grid, 1.0), lay.pad_id)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos = prompt_batch(model, rows, grid, 1.0)
         for _ in range(N):
             h, _ = model.hidden(ids, attention_mask=mask, position_ids=pos)
             tok = draw(process_logits(model.image_logits(h[:, -1]), None, s), g)

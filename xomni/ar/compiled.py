@@ -80,11 +80,11 @@ def package_path(model, sampling: SamplingConfig, rows: int, cache_len: int) -> 
 
 
 def has_package(model, sampling: SamplingConfig, rows: int, cache_len: int) -> bool:
-    """True when `xomni compile` built this step on this machine. XOMNI_AUTO_COMPILE=0 makes it False (the test
-    suite sets it, so that tests choose their sampling path)."""
+    """True when `xomni compile` built this step on this machine (it is loaded now, for the call that follows).
+    XOMNI_AUTO_COMPILE=0 makes it False (the test suite sets it, so that tests choose their sampling path)."""
     if os.environ.get("XOMNI_AUTO_COMPILE", "1") == "0" or not available(model):
         return False
-    return package_path(model, sampling, rows, cache_len).is_file()
+    return packaged_step(model, sampling, rows, cache_len) is not None
 
 
 class _StepModule(torch.nn.Module):
@@ -99,11 +99,12 @@ class _StepModule(torch.nn.Module):
 
 
 def build_package(model, sampling: SamplingConfig, example_args: tuple) -> Path:
-    """Export the one-token step at the shapes of `example_args` (rows, cache length) and compile it ahead of time
+    """Export the one-token step at the shapes of `example_args` (the sampler's StaticCacheBackend.step_inputs: rows
+    and cache length from its R x S slot validity) and compile it ahead of time
     with AOTInductor into package_path(...), written atomically. Loading it later takes a fraction of a second,
     where torch.compile rebuilds the graph in every process (inductor's FX graph cache cannot hold the frozen
     weights that `freezing` packs for oneDNN)."""
-    rows, cache_len = example_args[0].shape[0], example_args[4].shape[1]
+    rows, cache_len = example_args[4].shape
     path = package_path(model, sampling, rows, cache_len)
     path.parent.mkdir(parents=True, exist_ok=True)
     device = str(next(model.parameters()).device)
@@ -123,11 +124,7 @@ def packaged_step(model, sampling: SamplingConfig, rows: int, cache_len: int):
     if path not in store:
         if not path.is_file():
             return None
-        fn = torch._inductor.aoti_load_package(str(path))
-
-        def run(*args):  # the package assumes its example's (contiguous) strides; a token column is a strided view
-            return fn(*(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args))
-        store[path] = run
+        store[path] = torch._inductor.aoti_load_package(str(path))
     return store[path]
 
 

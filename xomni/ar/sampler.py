@@ -46,6 +46,13 @@ def build_rows(model, prompts: list[list[int]], grid: tuple[int, int], cfg_scale
     return rows
 
 
+def prompt_batch(model, prompts: list[list[int]], grid: tuple[int, int], cfg_scale: float, device=None):
+    """The left-padded rows of `prompts` (build_rows) on `device`: ids, attention mask and positions (R x L)."""
+    ids, mask = _left_pad(build_rows(model, prompts, grid, cfg_scale), model.layout.pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 @dataclasses.dataclass
 class SampleOutput:
     codes_BHW: torch.Tensor
@@ -130,6 +137,14 @@ class StaticCacheBackend(Backend):
         h_RLD = self.dec.step((codes_R + self.model.layout.image_offset)[:, None], (self.pos0 + t - 1)[:, None])
         return self.model.image_logits(h_RLD[:, -1])
 
+    def step_inputs(self, prev_B: torch.Tensor, t: int, u_B: torch.Tensor) -> tuple:
+        """The arguments of the compiled one-token step (xomni.ar.compiled._step_fn) for image token t, which writes
+        cache slot L0 + t - 1: the same tuple is a package's export example and its every call. Contiguous, because
+        a package reads its inputs with the example's strides (a token column of the sampler is a strided view)."""
+        return (self.rows_of(prev_B).contiguous(), self.pos0 + t - 1,
+                torch.tensor(self.L0 + t - 1, device=prev_B.device), u_B.contiguous(), self.valid_RS, self.cos_PD,
+                self.sin_PD, self.caches)
+
     def window_inputs(self, tokens_BT: torch.Tensor, n_B: torch.Tensor):
         """Rows, positions and cache slots of image tokens n-1 .. n+T-2 of each prompt."""
         start_R = self.rows_of(n_B - 1)[:, None] + torch.arange(tokens_BT.shape[1], device=tokens_BT.device)
@@ -175,9 +190,7 @@ class CompiledBackend(StaticCacheBackend):
             return None
 
     def decode_one_token(self, prev_B, t, u_B):
-        out = self._run(self.step, self.rows_of(prev_B), self.pos0 + t - 1,
-                        torch.tensor(self.slot, device=prev_B.device), u_B, self.valid_RS, self.cos_PD, self.sin_PD,
-                        self.caches)
+        out = self._run(self.step, *self.step_inputs(prev_B, t, u_B))
         if out is None:
             return super().decode_one_token(prev_B, t, u_B)
         self.slot += 1
@@ -261,9 +274,7 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
         raise XomniError(f"prompt ({need - generation_length(0, h, w)} tokens) + image ({N} tokens) exceed the "
                          f"model's context of {model.cfg.max_seq_len} tokens")
     device = next(model.parameters()).device
-    ids, mask = _left_pad(build_rows(model, prompts, grid, sampling.cfg_scale), model.layout.pad_id)
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, pos = prompt_batch(model, prompts, grid, sampling.cfg_scale, device)
     backend = choose_backend(model, sampling, B, mask, need + sjd_window, hf_cache=hf_cache, compile=compile,
                              sjd=sjd_window > 0)
     if sjd_window and not isinstance(backend, StaticCacheBackend):
@@ -310,17 +321,13 @@ def build_package_for(model, grid: tuple[int, int], sampling: SamplingConfig, ba
     serves every prompt length that rounds to the same bucket); returns its path."""
     model.eval()
     device = next(model.parameters()).device
-    ids, mask = _left_pad(build_rows(model, [[32] * prompt_tokens] * batch, grid, sampling.cfg_scale),
-                          model.layout.pad_id)
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask, pos = prompt_batch(model, [[32] * prompt_tokens] * batch, grid, sampling.cfg_scale, device)
     S = compiled.cache_length(generation_length(prompt_tokens, *grid), model.cfg.max_seq_len)
     backend = StaticCacheBackend(model, sampling, batch, mask, S)
     with torch.no_grad():
-        backend.prefill(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
-    example = (torch.zeros(backend.rows, dtype=torch.long, device=device), backend.pos0,
-               torch.tensor(backend.L0, device=device), torch.rand(batch, device=device), backend.valid_RS,
-               backend.cos_PD, backend.sin_PD, backend.caches)
-    return compiled.build_package(model, sampling, example)
+        backend.prefill(ids, mask, pos)
+    first = torch.zeros(batch, dtype=torch.long, device=device)
+    return compiled.build_package(model, sampling, backend.step_inputs(first, 1, torch.rand(batch, device=device)))
 
 
 def build_packages(model, grid: tuple[int, int], sampling: SamplingConfig, batch_sizes: list[int],

@@ -207,8 +207,11 @@ def reused_sft_rows(path: str, n_targets: int, targets_sha: str, seed: int, best
               ("SFT sampling", (old.get("sampling") or {}).get("SFT"), sampling)]
     if "targets_sha256" in old:
         checks.append(("targets (sha256)", old["targets_sha256"], targets_sha))
+    if old.get("judge") and judge:  # files made before these were recorded are taken on trust for them
+        checks.append(("judge", str(Path(old["judge"]).resolve()), str(Path(judge).resolve())))
     if old.get("reference") and reference:
-        checks.append(("n_ref", old.get("n_ref"), n_ref))
+        checks += [("reference", str(Path(old["reference"]).resolve()), str(Path(reference).resolve())),
+                   ("n_ref", old.get("n_ref"), n_ref)]
     for what, was, now in checks:
         if was != now:
             raise XomniError(f"--reuse-sft {path}: {what} differs ({was!r} there, {now!r} here)")
