@@ -144,3 +144,19 @@ def test_timed_finetune_trains_exports_and_export_only(token_cache, tmp_path):
     _check_val(res2)
     assert res2["val"] == pytest.approx(res["val"], abs=1e-6)
     _check_export(export2)
+
+
+# ---------------------------------------------------------------------------------------------- profile_step.py
+@pytest.mark.slow
+def test_profile_step_accounts_for_the_step(tmp_path):
+    """The kernel profile of a packaged step (batch 2) names where the time goes, and its groups add up to roughly
+    the timed step (the profiler sees every kernel of the package)."""
+    out = tmp_path / "prof.json"
+    r = _run("profile_step.py", "--batch", 2, "--steps", 30, "--json", out, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert json.loads(r.stdout) == res
+    groups = res["profiled_ms_per_step"]
+    assert groups["gemm_templates"] > 0 and groups["attention"] > 0 and groups["sampling"] > 0
+    assert 0.3 * res["step_ms"] <= sum(groups.values()) <= 1.5 * res["step_ms"]
+    assert res["batch"] == 2 and res["cache_length"] % 64 == 0 and res["kv_cache_mb_read_per_step"] > 0
