@@ -244,6 +244,7 @@ CASES = [
      "--samples must be between", None),
     ("text-limit-0", ET + ["--limit", "0"], "--limit must be >= 1", None),
     ("text-batch-0", ET + ["--batch", "0"], "--batch must be between", None),
+    ("text-sjd-window-neg", ET + ["--sjd-window=-1"], "--sjd-window must be between", None),
     ("text-per-image-dir", ET + ["--per-image", "{t}/adir"], "--per-image", "t"),
     ("text-targets-nonutf8", ["eval", "text", "--images", "{mini}/val", "--targets", "{t}/latin1.txt"],
      "not UTF-8", None),

@@ -68,6 +68,28 @@ def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monke
     assert passes1 < passes2 == 64  # 64 tokens: one pass each without SJD, fewer with it
 
 
+def test_eval_text_sjd_window_reaches_the_sampler(mini, monkeypatch, capsys):
+    """`xomni eval text --sjd-window W` samples with speculative Jacobi decoding and records W in its result."""
+    import xomni.pipeline
+    seen = []
+    real = xomni.pipeline.sample_images
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        seen.append((kw["sjd_window"], out.forward_passes))
+        return out
+    monkeypatch.setattr(xomni.pipeline, "sample_images", spy)
+    (mini / "t.txt").write_text("OPEN\n")
+    r = run_inproc(["eval", "text", "--targets", str(mini / "t.txt"), "--samples", "1", "--sjd-window", "8"],
+                   monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sjd_window"] == 8
+    assert seen and seen[0][0] == 8 and seen[0][1] < 64
+    r = run_inproc(["eval", "text", "--images", str(mini / "data"), "--split", "val", "--sjd-window", "8"],
+                   monkeypatch, capsys)
+    assert r.returncode == 2 and "--sjd-window applies to a model's samples" in r.stderr
+
+
 def test_compile_failure_is_one_line(monkeypatch, capsys):
     """A machine where AOTInductor cannot build the step (no C++ compiler, say): exit 2 with one line, no traceback."""
     import xomni.generate_cli

@@ -100,3 +100,21 @@ def test_inception_state_dict_and_torchscript(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(XomniError, match="InceptionV3"):
         load_inception(tmp_path / "other.pth")
+
+
+def test_eval_fid_cli_interval(renders, tmp_path, monkeypatch, capsys):
+    """`xomni eval fid --n-boot N` adds a 95 % interval around the point estimate; without it there is none."""
+    import json
+
+    from conftest import run_inproc
+    for s in ("val", "test"):
+        (tmp_path / s).mkdir()
+        for i, im in enumerate(renders[s]):
+            im.save(tmp_path / s / f"{i:02d}.png")
+    args = ["eval", "fid", "--real", str(tmp_path / "val"), "--fake", str(tmp_path / "test")]
+    r = run_inproc(args + ["--n-boot", "20"], monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["ci95"][0] < res["fid"] < res["ci95"][1] and res["n_boot"] == 20 and res["n_fake"] == 12
+    r = run_inproc(args, monkeypatch, capsys)
+    assert r.returncode == 0 and "ci95" not in json.loads(r.stdout)

@@ -439,7 +439,8 @@ def test_val_text_accuracy_reads_the_preset_region():
 def test_compare_helpers(tmp_path):
     """`xomni eval rl` pieces: the reward curve read from an RL log (resumed steps: the last entry wins), run-dir
     resolution with a clear error, and FID with a bootstrap interval that contains the point estimate."""
-    from xomni.rl.compare import fid_with_ci, resolve_rl, reward_curve
+    from xomni.metrics.fid import fid_with_ci
+    from xomni.rl.compare import resolve_rl, reward_curve
     rows = [{"step": 1, "reward": 0.2}, {"step": 2, "reward": 0.3}, {"step": 2, "eval": {"text_acc": 0.1}},
             {"step": 2, "reward": 0.35}, {"step": 3, "reward": 0.5}]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\ntruncated{\n")

@@ -9,9 +9,9 @@ import typer
 
 from xomni.ar.compiled import cache_dir
 from xomni.ar.sampler import build_packages
-from xomni.cliargs import (IMAGE_EXTS, MAX_IMAGES, FloatRange, IntRange, JsonOpt, OverwriteOpt, SeedOpt, ThreadsOpt,
-                           _cb, check_in_file, check_in_path, check_out_dir, check_out_file, iter_lines, open_image,
-                           refuse_existing)
+from xomni.cliargs import (IMAGE_EXTS, MAX_IMAGES, FloatRange, IntRange, JsonOpt, OverwriteOpt, SeedOpt, SjdWindowOpt,
+                           ThreadsOpt, _cb, check_in_file, check_in_path, check_out_dir, check_out_file, iter_lines,
+                           open_image, refuse_existing)
 from xomni.data.caption import parse_caption
 from xomni.data.io import write_imagefolder_swap
 from xomni.errors import XomniError
@@ -62,11 +62,7 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="The prompt, e.g.
                                                     "built its package on this machine; --compile compiles now "
                                                     "where there is none (tens of seconds per batch size), "
                                                     "--no-compile never."),
-             sjd_window: int = typer.Option(0, "--sjd-window", help="Speculative Jacobi decoding with this many "
-                                            "drafts per forward pass, 1..64: the same distribution in fewer passes "
-                                            "(other tokens than plain sampling for the same seed; faster at small "
-                                            "batches on a CPU, see docs/SAMPLING.md).",
-                                            callback=IntRange("--sjd-window", 1, 64, zero="off")),
+             sjd_window: int = SjdWindowOpt(),
              batch: int = typer.Option(8, "--batch", help="--prompts: prompts per generation call (x --n images).",
                                        callback=IntRange("--batch", 1, 256)),
              overwrite: bool = OverwriteOpt("the --prompts output directory"),

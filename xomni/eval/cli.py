@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from xomni.cliargs import (MAX_IMAGES, BatchSizeOpt, FloatRange, IntRange, PerImageOpt, SeedOpt, _cb, check_in_file, check_in_path,
-                           check_out_dir, check_split, max_threads)
+from xomni.cliargs import (MAX_IMAGES, BatchSizeOpt, FloatRange, IntRange, PerImageOpt, SeedOpt, SjdWindowOpt, _cb,
+                           check_in_file, check_in_path, check_out_dir, check_split, max_threads)
 from xomni.errors import XomniError
 from xomni.eval.captioning import evaluate_captions
 from xomni.eval.longtext import run_longtext
@@ -77,6 +77,7 @@ def register(apps: dict) -> None:
                                               "model's).", callback=FloatRange("--min-p", 0, 1, hi_open=True)),
         cfg: Optional[float] = typer.Option(None, "--cfg", help="--model: CFG scale >= 1 (default: the model's).",
                                             callback=FloatRange("--cfg", 1)),
+        sjd_window: int = SjdWindowOpt("--model: "),
         json_path: Optional[str] = JsonOpt,
     ):
         """Text accuracy by OCR: exact match, word recall, CER with 95 % bootstrap intervals."""
@@ -84,13 +85,16 @@ def register(apps: dict) -> None:
             raise XomniError("pass exactly one of --images DIR or --model DIR")
         if lora is not None and images is not None:
             raise XomniError("--lora applies to a model's samples, not to --images")
+        if sjd_window and images is not None:
+            raise XomniError("--sjd-window applies to a model's samples, not to --images")
         if images is None:  # a model's samples: --model, else the bundled model
             if targets is None:
                 raise XomniError("pass --images DIR, or --targets FILE for a model's samples (--model DIR, "
                                  "default: the bundled model)" if model is None else "--model needs --targets FILE")
             model = model or str(default_model_dir())
             sampling = {"temperature": temperature, "top_k": top_k, "min_p": min_p, "cfg_scale": cfg}
-            items, tg = items_from_model(model, targets, samples, seed, save_images, batch, sampling, lora=lora)
+            items, tg = items_from_model(model, targets, samples, seed, save_images, batch, sampling, lora=lora,
+                                         sjd_window=sjd_window)
         else:
             items, tg = pairs_from_images(images, targets, split)
         if limit is not None:
@@ -101,6 +105,7 @@ def register(apps: dict) -> None:
         res["source"] = images or model
         if model is not None and items:
             res["sampling"] = items[0].meta["sampling"]
+            res["sjd_window"] = sjd_window
         _emit(res, rows, per_image, json_path)
 
     @ev.command("longtext")
@@ -190,10 +195,13 @@ def register(apps: dict) -> None:
         inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Local InceptionV3 "
                                                         "weights (torchvision-style state dict or TorchScript)."),
         batch_size: int = BatchSizeOpt("Feature batch size"),
+        n_boot: int = typer.Option(0, "--n-boot", help="Add a 95 % interval from this many bootstrap resamples of "
+                                   "the generated set, 0..10000 (each an n_fake x n_fake eigenproblem; 0 = off).",
+                                   callback=IntRange("--n-boot", 0, 10000)),
         json_path: Optional[str] = JsonOpt,
     ):
         """Fréchet distance between feature sets (EfficientNet-Lite0 features by default)."""
-        emit_json(fid_dirs(real, fake, inception_weights, n, split_real, split_fake, batch_size), json_path)
+        emit_json(fid_dirs(real, fake, inception_weights, n, split_real, split_fake, batch_size, n_boot), json_path)
 
     @ev.command("fid-sanity")
     def fid_sanity_cmd(

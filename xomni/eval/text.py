@@ -65,13 +65,16 @@ def unsupported_chars(pipe, text: str) -> str:
 
 def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
                      save_dir: str | None = None, batch: int = 8,
-                     sampling: dict | None = None, lora: str | None = None) -> tuple[list[Item], list[str]]:
+                     sampling: dict | None = None, lora: str | None = None, sjd_window: int = 0
+                     ) -> tuple[list[Item], list[str]]:
     """Generate `samples` images per target string with the model's prompt template and its default sampling
-    settings, overridden by the non-None entries of `sampling` (temperature, top_k, top_p, min_p, cfg_scale)."""
+    settings, overridden by the non-None entries of `sampling` (temperature, top_k, top_p, min_p, cfg_scale);
+    `sjd_window` > 0 samples with speculative Jacobi decoding (same distribution, other draws per seed)."""
     lines = read_targets(targets_file)
     if samples < 1:
         raise XomniError("--samples must be >= 1")
     pipe = load_pipeline(model_dir, lora)
+    pipe.sjd_window = sjd_window
     bad = [(i, t, unsupported_chars(pipe, t)) for i, t in enumerate(lines) if unsupported_chars(pipe, t)]
     if bad:
         i, t, chars = bad[0]

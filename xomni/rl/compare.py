@@ -25,7 +25,7 @@ from xomni.errors import XomniError
 from xomni.eval.report import CSS, ci_text, html_table, pct, safe_name
 from xomni.eval.text import caption_for, load_pipeline, model_preset, unsupported_chars
 from xomni.metrics.compliance import evaluate_images
-from xomni.metrics.fid import extract, feature_stats, get_extractor, psd_sqrt
+from xomni.metrics.fid import extract, fid_with_ci, get_extractor
 from xomni.metrics.images import ImageSource, Item, read_targets
 from xomni.metrics.judge import Judge
 from xomni.metrics.ocr import resolve_region
@@ -59,37 +59,6 @@ def reward_curve(log_path: Path, key: str = "reward") -> list[tuple[int, float]]
         if isinstance(r, dict) and key in r and "step" in r:
             by_step[int(r["step"])] = float(r[key])
     return sorted(by_step.items())
-
-
-def fid_with_ci(real_feats: np.ndarray, fake_feats: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
-    """FID and a 95 % interval FID +- 1.96 x the bootstrap standard deviation (generated images resampled with
-    replacement). Not percentiles: duplicates shrink the sample covariance, so resampled FIDs sit above the point
-    estimate, while their spread is still a fair measure of how much FID moves with the sample.
-
-    sqrt(S_real) is computed once; with n generated images, S_fake = C^T C / (n - 1) (C: centred features), and
-    tr sqrt(sqrt(S_real) S_fake sqrt(S_real)) = sum sqrt(eig((C R)(C R)^T / (n - 1))), an n x n problem."""
-    import torch
-
-    mu1, s1 = feature_stats(real_feats)
-    r = psd_sqrt(torch.from_numpy(s1))
-    mu1_t, tr1 = torch.from_numpy(mu1), float(np.trace(s1))
-
-    def fid(f: np.ndarray) -> float:
-        t = torch.from_numpy(np.asarray(f, np.float64))
-        mu2 = t.mean(0)
-        c = t - mu2
-        m = c @ r
-        tr_sqrt = float(torch.linalg.eigvalsh(m @ m.T / (len(t) - 1)).clamp(min=0).sqrt().sum())
-        return max(float(((mu1_t - mu2) ** 2).sum() + tr1 + (c * c).sum() / (len(t) - 1) - 2 * tr_sqrt), 0.0)
-
-    if len(fake_feats) < 2:
-        raise XomniError("FID needs at least 2 generated images")
-    d = fid(fake_feats)
-    rng = np.random.default_rng(seed)
-    boots = [fid(fake_feats[rng.integers(0, len(fake_feats), len(fake_feats))]) for _ in range(n_boot)]
-    sd = float(np.std(boots)) if len(boots) > 1 else float("nan")
-    return {"fid": d, "ci95": [d - 1.96 * sd, d + 1.96 * sd], "boot_sd": sd, "n_fake": int(len(fake_feats)),
-            "n_real": int(len(real_feats)), "n_boot": n_boot}
 
 
 def run_condition(pipe, targets: list[str], n: int, reward_cfg, seed: int, judge=None, real_feats=None,
