@@ -45,22 +45,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XOMNI_CACHE_DIR"] = tmp
-        from xomni.ar import compiled
-        from xomni.ar.sampler import StaticCacheBackend, build_package_for, generation_length, prompt_batch
+        from xomni.ar.compiled import build_package
+        from xomni.ar.sampler import example_step_inputs
         from xomni.pipeline import Pipeline
 
-        compiled._CPU_OPTIONS = dict(compiled._CPU_OPTIONS, **{"cpp.enable_kernel_profile": True})
         pipe = Pipeline.from_pretrained(a.model)
         model, s, B = pipe.ar.float().eval(), pipe.sampling_config(), a.batch
+        args = example_step_inputs(model, pipe.grid, s, B, a.prompt_tokens)
         t = time.perf_counter()
-        path = build_package_for(model, pipe.grid, s, B, a.prompt_tokens)
+        path = build_package(model, s, args, {"cpp.enable_kernel_profile": True})
         build_s = time.perf_counter() - t
-        ids, mask, pos = prompt_batch(model, [[32] * a.prompt_tokens] * B, pipe.grid, s.cfg_scale, "cpu")
-        S = compiled.cache_length(generation_length(a.prompt_tokens, *pipe.grid), model.cfg.max_seq_len)
-        backend = StaticCacheBackend(model, s, B, mask, S)
-        with torch.no_grad():
-            backend.prefill(ids, mask, pos)
-        args = backend.step_inputs(torch.zeros(B, dtype=torch.long), 1, torch.rand(B))
         step = torch._inductor.aoti_load_package(str(path))
         for _ in range(20):
             step(*args)
@@ -76,12 +70,13 @@ def main() -> None:
         if ev.key.startswith("graph_") or ev.key.startswith("aoti_torch_cpu"):
             k = group(ev.key.removeprefix("graph_0_"))
             groups[k] = groups.get(k, 0.0) + ev.self_cpu_time_total / 1e3 / a.steps
-    bb = model.backbone.config
-    kv_mb = 2 * bb.num_hidden_layers * B * bb.num_key_value_heads * S * (bb.hidden_size // bb.num_attention_heads) * 4
-    res = {"batch": B, "cache_length": S, "threads": torch.get_num_threads(), "package_build_s": round(build_s, 1),
+    caches, valid_RS = args[-1], args[4]  # every step reads all of K and V (step_inputs: ..., valid_RS, ..., caches)
+    kv_bytes = sum(c.numel() * c.element_size() for c in caches)
+    res = {"batch": B, "cache_length": valid_RS.shape[1], "threads": torch.get_num_threads(),
+           "package_build_s": round(build_s, 1),
            "step_ms": round(step_ms, 3), "tokens_per_s_bare_step": round(B / step_ms * 1e3, 1),
            "profiled_ms_per_step": {k: round(v, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
-           "kv_cache_mb_read_per_step": round(kv_mb / 2 ** 20, 1)}
+           "kv_cache_mb_read_per_step": round(kv_bytes / 2 ** 20, 1)}
     text = json.dumps(res, indent=1)
     print(text)
     if a.json:

@@ -46,9 +46,9 @@ def test_bench_device(monkeypatch, capsys):
     assert res["torch_threads"] >= 1 and res["cpu_fp32_gflops"] > 0 and isinstance(res["cuda"]["devices"], list)
 
 
-def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monkeypatch, capsys):
-    """`xomni generate --sjd-window W` samples with speculative Jacobi decoding; without --compile/--no-compile the
-    sampler gets "auto" (the packages of `xomni compile`, eager where there are none)."""
+@pytest.fixture
+def sampler_calls(monkeypatch):
+    """(sjd_window, compile, forward passes) of every sample_images call the pipeline makes."""
     import xomni.pipeline
     seen = []
     real = xomni.pipeline.sample_images
@@ -58,33 +58,33 @@ def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monke
         seen.append((kw["sjd_window"], kw["compile"], out.forward_passes))
         return out
     monkeypatch.setattr(xomni.pipeline, "sample_images", spy)
+    return seen
+
+
+def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monkeypatch, capsys, sampler_calls):
+    """`xomni generate --sjd-window W` samples with speculative Jacobi decoding; without --compile/--no-compile the
+    sampler gets "auto" (the packages of `xomni compile`, eager where there are none)."""
     prompt = 'a white poster with the text "HELLO" in black bold sans-serif letters'
     for extra in (["--sjd-window", "8"], ["--no-compile"]):
         r = run_inproc(["generate", prompt, "--n", "2", "--steps", "1", "-o", str(tmp_path / "x.png"), *extra],
                        monkeypatch, capsys)
         assert r.returncode == 0, r.stderr
-    (w1, c1, passes1), (w2, c2, passes2) = seen
+    (w1, c1, passes1), (w2, c2, passes2) = sampler_calls
     assert (w1, c1, w2, c2) == (8, "auto", 0, False)
     assert passes1 < passes2 == 64  # 64 tokens: one pass each without SJD, fewer with it
 
 
-def test_eval_text_sjd_window_reaches_the_sampler(mini, monkeypatch, capsys):
-    """`xomni eval text --sjd-window W` samples with speculative Jacobi decoding and records W in its result."""
-    import xomni.pipeline
-    seen = []
-    real = xomni.pipeline.sample_images
-
-    def spy(*args, **kw):
-        out = real(*args, **kw)
-        seen.append((kw["sjd_window"], out.forward_passes))
-        return out
-    monkeypatch.setattr(xomni.pipeline, "sample_images", spy)
+def test_eval_text_sjd_window_reaches_the_sampler(mini, tmp_path, monkeypatch, capsys, sampler_calls):
+    """`xomni eval text --sjd-window W` samples with speculative Jacobi decoding and records W in its result and in
+    the saved images' metadata."""
     (mini / "t.txt").write_text("OPEN\n")
-    r = run_inproc(["eval", "text", "--targets", str(mini / "t.txt"), "--samples", "1", "--sjd-window", "8"],
-                   monkeypatch, capsys)
+    r = run_inproc(["eval", "text", "--targets", str(mini / "t.txt"), "--samples", "1", "--sjd-window", "8",
+                    "--save-images", str(tmp_path / "s")], monkeypatch, capsys)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["sjd_window"] == 8
-    assert seen and seen[0][0] == 8 and seen[0][1] < 64
+    assert [json.loads(x)["sjd_window"] for x in (tmp_path / "s" / "metadata.jsonl").read_text().splitlines()] == [8]
+    (w, _, passes), = sampler_calls
+    assert w == 8 and passes < 64
     r = run_inproc(["eval", "text", "--images", str(mini / "data"), "--split", "val", "--sjd-window", "8"],
                    monkeypatch, capsys)
     assert r.returncode == 2 and "--sjd-window applies to a model's samples" in r.stderr

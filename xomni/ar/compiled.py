@@ -98,17 +98,18 @@ class _StepModule(torch.nn.Module):
         return self.step(codes_R, pos_R, slot, u_B, base_valid_RS, cos_PD, sin_PD, caches)
 
 
-def build_package(model, sampling: SamplingConfig, example_args: tuple) -> Path:
+def build_package(model, sampling: SamplingConfig, example_args: tuple, options: dict | None = None) -> Path:
     """Export the one-token step at the shapes of `example_args` (the sampler's StaticCacheBackend.step_inputs: rows
     and cache length from its R x S slot validity) and compile it ahead of time
     with AOTInductor into package_path(...), written atomically. Loading it later takes a fraction of a second,
     where torch.compile rebuilds the graph in every process (inductor's FX graph cache cannot hold the frozen
-    weights that `freezing` packs for oneDNN)."""
+    weights that `freezing` packs for oneDNN). `options`: extra inductor settings (scripts/profile_step.py turns on
+    per-kernel profiling, in its own XOMNI_CACHE_DIR: the package lands where the plain one would)."""
     rows, cache_len = example_args[4].shape
     path = package_path(model, sampling, rows, cache_len)
     path.parent.mkdir(parents=True, exist_ok=True)
     device = str(next(model.parameters()).device)
-    opts = _CPU_OPTIONS if device == "cpu" else {"freezing": True}
+    opts = {**(_CPU_OPTIONS if device == "cpu" else {"freezing": True}), **(options or {})}
     with torch.no_grad():
         ep = torch.export.export(_StepModule(model, _step_fn(model, sampling, sampling.cfg_on)), example_args)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.pt2")  # AOTInductor wants the .pt2 ending

@@ -171,11 +171,6 @@ class CompiledBackend(StaticCacheBackend):
                      or compiled.compiled_step(model, sampling))
         self.window = compiled.compiled_window(model, sampling)  # torch.compile's graphs build on their first call
 
-    def prefill(self, ids_RL, mask_RL, pos_RL):
-        logits = super().prefill(ids_RL, mask_RL, pos_RL)
-        self.slot = self.L0  # the cache slot the next one-token step writes
-        return logits
-
     def _run(self, graph, *args):
         """graph(*args), or None when there is no graph or it failed (then the caller runs eagerly)."""
         if graph is None:
@@ -185,15 +180,14 @@ class CompiledBackend(StaticCacheBackend):
         except Exception as err:  # noqa: BLE001 - any compile or run failure: go on eagerly
             compiled.mark_failed(self.model, err)
             self.step = self.window = None
-            self.dec.len = self.slot  # the one-token steps wrote slots L0 .. slot - 1
-            self.dec.valid[:, self.L0:self.slot] = True
             return None
 
     def decode_one_token(self, prev_B, t, u_B):
         out = self._run(self.step, *self.step_inputs(prev_B, t, u_B))
-        if out is None:
+        if out is None:  # the one-token graphs wrote slots L0 .. L0 + t - 2: the eager cache goes on from there
+            self.dec.len = self.L0 + t - 1
+            self.dec.valid[:, self.L0:self.dec.len] = True
             return super().decode_one_token(prev_B, t, u_B)
-        self.slot += 1
         return out
 
     def decode_window(self, tokens_BT, n_B):
@@ -316,9 +310,10 @@ def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, 
     return model.layout.image_grid(lp_BN, h, w).reshape(B, N)  # token grid order, as the sampler returns them
 
 
-def build_package_for(model, grid: tuple[int, int], sampling: SamplingConfig, batch: int, prompt_tokens: int):
-    """The one-token step's AOTInductor package for `batch` prompts of `prompt_tokens` tokens (its cache length
-    serves every prompt length that rounds to the same bucket); returns its path."""
+def example_step_inputs(model, grid: tuple[int, int], sampling: SamplingConfig, batch: int, prompt_tokens: int
+                        ) -> tuple:
+    """The one-token step's arguments (StaticCacheBackend.step_inputs) for `batch` prefilled prompts of
+    `prompt_tokens` tokens, at the cache length such prompts round to: a package's export example."""
     model.eval()
     device = next(model.parameters()).device
     ids, mask, pos = prompt_batch(model, [[32] * prompt_tokens] * batch, grid, sampling.cfg_scale, device)
@@ -327,7 +322,13 @@ def build_package_for(model, grid: tuple[int, int], sampling: SamplingConfig, ba
     with torch.no_grad():
         backend.prefill(ids, mask, pos)
     first = torch.zeros(batch, dtype=torch.long, device=device)
-    return compiled.build_package(model, sampling, backend.step_inputs(first, 1, torch.rand(batch, device=device)))
+    return backend.step_inputs(first, 1, torch.rand(batch, device=device))
+
+
+def build_package_for(model, grid: tuple[int, int], sampling: SamplingConfig, batch: int, prompt_tokens: int):
+    """The one-token step's AOTInductor package for `batch` prompts of `prompt_tokens` tokens (its cache length
+    serves every prompt length that rounds to the same bucket); returns its path."""
+    return compiled.build_package(model, sampling, example_step_inputs(model, grid, sampling, batch, prompt_tokens))
 
 
 def build_packages(model, grid: tuple[int, int], sampling: SamplingConfig, batch_sizes: list[int],

@@ -104,8 +104,7 @@ def register(apps: dict) -> None:
         res, rows = score_items(items, tg, engine=ocr, psm=psm, region=reg)
         res["source"] = images or model
         if model is not None and items:
-            res["sampling"] = items[0].meta["sampling"]
-            res["sjd_window"] = sjd_window
+            res["sampling"], res["sjd_window"] = items[0].meta["sampling"], items[0].meta["sjd_window"]
         _emit(res, rows, per_image, json_path)
 
     @ev.command("longtext")

@@ -89,7 +89,7 @@ def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
         for j, im in enumerate(ims):
             key = f"t{i:04d}-s{j}"
             meta = {"key": key, "text": t, "caption": cap, "sample": j, "seed": seed + i // max(1, batch),
-                    "file_name": f"{key}.png", "sampling": used}
+                    "file_name": f"{key}.png", "sampling": used, "sjd_window": sjd_window}
             if model_preset(pipe):
                 meta["preset"] = model_preset(pipe)
             items.append(Item(key, im.convert("RGB") if im is not None else None, meta,

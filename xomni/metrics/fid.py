@@ -179,8 +179,8 @@ def fid_dirs(real: str, fake: str, inception_weights: str | None = None, n: int 
     out = {"fid": d, "n_real": len(fr), "n_fake": len(ff), "n_skipped": sr + sf, "features": name,
            "feature_dim": int(fr.shape[1])}
     if n_boot:
-        sd = fid_with_ci(fr, ff, n_boot)["boot_sd"]
-        out.update(ci95=[d - 1.96 * sd, d + 1.96 * sd], boot_sd=sd, n_boot=n_boot)
+        ci = fid_with_ci(fr, ff, n_boot)
+        out.update({k: ci[k] for k in ("ci95", "boot_sd", "n_boot")})
     if min(len(fr), len(ff)) < 2000:
         out["warning"] = "n < 2000: FID is biased upwards at small n; compare only runs with equal n"
     return out
