@@ -16,7 +16,7 @@ from xomni.rl.config import RLConfig, load_rl_config, validate
 from xomni.rl.grpo import (GRPOLoss, PolicyLogprobs, group_advantages, grpo_token_loss, k3_kl,
                            sampling_distribution_stats)
 from xomni.rl.rewards import (AlignmentReward, OcrReward, RewardPool, RewardSet, aesthetic, aesthetic_score,
-                              reward_spec, target_texts, text_similarity)
+                              build_reward_set, reward_spec, target_texts, text_similarity)
 
 TOK = dict(width=32, depth=1, code_dim=16, text_dim=32, text_layers=1, text_heads=2, max_caption_bytes=48)
 DEC = dict(cond_channels=[32, 16], cond_blocks=1, cond_out=8, unet_channels=[16, 32], steps=1)
@@ -87,6 +87,30 @@ def test_ocr_reward_high_for_correct_text_low_for_wrong():
     assert target_texts(['two "A" and "B"', "none"], [None, "X"]) == ["A B", "X"]
     assert text_similarity("HELLO", "HELLO") == 1.0 and text_similarity("", "") == 1.0
     assert text_similarity("HELL0", "HELLO") == pytest.approx(0.8) and text_similarity("", "AB") == 0.0
+
+
+def test_ocr_reward_with_confidence_is_stricter_on_blur():
+    """ocr_confidence: the reward is the edit similarity times RapidOCR's mean character probability, with one
+    probability per character of the reading; a blurred render that still reads right scores lower than the clean
+    one, which the plain reward cannot tell apart; RewardSet.details carries the probabilities for column credit."""
+    ims, metas = rendered(6)
+    caps = [m["caption"] for m in metas]
+    plain, strict = OcrReward("tiny"), OcrReward("tiny", confidence=True)
+    blurred = [im.filter(ImageFilter.GaussianBlur(2.5)) for im in ims]
+    p_clean, s_clean = plain(ims, caps), strict(ims, caps)
+    assert all(len(c) == len(r) and all(0.0 <= x <= 1.0 for x in c)
+               for c, r in zip(strict.last_confs, strict.last_reads))
+    assert strict.last_reads == plain.last_reads
+    assert s_clean == pytest.approx([p * np.mean(c) if c else 0.0 for p, c in zip(p_clean, strict.last_confs)])
+    p_blur, s_blur = plain(blurred, caps), strict(blurred, caps)
+    same = [i for i in range(6) if p_clean[i] == p_blur[i] == 1.0]  # read right both times
+    assert len(same) >= 4 and all(s_blur[i] <= s_clean[i] for i in same)
+    assert np.mean([s_clean[i] - s_blur[i] for i in same]) > 0.01
+    rs = RewardSet({"ocr": OcrReward("tiny", confidence=True)}, {"ocr": 1.0})
+    rs.scores(ims, caps)
+    assert rs.details["ocr"] == strict.last_reads and len(rs.details["ocr_confs"]) == 6
+    cfg = load_rl_config({"ocr_confidence": True, "preset": "tiny"})
+    assert build_reward_set(cfg).fns["ocr"].confidence is True
 
 
 def test_aesthetic_prefers_clean_renders():
@@ -415,7 +439,6 @@ def test_alignment_reward_with_a_real_judge_dir(tmp_path):
     from xomni.checkpoint import save_model_dir
     from xomni.config import to_dict
     from xomni.metrics.judge import JudgeModelConfig, JudgeNet, schema_from_preset
-    from xomni.rl.rewards import build_reward_set
     torch.manual_seed(0)
     schema, mc = schema_from_preset("tiny"), JudgeModelConfig(width=8, hidden=16)
     save_model_dir(tmp_path / "judge", JudgeNet(schema, mc).eval(),
@@ -477,7 +500,8 @@ def test_reuse_sft_rows_checks_the_conditions(tmp_path):
     assert reused_sft_rows(str(f), **args) == {"SFT, 1 sample": row, "SFT, best-of-8": row}
     for key, value, what in [("targets_sha", "abd", "targets"), ("seed", 1, "seed"), ("best_of", 4, "best_of"),
                              ("rewards", {"ocr": 0.5}, "reward_weights"), ("sampling", {**samp, "min_p": 0.0},
-                                                                           "SFT sampling")]:
+                                                                           "SFT sampling"),
+                             ("ocr_confidence", True, "ocr_confidence")]:
         with pytest.raises(XomniError, match=f"{what}.* differs"):
             reused_sft_rows(str(f), **{**args, key: value})
     with pytest.raises(XomniError, match="no FID"):

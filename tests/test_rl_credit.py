@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from xomni.errors import XomniError
 from xomni.rl.credit import char_correct, char_spans, column_advantages, column_rewards
 
 
@@ -23,6 +24,26 @@ def test_char_correct(pred, target, want):
         assert sum(got) == 4 and got[0] == 1 and got[-1] == 1
     else:
         assert got == want
+
+
+def test_char_correct_with_confidences():
+    """With ocr_confidence a character read right counts its reading's probability; wrong ones stay 0, and the
+    alignment is the plain one (the confidences of spurious characters count nowhere)."""
+    assert char_correct("HELLO", "HELLO", [0.9, 1.0, 0.5, 1.0, 0.7]) == [0.9, 1.0, 0.5, 1.0, 0.7]
+    assert char_correct("HELL0", "HELLO", [0.9, 1.0, 0.5, 1.0, 0.99]) == [0.9, 1.0, 0.5, 1.0, 0.0]
+    assert char_correct("HEXLLO", "HELLO", [1.0, 0.8, 0.99, 0.6, 1.0, 1.0]) == [1.0, 0.8, 0.0, 1.0, 1.0]
+    assert char_correct("A B", "A B", [0.5, 1.0, 0.25]) == [0.5, 1.0, 0.25]
+    with pytest.raises(XomniError, match="2 confidences for a reading of 3"):
+        char_correct("ABC", "ABC", [1.0, 1.0])
+    t = "ABCDEFGH"
+    confs = [[1.0] * 8, [1.0] * 7 + [0.5]]
+    plain = column_rewards([t, t], [t, t], "mini", 128, 16, [1.0, 1.0])
+    soft = column_rewards([t, t], [t, t], "mini", 128, 16, [1.0, 1.0], confs=confs)
+    assert np.array_equal(soft[0], plain[0])
+    sp = char_spans(t, "mini")  # the columns the last letter is drawn over score less in the less sure reading
+    last = [c for c in range(16) if c * 8 < sp[-1][1] and (c + 1) * 8 > sp[-1][0]]
+    first = [c for c in range(16) if (c + 1) * 8 <= sp[-1][0] and c * 8 >= sp[0][0]]
+    assert all(soft[1, c] < plain[1, c] for c in last) and all(soft[1, c] == plain[1, c] for c in first)
 
 
 def test_char_spans_follow_the_renderer():

@@ -145,8 +145,11 @@ def _rapidocr_engine():
     return eng
 
 
-def rapidocr_batch(images: list, region=None) -> list[str]:
-    """RapidOCR recognition (no detection, no angle classifier) of each preprocessed image, in order."""
+def rapidocr_batch(images: list, region=None, with_confidence: bool = False) -> list:
+    """RapidOCR recognition (no detection, no angle classifier) of each preprocessed image, in order. With
+    `with_confidence`, (text, confs) pairs: confs[k] is the recogniser's probability of the text's k-th character
+    (1.0 for spaces; every character gets the line's mean score when RapidOCR's per-character list does not match
+    the text)."""
     import numpy as np
     if not images:
         return []
@@ -154,9 +157,19 @@ def rapidocr_batch(images: list, region=None) -> list[str]:
     out = []
     for img in images:
         arr = np.asarray(preprocess_for_ocr(img, region).convert("RGB"))
-        r = eng(arr, use_det=False, use_cls=False, use_rec=True)
+        r = eng(arr, use_det=False, use_cls=False, use_rec=True, return_word_box=with_confidence)
         txts = getattr(r, "txts", None) or ()
-        out.append(normalize_ws(" ".join(t for t in txts if t)))
+        text = normalize_ws(" ".join(t for t in txts if t))
+        if not with_confidence:
+            out.append(text)
+            continue
+        char_confs = [float(c) for w in (getattr(r, "word_results", None) or ()) for c in (w.confs or ())]
+        ink = [ch for ch in text if ch != " "]
+        if len(char_confs) != len(ink):
+            scores = [float(s) for s in (getattr(r, "scores", None) or ())]
+            char_confs = [sum(scores) / len(scores) if scores else 0.0] * len(ink)
+        it = iter(char_confs)
+        out.append((text, [1.0 if ch == " " else next(it) for ch in text]))
     return out
 
 

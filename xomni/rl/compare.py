@@ -120,7 +120,7 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     rows, grids = {}, {}
     if reuse_sft:
         rows.update(reused_sft_rows(reuse_sft, len(targets), targets_sha, seed, best_of, dict(rcfg.rewards),
-                                    _sampling(pipes["SFT"]), judge, reference, n_ref))
+                                    _sampling(pipes["SFT"]), judge, reference, n_ref, rcfg.ocr_confidence))
     od = Path(out)
     (od / "img").mkdir(parents=True, exist_ok=True)
     for name, pipe in pipes.items():
@@ -136,7 +136,8 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
     result = {"sft": sft, "rl": str(rl_dir), "targets": targets_file, "n_targets": len(targets),
               "targets_sha256": targets_sha, "seed": seed, "judge": judge, "reference": reference,
               "n_ref": n_ref if reference else None, "sft_rows_from": reuse_sft,
-              "best_of": best_of, "reward_weights": dict(rcfg.rewards), "reward_config": rc,
+              "best_of": best_of, "reward_weights": dict(rcfg.rewards), "ocr_confidence": rcfg.ocr_confidence,
+              "reward_config": rc,
               "sampling": {k: _sampling(p) for k, p in pipes.items()}, "conditions": rows,
               "rl_steps": curve[-1][0] if curve else None, "rest": str(rest_dir) if rest_dir else None,
               "rl_kl_last": (reward_curve(rl_log, "kl") or [(None, None)])[-1][1] if rl_log else None}
@@ -162,10 +163,12 @@ def compare(sft: str, rl: str, targets_file: str, out: str, best_of: int = 8, re
 
 
 def reused_sft_rows(path: str, n_targets: int, targets_sha: str, seed: int, best_of: int, rewards: dict,
-                    sampling: dict, judge: str | None, reference: str | None, n_ref: int) -> dict:
+                    sampling: dict, judge: str | None, reference: str | None, n_ref: int,
+                    ocr_confidence: bool = False) -> dict:
     """The SFT rows of an earlier compare.json, when it was made under the same conditions (targets, seed, N,
     reward weights, the SFT model's sampling, and judge / FID columns when asked for): the SFT side of the table
-    does not change between RL runs from the same start, and its best-of-N is the costliest row."""
+    does not change between RL runs from the same start, and its best-of-N is the costliest row. Files made
+    before `ocr_confidence` was recorded were made without it."""
     try:
         old = json.loads(Path(path).read_text())
         old_rows = {k: v for k, v in old["conditions"].items() if k.startswith("SFT, ")}
@@ -173,6 +176,7 @@ def reused_sft_rows(path: str, n_targets: int, targets_sha: str, seed: int, best
         raise XomniError(f"--reuse-sft {path}: not a compare.json of `xomni eval rl` ({type(e).__name__})") from None
     checks = [("n_targets", old.get("n_targets"), n_targets), ("seed", old.get("seed"), seed),
               ("best_of", old.get("best_of"), best_of), ("reward_weights", old.get("reward_weights"), rewards),
+              ("ocr_confidence", bool(old.get("ocr_confidence", False)), bool(ocr_confidence)),
               ("SFT sampling", (old.get("sampling") or {}).get("SFT"), sampling)]
     if "targets_sha256" in old:
         checks.append(("targets (sha256)", old["targets_sha256"], targets_sha))

@@ -1,7 +1,7 @@
 """RL configuration: `RLConfig` (GRPO + rewards + sampling), its validation, and loading for best-of-N.
 
-The reward part of the config (`rewards`, `reward_judge`, `preset`, `caption_model`) is read by both `xomni train
-rl` and best-of-N, so both score images with exactly the same callables and weights.
+The reward part of the config (`rewards`, `ocr_confidence`, `reward_judge`, `preset`, `caption_model`) is read by
+both `xomni train rl` and best-of-N, so both score images with exactly the same callables and weights.
 """
 from __future__ import annotations
 
@@ -82,6 +82,10 @@ class RLConfig:
                                       help="Reward name -> weight; combined reward = sum(w * r) / sum(w). Names: "
                                            "ocr, alignment, caption_similarity, aesthetic, or 'module:function'. "
                                            "Default OCR alone: the aesthetic term measured as noise in the gradient.")
+    ocr_confidence: bool = field(False, help="Make the OCR reward strict where Tesseract (the evaluator) is: "
+                                             "edit similarity x RapidOCR's mean character probability, and with "
+                                             "column credit each character read right counts its probability, so "
+                                             "legible glyphs beat ones RapidOCR merely forgives (docs/RL.md).")
     reward_judge: str = field("", help="Judge directory for the `alignment` reward: train it separately from the "
                                        "evaluation judge (`xomni train judge --set train.seed=1`).")
     preset: str = field("tiny", help="Dataset preset whose ocr_region the OCR reward and the val text accuracy "

@@ -18,11 +18,14 @@ from xomni.errors import XomniError
 from xomni.metrics.textmetrics import edit_table, normalize_ws
 
 
-def char_correct(pred: str, target: str) -> list[float]:
+def char_correct(pred: str, target: str, confs: list[float] | None = None) -> list[float]:
     """Per character of `target` (whitespace-normalised, case-sensitive): 1.0 when the minimal-edit alignment
     reads it as itself, else 0.0. An inserted character in the reading marks its target neighbour (the next one,
-    or the last at the end) wrong."""
+    or the last at the end) wrong. `confs` (one per character of the already normalised `pred`, as
+    rapidocr_batch gives them): a character read right counts its reading's probability instead of 1.0."""
     p, t = normalize_ws(pred), normalize_ws(target)
+    if confs is not None and len(confs) != len(p):
+        raise XomniError(f"char_correct: {len(confs)} confidences for a reading of {len(p)} characters")
     n, m = len(t), len(p)
     if n == 0:
         return []
@@ -33,6 +36,8 @@ def char_correct(pred: str, target: str) -> list[float]:
         if i > 0 and j > 0 and D[i][j] == D[i - 1][j - 1] + (t[i - 1] != p[j - 1]):
             if t[i - 1] != p[j - 1]:
                 ok[i - 1] = 0.0
+            elif confs is not None:
+                ok[i - 1] = min(ok[i - 1], float(confs[j - 1]))
             i, j = i - 1, j - 1
         elif i > 0 and D[i][j] == D[i - 1][j] + 1:  # target char dropped
             ok[i - 1] = 0.0
@@ -68,17 +73,18 @@ def char_spans(text: str, preset: str) -> tuple[tuple[float, float], ...]:
 
 
 def column_rewards(preds: list[str], targets: list[str], preset: str, width_px: int, grid_w: int,
-                   whole: list[float], levels: int = 1) -> np.ndarray:
+                   whole: list[float], levels: int = 1, confs: list | None = None) -> np.ndarray:
     """B x grid_w rewards: per token column, the overlap-weighted correctness of the target characters drawn
     there; `whole[i]` (the rollout's whole-string reward) where no character overlaps the column. With `levels`
-    codes per patch (side by side in the row, xomni.tokenizer levels) a patch's columns share its reward."""
+    codes per patch (side by side in the row, xomni.tokenizer levels) a patch's columns share its reward.
+    `confs[i]`: per-character probabilities of reading i (`char_correct`)."""
     n = grid_w // levels  # patch columns
     col = width_px / n
     out = np.empty((len(preds), n), dtype=np.float64)
     for i, (pr, tg) in enumerate(zip(preds, targets)):
         t = normalize_ws(tg)
         spans = char_spans(t, preset) if t else ()
-        ok = char_correct(pr, t) if spans else []
+        ok = char_correct(pr, t, None if confs is None else confs[i]) if spans else []
         for c in range(n):
             a, b = c * col, (c + 1) * col
             w = [max(0.0, min(b, x1) - max(a, x0)) for x0, x1 in spans]
@@ -116,10 +122,12 @@ class ColumnCredit:
         self.width_px = get_preset(preset).width
 
     def __call__(self, total: list[float], comps: dict, reads: list[str], targets: list[str], G: int,
-                 grid: tuple[int, int]) -> torch.Tensor:
+                 grid: tuple[int, int], confs: list | None = None) -> torch.Tensor:
+        """`confs`: the readings' per-character probabilities (RewardSet.details["ocr_confs"] with
+        ocr_confidence), None for plain correctness."""
         h, w = grid
         ocr = np.asarray(comps["ocr"], dtype=np.float64)
-        col = column_rewards(reads, targets, self.preset, self.width_px, w, ocr.tolist(), self.levels)
+        col = column_rewards(reads, targets, self.preset, self.width_px, w, ocr.tolist(), self.levels, confs)
         rest = np.asarray(total, dtype=np.float64) - float(self.weights["ocr"]) * ocr / self.wsum
         tok = float(self.weights["ocr"]) * col / self.wsum + rest[:, None]
         return column_advantages(tok, total, G, h, self.eps, self.scale)

@@ -140,6 +140,7 @@ class Rollouts:
     times: dict                   # sample_s, decode_s, reward_wait_s, reward_cpu_s
     reads: list = dataclasses.field(default_factory=list)  # P*G OCR readings ('' without an OCR reward)
     targets: list = dataclasses.field(default_factory=list)  # P*G strings the prompts ask for
+    confs: list | None = None     # P*G per-character probabilities of the readings (ocr_confidence)
     uses: int = 0
 
 
@@ -168,26 +169,28 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
         codes.append(out.codes_BHW)
         old_lp.append(out.logprobs_BN)
     t0 = time.time()
-    total, comps, cpu, reads = [], {}, 0.0, []
+    total, comps, cpu, reads, confs = [], {}, 0.0, [], []
     for f in futures:
         t, c, cs, det = f.result()
         total.extend(t)
         if credit is not None and "ocr" not in det:
             raise XomniError("credit=column needs the OCR reward's readings, and the reward pool returned none")
         reads.extend(det.get("ocr", [""] * len(t)))
+        confs.extend(det.get("ocr_confs", [None] * len(t)))
         cpu += cs
         for k, v in c.items():
             comps.setdefault(k, []).extend(v)
     times["reward_wait_s"], times["reward_cpu_s"] = time.time() - t0, cpu
     total_t = torch.tensor(total, dtype=torch.float32)
     targets = [t for t in target_texts([b["prompt"] for b in batch], [b.get("text") for b in batch]) for _ in range(G)]
+    confs = None if any(c is None for c in confs) else confs
     if credit is None:
         adv = group_advantages(total_t.view(-1, G), adv_eps, scale_rewards).reshape(-1)
     else:
-        adv = credit(total, comps, reads, targets, G, tuple(grid))
+        adv = credit(total, comps, reads, targets, G, tuple(grid), confs)
     return Rollouts(ids=ids, codes=torch.cat(codes), old_lp=torch.cat(old_lp), total=total_t,
                     comps={k: torch.tensor(v) for k, v in comps.items()}, adv=adv, times=times, reads=reads,
-                    targets=targets)
+                    targets=targets, confs=confs)
 
 
 def passes_per_group(ro: Rollouts, G: int) -> list[int]:

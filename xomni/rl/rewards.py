@@ -137,14 +137,25 @@ def at_size(images, size):
 
 # ------------------------------------------------------------------ built-in rewards
 class OcrReward:
-    def __init__(self, preset: str = "tiny"):
+    """RapidOCR's reading of the preset's OCR region scored against the target: 1 - normalised edit distance.
+    With `confidence`, times the recogniser's mean character probability, so that of two images read the same the
+    one drawn more legibly scores higher (RapidOCR forgives glyph pieces that Tesseract, the evaluator, does not);
+    `last_confs` then holds each reading's per-character probabilities for column credit."""
+
+    def __init__(self, preset: str = "tiny", confidence: bool = False):
         self.box, self.size = preset_region(preset)
+        self.confidence = confidence
 
     def __call__(self, images, prompts, text=None, **_):
         targets = target_texts(prompts, text)
-        preds = rapidocr_batch(at_size(images, self.size), region=self.box)
+        out = rapidocr_batch(at_size(images, self.size), region=self.box, with_confidence=self.confidence)
+        preds = [o[0] for o in out] if self.confidence else out
         self.last_reads = preds  # RewardSet.details: what column credit (xomni.rl.credit) aligns
-        return [text_similarity(p, t) for p, t in zip(preds, targets)]
+        sims = [text_similarity(p, t) for p, t in zip(preds, targets)]
+        if not self.confidence:
+            return sims
+        self.last_confs = [o[1] for o in out]
+        return [s * (sum(c) / len(c) if c else 0.0) for s, c in zip(sims, self.last_confs)]
 
 
 class AlignmentReward:
@@ -266,7 +277,8 @@ class RewardSet:
 
     def scores(self, images, prompts, **meta) -> tuple[list[float], dict[str, list[float]]]:
         """(combined reward per image, {name: values}); afterwards `self.details` holds what a reward exposed
-        about its last call as `last_reads` (the OCR readings: {"ocr": [str, ...]})."""
+        about its last call as `last_reads` (the OCR readings: {"ocr": [str, ...]}) and `last_confs` (their
+        per-character probabilities, with ocr_confidence: {"ocr_confs": [[float, ...], ...]})."""
         images, prompts = list(images), list(prompts)
         self.details: dict[str, list] = {}
         if len(images) != len(prompts):
@@ -285,6 +297,9 @@ class RewardSet:
             reads = getattr(fn, "last_reads", None)
             if isinstance(reads, list) and len(reads) == len(images):
                 self.details[name] = list(reads)
+            confs = getattr(fn, "last_confs", None)
+            if isinstance(confs, list) and len(confs) == len(images):
+                self.details[f"{name}_confs"] = list(confs)
         total = [sum(self.weights[k] * comps[k][i] for k in comps) / self.wsum for i in range(len(images))]
         return total, comps
 
@@ -294,6 +309,7 @@ class RewardSet:
 def reward_spec(cfg, model_dir: str | None = None) -> dict:
     """The picklable description of an RLConfig's rewards (what worker processes rebuild)."""
     return {"rewards": dict(cfg.rewards), "reward_judge": cfg.reward_judge, "preset": cfg.preset,
+            "ocr_confidence": bool(cfg.ocr_confidence),
             "caption_model": cfg.caption_model or (str(model_dir) if model_dir else "")}
 
 
@@ -301,7 +317,7 @@ def build_from_spec(spec: dict, pipe=None) -> RewardSet:
     fns: dict[str, Callable] = {}
     for name in spec["rewards"]:
         if name == "ocr":
-            fns[name] = OcrReward(spec["preset"])
+            fns[name] = OcrReward(spec["preset"], spec.get("ocr_confidence", False))
         elif name == "alignment":
             fns[name] = AlignmentReward(spec["reward_judge"])
         elif name == "caption_similarity":

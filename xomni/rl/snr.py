@@ -135,9 +135,9 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
     lv = pipe.image_tokenizer.levels
     if "ocr" in comps:
         token_adv["column_configured"] = ColumnCredit(cfg.rewards, cfg.preset, cfg.adv_eps, cfg.scale_rewards, lv)(
-            ro.total.tolist(), comps, ro.reads, ro.targets, G, pipe.grid).double()
+            ro.total.tolist(), comps, ro.reads, ro.targets, G, pipe.grid, ro.confs).double()
         token_adv["column_ocr_only"] = ColumnCredit({"ocr": 1.0}, cfg.preset, cfg.adv_eps, cfg.scale_rewards, lv)(
-            comps["ocr"], comps, ro.reads, ro.targets, G, pipe.grid).double()
+            comps["ocr"], comps, ro.reads, ro.targets, G, pipe.grid, ro.confs).double()
     policy = PolicyLogprobs(pipe.ar)
     params = [p for p in policy.parameters() if p.requires_grad]
     D = sum(p.numel() for p in params)
