@@ -113,6 +113,23 @@ def test_ocr_reward_with_confidence_is_stricter_on_blur():
     assert build_reward_set(cfg).fns["ocr"].confidence is True
 
 
+def test_pass_counts_read_exactness_not_reward_one():
+    """The prompt pool counts a rollout as passed when OCR read its text exactly, also under ocr_confidence (whose
+    OCR reward stays below 1); without an OCR reward, when the combined reward is 1. algo=rest refuses a
+    rest_min_reward that the confidence-scaled reward never reaches."""
+    from xomni.rl.grpo import Rollouts, passes_per_group
+    z = torch.zeros(4, 1, 1)
+    ro = Rollouts(ids=[[1]] * 4, codes=z, old_lp=z[:, 0], total=torch.tensor([0.97, 0.99, 0.6, 0.98]),
+                  comps={"ocr": torch.tensor([0.97, 0.99, 0.6, 0.98])}, adv=torch.zeros(4), times={},
+                  reads=["HI", "HI ", "H1", "OK"], targets=["HI", "HI", "HI", "OK"])
+    assert passes_per_group(ro, 2) == [2, 1]
+    ro_no_ocr = dataclasses.replace(ro, comps={"brightness": ro.total}, total=torch.tensor([1.0, 0.5, 1.0, 1.0]))
+    assert passes_per_group(ro_no_ocr, 2) == [1, 2]
+    with pytest.raises(XomniError, match="rest_min_reward 1.0 keeps nothing"):
+        load_rl_config({"algo": "rest", "ocr_confidence": True})
+    assert load_rl_config({"algo": "rest", "ocr_confidence": True, "rest_min_reward": 0.95}).ocr_confidence
+
+
 def test_aesthetic_prefers_clean_renders():
     ims, _ = rendered(6)
     rng = np.random.default_rng(0)

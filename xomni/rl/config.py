@@ -126,6 +126,10 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise XomniError(f"algo must be 'grpo' or 'rest', got {cfg.algo!r}")
     if not math.isfinite(cfg.rest_min_reward):
         raise XomniError(f"rest_min_reward must be a finite number, got {cfg.rest_min_reward}")
+    if cfg.algo == "rest" and cfg.ocr_confidence and cfg.rest_min_reward >= 1.0:
+        raise XomniError(f"algo=rest with ocr_confidence: the OCR reward stays below 1 (it is scaled by RapidOCR's "
+                         f"character probabilities), so rest_min_reward {cfg.rest_min_reward} keeps nothing; set "
+                         f"it below 1, e.g. --set rest_min_reward=0.95")
     if cfg.credit not in ("auto", "sequence", "column"):
         raise XomniError(f"credit must be 'auto', 'sequence' or 'column', got {cfg.credit!r}")
     if cfg.credit == "column" and (float(cfg.rewards.get("ocr", 0.0)) == 0.0 or not cfg.preset):

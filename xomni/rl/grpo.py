@@ -33,6 +33,7 @@ from torch import nn
 
 from xomni.ar.sampler import SamplingConfig, _left_pad, build_rows, process_logits, sample_images, sequence_logprobs
 from xomni.errors import XomniError
+from xomni.metrics.textmetrics import normalize_ws
 from xomni.rl.bestofn import pick_best
 from xomni.rl.config import effective_credit
 from xomni.rl.credit import ColumnCredit
@@ -194,9 +195,13 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
 
 
 def passes_per_group(ro: Rollouts, G: int) -> list[int]:
-    """Rollouts per group whose OCR reward is 1 (read exactly right); the combined reward when there is no OCR."""
-    r = ro.comps.get("ocr", ro.total)
-    return (r.view(-1, G) >= 1.0).sum(-1).tolist()
+    """Rollouts per group that OCR read exactly right (with ocr_confidence the OCR reward stays below 1 even
+    then); without an OCR reward, those whose combined reward is 1."""
+    if "ocr" in ro.comps and len(ro.reads) == len(ro.targets) == len(ro.total):
+        ok = torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(ro.reads, ro.targets)])
+    else:
+        ok = ro.total >= 1.0
+    return ok.view(-1, G).sum(-1).tolist()
 
 
 def rest_selection(total_PG: torch.Tensor, min_reward: float) -> torch.Tensor:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from xomni.errors import XomniError
+from xomni.metrics.textmetrics import normalize_ws
 from xomni.pipeline import Pipeline
 from xomni.rl.config import effective_credit, load_run_config
 from xomni.rl.credit import ColumnCredit
@@ -102,21 +103,27 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
         for p in range(groups):
             imgs = decode_fn(ro.codes[p * G:(p + 1) * G], 10_000 + p)
             futs.append(pool.submit(imgs, [batch[p]["prompt"]] * G, {"text": [batch[p].get("text")] * G}))
-        total2, ocr2 = [], []
+        total2, ocr2, reads2 = [], [], []
         for f in futs:
-            t, c, _, _ = f.result()
+            t, c, _, det = f.result()
             total2.extend(t)
             ocr2.extend(c.get("ocr", t))
+            reads2.extend(det.get("ocr", [""] * len(t)))
     r1, r2 = ro.total.double(), torch.tensor(total2, dtype=torch.float64)
     ocr1 = ro.comps.get("ocr", ro.total).double()
     ocr2_t = torch.tensor(ocr2, dtype=torch.float64)
+    if "ocr" in ro.comps:  # read exactly right (with ocr_confidence the OCR reward stays below 1 even then)
+        exact1 = torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(ro.reads, ro.targets)])
+        exact2 = torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(reads2, ro.targets)])
+    else:
+        exact1, exact2 = ocr1 >= 1.0, ocr2_t >= 1.0
     within = float(r1.view(-1, G).var(-1, unbiased=False).mean())
     within_ocr = float(ocr1.view(-1, G).var(-1, unbiased=False).mean())
     rep = {"reward_mean": float(r1.mean()), "reward_corr_two_decodes": float(np.corrcoef(r1, r2)[0, 1]),
            "within_group_var": within, "decode_noise_var": float((r1 - r2).var() / 2),
            "decode_noise_share": float((r1 - r2).var() / 2) / within if within else None,
-           "ocr_exact_rate": float((ocr1 >= 1.0).double().mean()),
-           "ocr_exact_agree_two_decodes": float(((ocr1 >= 1.0) == (ocr2_t >= 1.0)).double().mean()),
+           "ocr_exact_rate": float(exact1.double().mean()),
+           "ocr_exact_agree_two_decodes": float((exact1 == exact2).double().mean()),
            "ocr_decode_noise_share": float((ocr1 - ocr2_t).var() / 2) / within_ocr if within_ocr else None,
            "zero_var_groups": float((r1.view(-1, G).std(-1) == 0).double().mean())}
     log(f"[snr] repeatability {json.dumps(rep)}")
@@ -124,7 +131,7 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
     adv = {"configured": ro.adv.double(),
            "unscaled": group_advantages(r1.view(-1, G).float(), cfg.adv_eps, False).reshape(-1).double(),
            "ocr_only_scaled": group_advantages(ocr1.view(-1, G).float(), cfg.adv_eps, True).reshape(-1).double(),
-           "exact_only_scaled": group_advantages((ocr1 >= 1.0).float().view(-1, G), cfg.adv_eps,
+           "exact_only_scaled": group_advantages(exact1.float().view(-1, G), cfg.adv_eps,
                                                  True).reshape(-1).double(),
            "two_decode_mean_scaled": group_advantages(((r1 + r2) / 2).view(-1, G).float(), cfg.adv_eps,
                                                       True).reshape(-1).double()}
