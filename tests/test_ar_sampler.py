@@ -1,4 +1,6 @@
 """The sampler's log-probabilities are exactly those of the distribution it sampled from."""
+import math
+
 import pytest
 import torch
 
@@ -71,6 +73,25 @@ def test_inverse_cdf_draw_matches_distribution():
     freq = torch.bincount(draws, minlength=10).float() / n
     assert (freq - lp.exp()[0]).abs().max().item() < 0.012
     assert (freq[torch.isinf(lp[0])] == 0).all()  # filtered tokens are never drawn
+
+
+def test_drawn_tokens_stay_in_the_support_when_scored():
+    """A drawn token that a recomputed forward puts just past the min-p cut keeps a finite log-prob when it is
+    scored (keep_idx): the support grows by that token only, and tokens inside the cut score as before."""
+    s = SamplingConfig(temperature=1.0, min_p=0.1)
+    logits = torch.tensor([[0.0, math.log(0.1) - 1e-4, -5.0, math.log(0.5)]])  # token 1 just below 0.1 x max
+    plain = process_logits(logits, None, s)
+    assert torch.isinf(plain[0, 1]) and torch.isinf(plain[0, 2])
+    kept = process_logits(logits, None, s, keep_idx=torch.tensor([1]))
+    want = torch.log_softmax(logits[0, [0, 1, 3]], -1)
+    assert torch.allclose(kept[0, [0, 1, 3]], want) and torch.isinf(kept[0, 2])
+    inside = process_logits(logits, None, s, keep_idx=torch.tensor([3]))
+    assert torch.equal(inside, plain)
+    m = _model()  # sequence_logprobs(keep_drawn=True) scores every code, even one outside the support
+    codes = torch.randint(0, 50, (3, 2, 2))
+    s1 = SamplingConfig(temperature=0.5, top_k=1, min_p=0.0)
+    assert torch.isfinite(sequence_logprobs(m, PROMPTS, codes, s1, keep_drawn=True)).all()
+    assert torch.isinf(sequence_logprobs(m, PROMPTS, codes, s1)).any()  # without it: -inf outside the support
 
 
 def test_fast_path_and_transformers_cache_draw_the_same_tokens():

@@ -41,11 +41,15 @@ class SamplingConfig:
         return self.cfg_scale != 1.0
 
 
-def process_logits(cond_NV: torch.Tensor, uncond_NV: torch.Tensor | None, s: SamplingConfig) -> torch.Tensor:
+def process_logits(cond_NV: torch.Tensor, uncond_NV: torch.Tensor | None, s: SamplingConfig,
+                   keep_idx: torch.Tensor | None = None) -> torch.Tensor:
     """Log-probabilities of the sampling distribution: CFG -> temperature -> top-k -> top-p -> min-p.
 
     Filtered tokens get -inf. Works with gradients (the RL loss calls it on a full forward pass) and on any leading
-    shape (the speculative sampler scores a window of positions per row at once).
+    shape (the speculative sampler scores a window of positions per row at once). `keep_idx` (the logits' shape
+    without V): a token per position that stays in the support, for scoring tokens already drawn: a recomputed
+    forward differs from the sampler's in the last float bits, which can move a drawn token just past a top-k /
+    top-p / min-p cut (its log-prob would be -inf, and an RL step NaN).
     """
     logits = cond_NV.float()
     if uncond_NV is not None and s.cfg_scale != 1.0:
@@ -67,6 +71,8 @@ def process_logits(cond_NV: torch.Tensor, uncond_NV: torch.Tensor | None, s: Sam
         if s.min_p > 0:
             top = lp.max(dim=-1, keepdim=True).values
             keep &= lp >= top + torch.log(torch.tensor(s.min_p))
+        if keep_idx is not None:
+            keep.scatter_(-1, keep_idx.unsqueeze(-1).to(keep.device), True)
     out = torch.log_softmax(logits.masked_fill(~keep, neg_inf), dim=-1)
     return out.masked_fill(~keep, float("-inf"))
 

@@ -286,9 +286,11 @@ def sample_images(model, prompts: list[list[int]], grid: tuple[int, int], sampli
     return SampleOutput(lay.image_grid(codes, h, w), lay.image_grid(logps, h, w).reshape(B, N), 1 + passes)
 
 
-def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig
-                      ) -> torch.Tensor:
-    """Log-probabilities of `codes` under the sampling distribution, from one full forward pass (differentiable)."""
+def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig,
+                      keep_drawn: bool = False) -> torch.Tensor:
+    """Log-probabilities of `codes` under the sampling distribution, from one full forward pass (differentiable).
+    `keep_drawn` (for codes the sampler drew, as RL scores them): each code stays in the support (process_logits'
+    keep_idx) instead of scoring -inf where this forward's float bits put it just past a filter's cut."""
     B, h, w = codes_BHW.shape
     N = h * w
     cfg_on = sampling.cfg_scale != 1.0
@@ -305,8 +307,9 @@ def sequence_logprobs(model, prompts: list[list[int]], codes_BHW: torch.Tensor, 
     V = logits.shape[-1]
     cond = logits[:B].reshape(B * N, V)
     uncond = logits[B:].reshape(B * N, V) if cfg_on else None
-    lp = process_logits(cond, uncond, sampling)
-    lp_BN = lp.gather(-1, seq_BN.reshape(B * N, 1).to(device)).view(B, N)
+    drawn = seq_BN.reshape(B * N).to(device)
+    lp = process_logits(cond, uncond, sampling, keep_idx=drawn if keep_drawn else None)
+    lp_BN = lp.gather(-1, drawn[:, None]).view(B, N)
     return model.layout.image_grid(lp_BN, h, w).reshape(B, N)  # token grid order, as the sampler returns them
 
 

@@ -83,7 +83,8 @@ def grpo_token_loss(lp: torch.Tensor, old_lp: torch.Tensor, ref_lp: torch.Tensor
 def sampling_distribution_stats(model, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-prob of each drawn token, entropy of the sampling distribution at each position), both B x N, from
-    one no-grad forward built exactly as `sequence_logprobs` builds it (a test checks the log-probs agree)."""
+    one no-grad forward built exactly as `sequence_logprobs(..., keep_drawn=True)` builds it (a test checks the
+    log-probs agree)."""
     B, h, w = codes_BHW.shape
     N = h * w
     cfg_on = sampling.cfg_scale != 1.0
@@ -99,10 +100,12 @@ def sampling_distribution_stats(model, prompts: list[list[int]], codes_BHW: torc
     h_RLD, _ = model.hidden(ids, attention_mask=mask, position_ids=pos)
     logits = model.image_logits(h_RLD[:, -N:])
     V = logits.shape[-1]
-    lp = process_logits(logits[:B].reshape(B * N, V), logits[B:].reshape(B * N, V) if cfg_on else None, sampling)
+    tok = seq_BN.reshape(B * N).to(device)
+    lp = process_logits(logits[:B].reshape(B * N, V), logits[B:].reshape(B * N, V) if cfg_on else None, sampling,
+                        keep_idx=tok)
     finite = torch.isfinite(lp)
     ent = -(lp.exp() * lp.where(finite, torch.zeros_like(lp))).sum(-1)
-    drawn = lp.gather(-1, seq_BN.reshape(B * N, 1).to(device))
+    drawn = lp.gather(-1, tok[:, None])
     return (lay.image_grid(drawn.view(B, N), h, w).reshape(B, N),  # token grid order, as the sampler's
             lay.image_grid(ent.view(B, N), h, w).reshape(B, N))
 
@@ -126,7 +129,7 @@ class PolicyLogprobs(nn.Module):
         return super().train(False)
 
     def forward(self, prompts: list[list[int]], codes_BHW: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
-        return sequence_logprobs(self.ar, prompts, codes_BHW, sampling)
+        return sequence_logprobs(self.ar, prompts, codes_BHW, sampling, keep_drawn=True)
 
 
 # ------------------------------------------------------------------ rollouts
@@ -317,7 +320,7 @@ class GRPOLoss:
                 lp, ent = sampling_distribution_stats(net, ro.ids[s:s + n], ro.codes[s:s + n], self.cfg.sampling)
                 ents.append(ent)
             else:
-                lp = sequence_logprobs(net, ro.ids[s:s + n], ro.codes[s:s + n], self.cfg.sampling)
+                lp = sequence_logprobs(net, ro.ids[s:s + n], ro.codes[s:s + n], self.cfg.sampling, keep_drawn=True)
             lps.append(lp)
         return torch.cat(lps), (torch.cat(ents) if ents else None)
 
