@@ -33,11 +33,10 @@ from torch import nn
 
 from xomni.ar.sampler import SamplingConfig, _left_pad, build_rows, process_logits, sample_images, sequence_logprobs
 from xomni.errors import XomniError
-from xomni.metrics.textmetrics import normalize_ws
 from xomni.rl.bestofn import pick_best
 from xomni.rl.config import effective_credit
 from xomni.rl.credit import ColumnCredit
-from xomni.rl.rewards import target_texts
+from xomni.rl.rewards import read_exactly, target_texts
 from xomni.train import unwrap
 from xomni.utils import log
 
@@ -200,10 +199,7 @@ def collect_rollouts(ar, batch: list[dict], grid: tuple[int, int], G: int, sampl
 def passes_per_group(ro: Rollouts, G: int) -> list[int]:
     """Rollouts per group that OCR read exactly right (with ocr_confidence the OCR reward stays below 1 even
     then); without an OCR reward, those whose combined reward is 1."""
-    if "ocr" in ro.comps and len(ro.reads) == len(ro.targets) == len(ro.total):
-        ok = torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(ro.reads, ro.targets)])
-    else:
-        ok = ro.total >= 1.0
+    ok = read_exactly(ro.reads, ro.targets) if "ocr" in ro.comps else ro.total >= 1.0
     return ok.view(-1, G).sum(-1).tolist()
 
 

@@ -118,6 +118,13 @@ def text_similarity(pred: str, target: str) -> float:
     return 1.0 - levenshtein(p, t) / max(len(p), len(t), 1)
 
 
+def read_exactly(reads: list[str], targets: list[str]):
+    """Bool tensor, one per reading: OCR read the target exactly (whitespace-normalised): the pass of the prompt pool
+    and of rl-snr's exact rates, also under ocr_confidence, whose OCR reward stays below 1 even then."""
+    import torch  # lazily: reward workers set their thread count before torch loads
+    return torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(reads, targets)], dtype=torch.bool)
+
+
 def preset_region(preset: str):
     """(box, (w, h)) of a preset's OCR region, or (None, None)."""
     if not preset:

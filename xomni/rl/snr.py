@@ -16,12 +16,11 @@ import numpy as np
 import torch
 
 from xomni.errors import XomniError
-from xomni.metrics.textmetrics import normalize_ws
 from xomni.pipeline import Pipeline
 from xomni.rl.config import effective_credit, load_run_config
 from xomni.rl.credit import ColumnCredit
 from xomni.rl.grpo import PolicyLogprobs, collect_rollouts, group_advantages
-from xomni.rl.rewards import RewardPool, reward_spec
+from xomni.rl.rewards import RewardPool, read_exactly, reward_spec
 from xomni.rl.trainer import make_decode_fn, read_dataset_prompts
 from xomni.utils import log
 
@@ -112,9 +111,8 @@ def measure(model: str, data: str, config: str | None = None, sets: list[str] | 
     r1, r2 = ro.total.double(), torch.tensor(total2, dtype=torch.float64)
     ocr1 = ro.comps.get("ocr", ro.total).double()
     ocr2_t = torch.tensor(ocr2, dtype=torch.float64)
-    if "ocr" in ro.comps:  # read exactly right (with ocr_confidence the OCR reward stays below 1 even then)
-        exact1 = torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(ro.reads, ro.targets)])
-        exact2 = torch.tensor([normalize_ws(r) == normalize_ws(t) for r, t in zip(reads2, ro.targets)])
+    if "ocr" in ro.comps:
+        exact1, exact2 = read_exactly(ro.reads, ro.targets), read_exactly(reads2, ro.targets)
     else:
         exact1, exact2 = ocr1 >= 1.0, ocr2_t >= 1.0
     within = float(r1.view(-1, G).var(-1, unbiased=False).mean())
