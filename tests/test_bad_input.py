@@ -275,6 +275,8 @@ CASES = [
     # ---- trainers: config ranges and shapes, one line before any work
     ("tok-batch-0", TT + ["--set", "train.batch_size=0"], "train.batch_size must be >= 1", None),
     ("tok-lr-nan", TT + ["--set", "train.lr=nan"], "train.lr must be finite", None),
+    ("ar-init-except-image-alone", TA + ["--out", "{t}/ar_ie", "--init-except-image"],
+     "--init-except-image needs --init", None),
     ("tok-lr-neg", TT + ["--set", "train.lr=-1"], "train.lr must be > 0", None),
     ("tok-threads-huge", TT + ["--set", "train.num_threads=100000"], "train.num_threads must be between 1 and", None),
     ("tok-threads-neg", TT + ["--set", "train.num_threads=-1"], "train.num_threads must be", None),
@@ -330,6 +332,8 @@ CASES = [
     ("bench-matmul-n-huge", ["bench", "matmul", "--n", "10000000"], "--n must be between", None),
     ("bench-sample-repeats-0", ["bench", "sample", "--repeats", "0"], "--repeats must be between", None),
     ("bench-generate-runs-0", ["bench", "generate", "--runs", "0"], "--runs must be between", None),
+    ("bench-generate-baseline-missing", ["bench", "generate", "--baseline", "{t}/nope"], "--baseline not found",
+     None),
     ("bench-ocr-n-0", ["bench", "ocr", "--n", "0"], "--n must be between", None),
     ("compile-batch-sizes-text", ["compile", "--batch-sizes", "1,x"], "--batch-sizes must be comma-separated", None),
     ("compile-batch-sizes-0", ["compile", "--batch-sizes", "0,4"], "--batch-sizes must be integers in 1..256", None),

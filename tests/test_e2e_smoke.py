@@ -198,12 +198,18 @@ def _targets(tmp_path):
 
 def test_bench_generate_reports_the_split(smoke_pipeline):
     out, _ = smoke_pipeline
-    r = xomni("bench", "generate", "--model", str(out / "pipeline"), "--n", "2", "--runs", "2", "--steps", "1")
+    r = xomni("bench", "generate", "--model", str(out / "pipeline"), "--n", "2", "--runs", "2", "--steps", "1",
+              "--baseline", "bundled")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
     lat = res["paths"]["default"]["latency_s"]
     assert res["n_images"] == 2 and len(lat) == 2 and res["decoder_steps"] == 1
     assert abs(res["latency_p50_s"] - sorted(lat)[0] / 2 - sorted(lat)[1] / 2) < 1e-9
     assert 0 < res["ar_fraction"] < 1 and res["images_per_s"] > 0
+    # --baseline: the bundled model timed in the same run, each path's latency as a ratio to it
+    base = res["baseline"]
+    assert base["grid"] == [4, 16] and set(base["paths"]) == set(res["paths"])
+    for k, v in res["paths"].items():
+        assert res["latency_ratio_vs_baseline"][k] == v["latency_p50_s"] / base["paths"][k]["latency_p50_s"]
     r = xomni("bench", "generate", "--model", str(out / "pipeline"), "--n", "0")
     assert r.returncode == 2 and "--n must be between 1 and 64" in r.stderr

@@ -230,3 +230,25 @@ def test_grow_levels_decoder_and_ar_keep_level0():
     h1, _ = ar.hidden(ids)
     h2, _ = ar2.hidden(ids)
     assert torch.allclose(ar.image_logits(h1), ar2.image_logits(h2)[..., :32], atol=1e-5)
+
+
+def test_init_except_image_copies_all_but_the_image_rows(tmp_path):
+    """An AR warm start across image tokenizers (`xomni train ar --init M --init-except-image`): every tensor but
+    the image embeddings and output rows comes from M; those keep the new model's init. A plain --init refuses."""
+    from xomni.ar.model import IMAGE_ROWS, ARConfig, UnifiedAR
+    from xomni.checkpoint import load_model_weights, save_model_dir
+    small = dict(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=64)
+    torch.manual_seed(0)
+    old = UnifiedAR(ARConfig(max_seq_len=64, image_vocab=32, **small))
+    save_model_dir(tmp_path / "old", old, {})
+    torch.manual_seed(1)
+    new = UnifiedAR(ARConfig(max_seq_len=128, image_vocab=96, levels=3, **small))
+    fresh = {k: v.clone() for k, v in new.state_dict().items()}
+    with pytest.raises(XomniError, match="image_embed.weight"):
+        load_model_weights(new, tmp_path / "old")
+    load_model_weights(new, tmp_path / "old", keep_fresh=IMAGE_ROWS)
+    got, want = new.state_dict(), old.state_dict()
+    for k in got:
+        assert torch.equal(got[k], fresh[k] if k in IMAGE_ROWS else want[k]), k
+    assert not torch.equal(got["text_embed.weight"], fresh["text_embed.weight"])
+

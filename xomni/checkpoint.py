@@ -103,8 +103,9 @@ def read_model_dir(path: str | Path, kind: str | None, what: str, train_cmd: str
     return p, d
 
 
-def load_model_weights(module: torch.nn.Module, path: str | Path) -> None:
-    """Load weights from a .safetensors file, a model dir (model.safetensors) or a run dir (final/)."""
+def load_model_weights(module: torch.nn.Module, path: str | Path, keep_fresh: tuple[str, ...] = ()) -> None:
+    """Load weights from a .safetensors file, a model dir (model.safetensors) or a run dir (final/). Tensors named
+    in `keep_fresh` keep the module's own values (they may have another shape in the file, or be absent)."""
     p = Path(path)
     if p.is_dir():
         for cand in (p / "model.safetensors", p / "final" / "model.safetensors"):
@@ -113,7 +114,11 @@ def load_model_weights(module: torch.nn.Module, path: str | Path) -> None:
                 break
         else:
             raise XomniError(f"no model.safetensors in {path}")
-    load_state_strict(module, read_safetensors(p), p)
+    sd = read_safetensors(p)
+    if keep_fresh:
+        own = module.state_dict()
+        sd = {**{k: v for k, v in sd.items() if k not in keep_fresh}, **{k: own[k] for k in keep_fresh}}
+    load_state_strict(module, sd, p)
 
 
 def save_model_dir(out: str | Path, module: torch.nn.Module, config: dict,

@@ -223,7 +223,7 @@ class TrainResult:
 def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                  loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], tuple[torch.Tensor, dict]], *,
                  collate: Callable[[list], Any] | None = None, config_dict: dict | None = None,
-                 init: str | None = None, resume: str | None = None,
+                 init: str | None = None, init_keep_fresh: tuple[str, ...] = (), resume: str | None = None,
                  eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
                  flops_per_token: float | None = None, peak_flops: float | None = None,
                  extra_files: dict[str, str] | None = None, move_batch: bool = True,
@@ -232,8 +232,9 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     """Train `model` on `dataset` (map-style: len + __getitem__) with `loss_fn(model, batch, gen)`.
 
     `config_dict` is saved next to the weights (final/config.json) so the model can be rebuilt. `init` loads
-    model weights only (a model dir or a .safetensors file); `resume` is "auto" (latest checkpoint in out_dir, or a
-    fresh start when there is none) or a checkpoint directory. Inside `loss_fn`, call `model(...)` (it may be
+    model weights only (a model dir or a .safetensors file), except the tensors named in `init_keep_fresh`;
+    `resume` is "auto" (latest checkpoint in out_dir, or a fresh start when there is none) or a checkpoint
+    directory. Inside `loss_fn`, call `model(...)` (it may be
     DDP-wrapped); use `xomni.train.unwrap(model)` for attribute access. If the metrics dict has "tokens", tokens/s
     (and MFU when `flops_per_token` and `peak_flops` are given) are logged. `move_batch=False` leaves the collated
     batch on the CPU for a loss function that builds its inputs there and moves them itself (the AR trainer: moving
@@ -268,9 +269,10 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     model.to(device)
 
     if init:
-        load_model_weights(model, init)
+        load_model_weights(model, init, keep_fresh=init_keep_fresh)
         if rank == 0:
-            log(f"[train] initialised weights from {init}")
+            kept = f" (kept fresh: {', '.join(init_keep_fresh)})" if init_keep_fresh else ""
+            log(f"[train] initialised weights from {init}{kept}")
     fsdp = world > 1 and cfg.parallel == "fsdp"
     net = model  # the module that trains: the model itself, or its sharded copy under FSDP
     if fsdp:

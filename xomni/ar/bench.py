@@ -169,73 +169,110 @@ def bench_sample_impl(model, grid, batches=(1, 16), repeats: int = 5, compile: b
 
 
 def bench_generate_impl(pipe, prompt: str, n_images: int = 4, runs: int = 5, steps: int | None = None,
-                        compile: bool = False, sjd_window: int = 8) -> dict:
+                        compile: bool = False, sjd_window: int = 8, baseline=None) -> dict:
     """End-to-end latency of one `n_images` generation (AR sampling + diffusion decoding), split by stage, for each
     sampling path: `default` (what `xomni generate` runs with this pipeline as loaded), SJD, the compiled ones when
-    `compile`, and transformers' generate for the AR stage. The first call of each path is an untimed warm-up."""
-    N = pipe.grid[0] * pipe.grid[1]
-    s = pipe.sampling_config()
-    ids = pipe.check_prompt(prompt)
-    twin = _hf_twin(pipe.ar)
-    dflt = {"compile_sampler": pipe.compile_sampler, "sjd_window": pipe.sjd_window}
-    paths = {"default": dflt, "sjd": {**dflt, "sjd_window": sjd_window}}
-    if compile:
-        paths.update(compiled={"compile_sampler": "jit", "sjd_window": 0},
-                     compiled_sjd={"compile_sampler": "jit", "sjd_window": sjd_window})
-    passes = {"generate": [N]}
-    split: dict[str, list[tuple[float, float]]] = {name: [] for name in [*paths, "generate"]}
-
-    def run(name):
-        def fn(seed):
-            t0 = time.perf_counter()
-            if name == "generate":
-                codes = _hf_generate(twin, pipe.ar, [ids] * n_images, pipe.grid, s, seed, image_only=True)
-                codes = pipe.ar.layout.image_grid(codes, *pipe.grid)
-            else:
-                for k, v in paths[name].items():
-                    setattr(pipe, k, v)
-                out = pipe.generate_codes([prompt] * n_images, seed=seed, sampling=s)
-                codes = out.codes_BHW
-                passes.setdefault(name, []).append(out.forward_passes)
-            t1 = time.perf_counter()
-            pipe.decode(codes, steps=steps, seed=seed)
-            split[name].append((t1 - t0, time.perf_counter() - t1))
-        return fn
-    fns = {name: run(name) for name in split}
+    `compile`, and transformers' generate for the AR stage. The first call of each path is an untimed warm-up.
+    `baseline`: another pipeline timed the same way, its runs interleaved with `pipe`'s (machine load hits both
+    alike); its figures go under "baseline" and each path's latency ratio (pipe / baseline) beside them."""
+    timers = [_GenerateTimer(pipe, prompt, n_images, steps, compile, sjd_window)]
+    if baseline is not None:
+        timers.append(_GenerateTimer(baseline, prompt, n_images, steps, compile, sjd_window))
+    fns = {(i, name): fn for i, t in enumerate(timers) for name, fn in t.fns.items()}
     try:
         for fn in fns.values():
             fn(0)
-        for v in split.values():
-            v.clear()
+        for t in timers:
+            t.clear()
         _interleaved({k: (lambda seed, f=f: f(1 + seed)) for k, f in fns.items()}, runs)
     finally:
-        for k, v in dflt.items():
-            setattr(pipe, k, v)
-    out = {"prompt": prompt, "n_images": n_images, "runs": runs, "threads": torch.get_num_threads(),
-           "decoder_steps": int(steps or pipe.decoder.config.steps), "grid": list(pipe.grid), "sjd_window": sjd_window,
-           "paths": {}}
-    for name, v in split.items():
-        ar_s, dec_s = zip(*v)
-        total = [a + d for a, d in v]
-        p50 = statistics.median(total)
-        out["paths"][name] = {"latency_p50_s": p50, "ar_p50_s": statistics.median(ar_s),
-                              "decoder_p50_s": statistics.median(dec_s), "images_per_s": n_images / p50,
-                              "ar_tokens_per_s": n_images * N / statistics.median(ar_s),
-                              "forward_passes_per_image": statistics.median(passes[name]),
-                              "ar_fraction": statistics.median(a / t for a, t in zip(ar_s, total)),
-                              "latency_s": total, "ar_s": list(ar_s), "decoder_s": list(dec_s)}
-    gen = out["paths"]["generate"]
-    for v in out["paths"].values():
-        v["speedup_vs_generate"] = gen["latency_p50_s"] / v["latency_p50_s"]
-        v["ar_speedup_vs_generate"] = gen["ar_p50_s"] / v["ar_p50_s"]
-    ours = [k for k in out["paths"] if k != "generate"]
-    best = max(ours, key=lambda k: out["paths"][k]["images_per_s"])
-    out.update({k: out["paths"]["default"][k] for k in ("latency_p50_s", "ar_p50_s", "decoder_p50_s", "ar_fraction",
-                                                         "images_per_s")})
-    out.update(default_speedup_vs_generate=out["paths"]["default"]["speedup_vs_generate"], best_path=best,
-               best_speedup_vs_generate=out["paths"][best]["speedup_vs_generate"],
-               forward_passes_per_image={k: v["forward_passes_per_image"] for k, v in out["paths"].items()})
+        for t in timers:
+            t.restore()
+    out = timers[0].summary(runs)
+    if baseline is not None:
+        ref = timers[1].summary(runs)
+        out["baseline"] = {"model": str(baseline.path), "grid": ref["grid"], "latency_p50_s": ref["latency_p50_s"],
+                           "paths": {k: {m: v[m] for m in ("latency_p50_s", "ar_p50_s", "decoder_p50_s")}
+                                     for k, v in ref["paths"].items()}}
+        out["latency_ratio_vs_baseline"] = {k: v["latency_p50_s"] / ref["paths"][k]["latency_p50_s"]
+                                            for k, v in out["paths"].items()}
     return out
+
+
+class _GenerateTimer:
+    """One pipeline's timed paths for `bench_generate_impl`: fns[name](seed) runs one generation and records its
+    (AR seconds, decoder seconds); summary() turns the records into the JSON figures."""
+
+    def __init__(self, pipe, prompt, n_images, steps, compile, sjd_window):
+        self.pipe, self.prompt, self.n_images, self.steps, self.sjd_window = pipe, prompt, n_images, steps, sjd_window
+        self.s = pipe.sampling_config()
+        self.ids = pipe.check_prompt(prompt)
+        self.twin = _hf_twin(pipe.ar)
+        self.dflt = {"compile_sampler": pipe.compile_sampler, "sjd_window": pipe.sjd_window}
+        self.paths = {"default": self.dflt, "sjd": {**self.dflt, "sjd_window": sjd_window}}
+        if compile:
+            self.paths.update(compiled={"compile_sampler": "jit", "sjd_window": 0},
+                              compiled_sjd={"compile_sampler": "jit", "sjd_window": sjd_window})
+        self.N = pipe.grid[0] * pipe.grid[1]
+        self.passes = {"generate": [self.N]}
+        self.split: dict[str, list[tuple[float, float]]] = {name: [] for name in [*self.paths, "generate"]}
+        self.fns = {name: self._run(name) for name in self.split}
+
+    def _run(self, name):
+        pipe = self.pipe
+
+        def fn(seed):
+            t0 = time.perf_counter()
+            if name == "generate":
+                codes = _hf_generate(self.twin, pipe.ar, [self.ids] * self.n_images, pipe.grid, self.s, seed,
+                                     image_only=True)
+                codes = pipe.ar.layout.image_grid(codes, *pipe.grid)
+            else:
+                for k, v in self.paths[name].items():
+                    setattr(pipe, k, v)
+                out = pipe.generate_codes([self.prompt] * self.n_images, seed=seed, sampling=self.s)
+                codes = out.codes_BHW
+                self.passes.setdefault(name, []).append(out.forward_passes)
+            t1 = time.perf_counter()
+            pipe.decode(codes, steps=self.steps, seed=seed)
+            self.split[name].append((t1 - t0, time.perf_counter() - t1))
+        return fn
+
+    def clear(self):
+        for v in self.split.values():
+            v.clear()
+
+    def restore(self):
+        for k, v in self.dflt.items():
+            setattr(self.pipe, k, v)
+
+    def summary(self, runs: int) -> dict:
+        pipe, n_images = self.pipe, self.n_images
+        out = {"prompt": self.prompt, "n_images": n_images, "runs": runs, "threads": torch.get_num_threads(),
+               "decoder_steps": int(self.steps or pipe.decoder.config.steps), "grid": list(pipe.grid),
+               "sjd_window": self.sjd_window, "paths": {}}
+        for name, v in self.split.items():
+            ar_s, dec_s = zip(*v)
+            total = [a + d for a, d in v]
+            p50 = statistics.median(total)
+            out["paths"][name] = {"latency_p50_s": p50, "ar_p50_s": statistics.median(ar_s),
+                                  "decoder_p50_s": statistics.median(dec_s), "images_per_s": n_images / p50,
+                                  "ar_tokens_per_s": n_images * self.N / statistics.median(ar_s),
+                                  "forward_passes_per_image": statistics.median(self.passes[name]),
+                                  "ar_fraction": statistics.median(a / t for a, t in zip(ar_s, total)),
+                                  "latency_s": total, "ar_s": list(ar_s), "decoder_s": list(dec_s)}
+        gen = out["paths"]["generate"]
+        for v in out["paths"].values():
+            v["speedup_vs_generate"] = gen["latency_p50_s"] / v["latency_p50_s"]
+            v["ar_speedup_vs_generate"] = gen["ar_p50_s"] / v["ar_p50_s"]
+        ours = [k for k in out["paths"] if k != "generate"]
+        best = max(ours, key=lambda k: out["paths"][k]["images_per_s"])
+        out.update({k: out["paths"]["default"][k] for k in ("latency_p50_s", "ar_p50_s", "decoder_p50_s",
+                                                             "ar_fraction", "images_per_s")})
+        out.update(default_speedup_vs_generate=out["paths"]["default"]["speedup_vs_generate"], best_path=best,
+                   best_speedup_vs_generate=out["paths"][best]["speedup_vs_generate"],
+                   forward_passes_per_image={k: v["forward_passes_per_image"] for k, v in out["paths"].items()})
+        return out
 
 
 BENCH_WORDS = ("HELLO", "OPEN", "Aroma", "cake")  # `bench sample` prompts: the model's template around each
@@ -294,11 +331,18 @@ def register_bench(apps: dict) -> None:
                        compile: bool = typer.Option(False, "--compile", help="Also time the compiled AR sampler "
                                                     "paths (the warm-up run compiles; not counted)."),
                        sjd_window: int = SjdWindowOpt,
+                       baseline: Optional[str] = typer.Option(
+                           None, "--baseline", help="Also time this pipeline ('bundled' = the bundled model) in the "
+                           "same run, interleaved with --model's runs, and report each path's latency beside it "
+                           "(ratio new / old).",
+                           callback=_cb(lambda p, name: p if p == "bundled" else check_in_path(p, name),
+                                        "--baseline")),
                        json_path: Optional[str] = JsonOpt):
         """End-to-end latency of one n-image generation, p50, split between the AR sampler and the decoder, for
         each sampling path and for transformers' generate."""
         pipe = Pipeline.from_pretrained(model_dir)
+        old = Pipeline.from_pretrained(None if baseline == "bundled" else baseline) if baseline else None
         out = bench_generate_impl(pipe, prompt, n_images=n, runs=runs, steps=steps, compile=compile,
-                                  sjd_window=sjd_window)
+                                  sjd_window=sjd_window, baseline=old)
         out["model"] = str(pipe.path)
         emit_json(out, json_path)

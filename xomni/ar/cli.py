@@ -22,6 +22,9 @@ def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (s
              resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
              val_n: int = typer.Option(256, "--val-n", help="Validation grids for the periodic val loss (>= 1).",
                                        callback=IntRange("--val-n", 1)),
+             init_except_image: bool = typer.Option(
+                 False, "--init-except-image", help="With --init from an AR model of another image tokenizer: copy "
+                 "everything but the image-code embeddings and output rows, which start fresh."),
              help_config: bool = HelpConfigOpt(ARTrainConfig),
              json_path: Optional[str] = JsonOpt):
     """Supervised training (SFT) of the unified AR model: text->image and image->text together."""
@@ -30,8 +33,11 @@ def train_ar(data: str = typer.Option(None, "--data", help="Dataset directory (s
     cfg = trainer_config(ARTrainConfig, config, set_, out)
     check_in_path(data, "--data")
     check_in_path(tokenizer, "--tokenizer")
+    if init_except_image and not init:
+        raise XomniError("--init-except-image needs --init MODEL")
     check_before_training(cfg, resume)
-    emit_json(train_ar_main(cfg, data, tokenizer, resume=resume, init=init, val_n=val_n), json_path)
+    emit_json(train_ar_main(cfg, data, tokenizer, resume=resume, init=init, val_n=val_n,
+                            init_except_image=init_except_image), json_path)
 
 
 def register(apps: dict) -> None:

@@ -183,6 +183,10 @@ class UnifiedAR(PretrainedMixin, nn.Module):
         return n
 
 
+# The tensors whose rows index the image tokenizer's codes (the rest of the model does not depend on the tokenizer).
+IMAGE_ROWS = ("image_embed.weight", "image_head.weight")
+
+
 @torch.no_grad()
 def grow_levels(ar: UnifiedAR, levels: int, max_seq_len: int | None = None) -> UnifiedAR:
     """An AR model for `levels` codes per patch that keeps everything a one-level model knows: every weight is
@@ -194,8 +198,7 @@ def grow_levels(ar: UnifiedAR, levels: int, max_seq_len: int | None = None) -> U
     cfg = dataclasses.replace(ar.cfg, levels=levels, image_vocab=levels * K,
                               max_seq_len=max_seq_len or ar.cfg.max_seq_len)
     new = UnifiedAR(cfg)
-    grown = ("image_embed.weight", "image_head.weight")
-    new.load_state_dict({k: v for k, v in ar.state_dict().items() if k not in grown}, strict=False)
-    for name in grown:
+    new.load_state_dict({k: v for k, v in ar.state_dict().items() if k not in IMAGE_ROWS}, strict=False)
+    for name in IMAGE_ROWS:
         new.get_parameter(name)[:K].copy_(ar.get_parameter(name))
     return new

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from xomni.ar.data import TokenDataset, encode_to_cache
-from xomni.ar.model import UnifiedAR
+from xomni.ar.model import IMAGE_ROWS, UnifiedAR
 from xomni.ar.train import ARTrainConfig, build_loss_fn, flops_per_token, make_sequences
 from xomni.ar.vocab import generation_length, training_length
 from xomni.config import to_dict
@@ -76,7 +76,9 @@ def val_loss(model: UnifiedAR, text_tok, cfg: ARTrainConfig, val: TokenDataset, 
 
 
 def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str | None = None,
-                  init: str | None = None, val_n: int = 256) -> dict:
+                  init: str | None = None, val_n: int = 256, init_except_image: bool = False) -> dict:
+    """`xomni train ar`. `init_except_image`: --init comes from an AR model of another image tokenizer, so its
+    image-code embeddings and output rows (which index that tokenizer's codes) are left at a fresh init."""
     t0 = time.time()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -110,6 +112,7 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
     config_dict = {"ar": to_dict(cfg.model), "grid": [h, w], "text_tokenizer": cfg.text_tokenizer}
     res = run_training(cfg.train, model, train, build_loss_fn(model, text_tok, cfg), collate=list,
                        config_dict=config_dict, init=init, resume=resume, eval_fn=eval_fn,
+                       init_keep_fresh=IMAGE_ROWS if init_except_image else (),
                        flops_per_token=flops_per_token(model, seq), peak_flops=peak, move_batch=False)
     result = {"out_dir": str(out), "steps": res.step, "bad_steps": res.bad_steps, "train": res.last_metrics,
               "params_non_embedding": model.num_params(), "wall_s": round(time.time() - t0, 1)}
