@@ -1,4 +1,5 @@
-"""Write a copy of a pipeline whose AR or decoder weights come from another training run (a fine-tune, an RL run).
+"""Write a copy of a pipeline whose AR, decoder or image tokenizer come from other training runs (a fine-tune, an
+RL run, a new tokenizer).
 
     python scripts/replace_weights.py --pipeline xomni/pretrained/mini --ar runs/mini5/ar/final \
         --out runs/mini5/pipeline --stage ar_finetune "xomni train ar ... --init runs/mini4/ar/final ..." \
@@ -6,13 +7,19 @@
     python scripts/replace_weights.py --pipeline runs/mini5/pipeline --decoder runs/mini6/decoder/final \
         --out runs/mini6/pipeline --stage decoder_finetune "xomni train decoder ..." --run-dir runs/mini6/decoder
 
+    python scripts/replace_weights.py --pipeline xomni/pretrained/mini --image-tokenizer TOK/final \
+        --ar AR/final --decoder DEC/final --out CAND --stage next_model "..."
+
 The other components are the base pipeline's. New AR weights must fit the base's AR architecture (its text
 vocabulary is the text tokenizer's); a new decoder brings its own config (sampling steps, strength) and must fit the
-image tokenizer's grid and codebook. A mismatch is one clear error and exit 2, with nothing written.
+image tokenizer's grid and codebook. A new image tokenizer needs a new AR model and decoder with it (both given as
+final/ directories with their config.json), since their image rows and grid follow the tokenizer. A mismatch is one
+clear error and exit 2, with nothing written.
 
 The new model_index.json keeps the base's provenance and adds: `base_pipeline` (which keeps the base's own
-`base_pipeline`, so a chain of replacements stays traceable to the recipe run), the stage's command under `stages_run_as[STAGE]`, its training time under `train_wall_s[STAGE]` (from the run's log), and
-`eval: null` (the base's evaluation is kept as `base_eval`: evaluate the new pipeline before shipping it).
+`base_pipeline`, so a chain of replacements stays traceable to the recipe run), the stage's command under
+`stages_run_as[STAGE]`, its training time under `train_wall_s[STAGE]` (from the run's log), and `eval: null` (the
+base's evaluation is kept as `base_eval`: evaluate the new pipeline before shipping it).
 """
 from __future__ import annotations
 
@@ -24,32 +31,39 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from xomni.ar.model import UnifiedAR  # noqa: E402
 from xomni.checkpoint import load_model_weights  # noqa: E402
 from xomni.decoder.model import Decoder  # noqa: E402
 from xomni.errors import XomniError  # noqa: E402
 from xomni.pipeline import Pipeline  # noqa: E402
 from xomni.recipe import _git_commit, train_wall_s  # noqa: E402
+from xomni.tokenizer import ImageTokenizer  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", required=True, help="base pipeline directory")
-    which = ap.add_mutually_exclusive_group(required=True)
-    which.add_argument("--ar", help="AR weights: a final/ or checkpoint directory of the new run")
-    which.add_argument("--decoder", help="decoder: the final/ directory (weights + config.json) of the new run")
+    ap.add_argument("--ar", help="AR weights: a final/ or checkpoint directory of the new run")
+    ap.add_argument("--decoder", help="decoder: the final/ directory (weights + config.json) of the new run")
+    ap.add_argument("--image-tokenizer", help="a new image tokenizer (final/ directory); needs --ar and --decoder")
     ap.add_argument("--out", required=True, help="output pipeline directory")
     ap.add_argument("--stage", nargs=2, metavar=("NAME", "COMMAND"), required=True,
                     help="stage name and the exact command that trained the new weights")
     ap.add_argument("--run-dir", help="the run's output directory (its log.jsonl gives the training time)")
     ap.add_argument("--data", nargs="*", default=[], help="commands that made the stage's data")
     a = ap.parse_args(argv)
+    if not (a.ar or a.decoder) or (a.image_tokenizer and not (a.ar and a.decoder)):
+        ap.error("give --ar and/or --decoder (both with --image-tokenizer)")
     try:
         pipe = Pipeline.from_pretrained(a.pipeline)
-        if a.ar:
-            load_model_weights(pipe.ar, a.ar)
-        else:
-            pipe = Pipeline(pipe.text_tokenizer, pipe.image_tokenizer, pipe.ar,
-                            Decoder.from_pretrained(a.decoder), index=pipe.index, path=pipe.path)
+        image_tok, ar, dec = pipe.image_tokenizer, pipe.ar, pipe.decoder
+        if a.image_tokenizer:
+            image_tok, ar = ImageTokenizer.from_pretrained(a.image_tokenizer), UnifiedAR.from_pretrained(a.ar).eval()
+        elif a.ar:
+            load_model_weights(ar, a.ar)
+        if a.decoder:
+            dec = Decoder.from_pretrained(a.decoder)
+        pipe = Pipeline(pipe.text_tokenizer, image_tok, ar, dec, index=pipe.index, path=pipe.path)
     except XomniError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -172,3 +172,36 @@ def test_rerun_with_another_config_is_refused(tmp_path):
     check_same_recipe(load_recipe("smoke", None, ["threads=1"]), tmp_path)
     with pytest.raises(XomniError, match="another config .*data_seed"):
         check_same_recipe(load_recipe("smoke", None, ["data_seed=7"]), tmp_path)
+
+
+def test_replace_weights_script_swaps_the_image_tokenizer_with_its_ar_and_decoder(tmp_path, capsys):
+    """A new image tokenizer (here 2 codes per patch) comes with the AR model and decoder trained on its codes; the
+    text tokenizer and provenance stay the base's. Without the AR and decoder it is refused before anything runs."""
+    import pytest
+    import torch
+
+    from test_rl import tiny_pipeline
+    from test_tokenizer_levels import two_level_pipeline
+    from xomni.checkpoint import save_model_dir
+    from xomni.config import to_dict
+    from xomni.pipeline import Pipeline
+    mod = _replace_weights_script()
+    tiny_pipeline().save_pretrained(tmp_path / "base", index_update={"eval": {"exact_match": 0.5}})
+    new = two_level_pipeline()
+    new.image_tokenizer.save_pretrained(tmp_path / "tok")
+    new.decoder.save_pretrained(tmp_path / "dec")
+    save_model_dir(tmp_path / "ar", new.ar, {"ar": to_dict(new.ar.cfg)})
+    with pytest.raises(SystemExit):
+        mod.main(["--pipeline", str(tmp_path / "base"), "--image-tokenizer", str(tmp_path / "tok"), "--ar",
+                  str(tmp_path / "ar"), "--out", str(tmp_path / "x"), "--stage", "s", "c"])
+    assert not (tmp_path / "x").exists()
+    assert mod.main(["--pipeline", str(tmp_path / "base"), "--image-tokenizer", str(tmp_path / "tok"), "--ar",
+                     str(tmp_path / "ar"), "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "out"),
+                     "--stage", "next_model", "xomni train ..."]) == 0
+    out = Pipeline.from_pretrained(tmp_path / "out")
+    assert out.grid == (4, 32) and out.image_tokenizer.levels == 2 and out.ar.cfg.image_vocab == 64
+    for got, want in ((out.image_tokenizer, new.image_tokenizer), (out.ar, new.ar), (out.decoder, new.decoder)):
+        for k, v in want.state_dict().items():
+            assert torch.equal(got.state_dict()[k], v), k
+    idx = out.index
+    assert idx["stages_run_as"]["next_model"] == "xomni train ..." and idx["base_eval"]["exact_match"] == 0.5
