@@ -51,7 +51,18 @@ def main(argv=None) -> int:
                     help="stage name and the exact command that trained the new weights")
     ap.add_argument("--run-dir", help="the run's output directory (its log.jsonl gives the training time)")
     ap.add_argument("--data", nargs="*", default=[], help="commands that made the stage's data")
+    ap.add_argument("--index", action="append", default=[], metavar="KEY=JSON",
+                    help="also set a model_index.json field, e.g. data_preset='\"sign\"' (repeatable)")
     a = ap.parse_args(argv)
+    extra = {}
+    for item in a.index:
+        key, sep, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not key:
+            ap.error(f"--index wants KEY=JSON, got {item!r}")
     if not (a.ar or a.decoder) or (a.image_tokenizer and not (a.ar and a.decoder)):
         ap.error("give --ar and/or --decoder (both with --image-tokenizer)")
     try:
@@ -79,7 +90,7 @@ def main(argv=None) -> int:
                              "base_pipeline": idx.get("base_pipeline")},
            "stages_run_as": stages, "train_wall_s": wall, "commit": _git_commit(),
            "eval": None, "eval_sampling": None, "base_eval": idx.get("eval"),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
     out = pipe.save_pretrained(a.out, index_update=upd, dtype=idx.get("weights_dtype"))
     print(json.dumps({"out": str(out), "stage": a.stage[0], "train_wall_s": wall.get(a.stage[0])}))
     return 0

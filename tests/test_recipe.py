@@ -194,11 +194,16 @@ def test_replace_weights_script_swaps_the_image_tokenizer_with_its_ar_and_decode
     with pytest.raises(SystemExit):
         mod.main(["--pipeline", str(tmp_path / "base"), "--image-tokenizer", str(tmp_path / "tok"), "--ar",
                   str(tmp_path / "ar"), "--out", str(tmp_path / "x"), "--stage", "s", "c"])
+    with pytest.raises(SystemExit):
+        mod.main(["--pipeline", str(tmp_path / "base"), "--decoder", str(tmp_path / "dec"), "--out",
+                  str(tmp_path / "x"), "--stage", "s", "c", "--index", "charset=abc"])  # not JSON
     assert not (tmp_path / "x").exists()
     assert mod.main(["--pipeline", str(tmp_path / "base"), "--image-tokenizer", str(tmp_path / "tok"), "--ar",
                      str(tmp_path / "ar"), "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "out"),
-                     "--stage", "next_model", "xomni train ..."]) == 0
+                     "--stage", "next_model", "xomni train ...", "--index", 'data_preset="sign"',
+                     "--index", 'charset=" $0AB"']) == 0
     out = Pipeline.from_pretrained(tmp_path / "out")
+    assert out.index["data_preset"] == "sign" and out.charset == " $0AB"
     assert out.grid == (4, 32) and out.image_tokenizer.levels == 2 and out.ar.cfg.image_vocab == 64
     for got, want in ((out.image_tokenizer, new.image_tokenizer), (out.ar, new.ar), (out.decoder, new.decoder)):
         for k, v in want.state_dict().items():
