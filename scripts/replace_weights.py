@@ -56,13 +56,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     extra = {}
     for item in a.index:
-        key, sep, value = item.partition("=")
+        key, _, value = item.partition("=")
         try:
-            extra[key] = json.loads(value)
+            extra[key or None] = json.loads(value)
         except json.JSONDecodeError:
-            sep = ""
-        if not sep or not key:
             ap.error(f"--index wants KEY=JSON, got {item!r}")
+    if None in extra:
+        ap.error("--index wants KEY=JSON: the key is empty")
     if not (a.ar or a.decoder) or (a.image_tokenizer and not (a.ar and a.decoder)):
         ap.error("give --ar and/or --decoder (both with --image-tokenizer)")
     try:

@@ -197,6 +197,9 @@ def test_replace_weights_script_swaps_the_image_tokenizer_with_its_ar_and_decode
     with pytest.raises(SystemExit):
         mod.main(["--pipeline", str(tmp_path / "base"), "--decoder", str(tmp_path / "dec"), "--out",
                   str(tmp_path / "x"), "--stage", "s", "c", "--index", "charset=abc"])  # not JSON
+    with pytest.raises(SystemExit):
+        mod.main(["--pipeline", str(tmp_path / "base"), "--decoder", str(tmp_path / "dec"), "--out",
+                  str(tmp_path / "x"), "--stage", "s", "c", "--index", '="sign"'])  # no key
     assert not (tmp_path / "x").exists()
     assert mod.main(["--pipeline", str(tmp_path / "base"), "--image-tokenizer", str(tmp_path / "tok"), "--ar",
                      str(tmp_path / "ar"), "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "out"),

@@ -234,9 +234,9 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     `config_dict` is saved next to the weights (final/config.json) so the model can be rebuilt. `init` loads
     model weights only (a model dir or a .safetensors file), except the tensors named in `init_keep_fresh`;
     `resume` is "auto" (latest checkpoint in out_dir, or a fresh start when there is none) or a checkpoint
-    directory. Inside `loss_fn`, call `model(...)` (it may be
-    DDP-wrapped); use `xomni.train.unwrap(model)` for attribute access. If the metrics dict has "tokens", tokens/s
-    (and MFU when `flops_per_token` and `peak_flops` are given) are logged. `move_batch=False` leaves the collated
+    directory. Inside `loss_fn`, call `model(...)` (it may be DDP-wrapped); use `xomni.train.unwrap(model)` for
+    attribute access. If the metrics dict has "tokens", tokens/s (and MFU when `flops_per_token` and `peak_flops`
+    are given) are logged. `move_batch=False` leaves the collated
     batch on the CPU for a loss function that builds its inputs there and moves them itself (the AR trainer: moving
     256 small code grids one by one to a GPU and reading them back cost as much as the step).
     `save_final(dir, model)` writes final/ instead of the full model directory (a LoRA run writes its adapter).
