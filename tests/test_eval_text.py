@@ -153,6 +153,15 @@ def test_model_path_with_fake_pipeline(tmp_path, monkeypatch):
     (tmp_path / "bad.txt").write_text("CAFÉ\n")
     with pytest.raises(XomniError, match="cannot draw"):
         T.items_from_model("m", str(tmp_path / "bad.txt"), 1, 0)
+    # --unsupported zero: that string gets no image and scores as a failure in its place (paired lists stay aligned)
+    (tmp_path / "mixed.txt").write_text("HELLO\nCAFÉ\nOPEN 24\n")
+    FakePipe.calls = []
+    items, tg = T.items_from_model("m", str(tmp_path / "mixed.txt"), 1, 0, batch=8, unsupported="zero")
+    assert FakePipe.calls == [(2, 1, 0)] and items[1].image is None and items[1].meta["unsupported"] == "É"
+    res, rows = score_items(items, tg, region=None, n_boot=50)
+    assert res["n"] == 3 and res["n_unsupported"] == 1 and res["n_skipped"] == 0
+    assert [r["target"] for r in rows] == ["HELLO", "CAFÉ", "OPEN 24"]
+    assert rows[1]["exact_match"] == 0 and rows[1]["cer"] == 1.0 and rows[0]["exact_match"] == 1
     # longtext subset: strings with characters outside the charset score 0, never dropped
     bench = tmp_path / "b.jsonl"
     bench.write_text("\n".join(json.dumps(r) for r in [

@@ -231,6 +231,24 @@ def test_nan_steps_are_skipped_counted_and_abort(tmp_path):
         run_training(cfg2, _tiny_model(), data, always_nan)
 
 
+def test_budget_sets_the_steps_so_that_the_schedule_ends_on_time(tmp_path):
+    data = [{"x": torch.randn(4), "y": torch.randn(2)} for _ in range(16)]
+
+    def slow_loss(m, batch, gen):  # >= 10 ms a step: a 1 s budget holds at most ~115 steps
+        time.sleep(0.01)
+        return torch.nn.functional.mse_loss(m(batch["x"]), batch["y"]), {}
+
+    cfg = load_config(TrainConfig, overrides=[f"out_dir={tmp_path}", "steps=2000", "batch_size=4", "budget_s=1",
+                                              "warmup_steps=5", "lr=0.01", "progress=false", "log_every=1",
+                                              "ckpt_every=0"])
+    res = run_training(cfg, _tiny_model(), data, slow_loss)
+    assert 25 < res.step < 200
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == res.step and log[-1]["lr"] < 0.01 * (cfg.min_lr_ratio + 0.01)  # the cosine ended
+    ck = sorted((tmp_path / "checkpoints").iterdir())[-1]
+    assert json.loads((ck / "state.json").read_text())["train"]["steps"] == res.step
+
+
 def test_partial_nested_section_keeps_the_field_defaults():
     from xomni.ar.train import ARTrainConfig
     cfg = load_config(ARTrainConfig, overrides=["train.lr=0.5"])

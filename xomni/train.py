@@ -41,7 +41,11 @@ from xomni.utils import atomic_write_text, log, resolve_device
 @dataclasses.dataclass
 class TrainConfig:
     out_dir: str = field("runs/train", help="Directory for checkpoints/, log.jsonl and final/.")
-    steps: int = field(1000, help="Total optimizer steps.")
+    steps: int = field(1000, help="Total optimizer steps (with budget_s: the most steps).")
+    budget_s: float = field(0.0, help="Wall-clock seconds for this run's training steps (0 = off): the loop times "
+                                      "its steps 5 to 25 and sets `steps` so that the cosine schedule ends on time "
+                                      "(10 % kept in hand for checkpoints and evaluations). A resumed run gets the "
+                                      "budget again for its remaining steps.")
     batch_size: int = field(32, help="Global batch size (split evenly across ranks under torchrun).")
     grad_accum: int = field(1, help="Micro-batches per optimizer step: each rank's share of the batch is split into "
                                     "this many equal parts, each with its own forward and backward (loss / k), so a "
@@ -85,6 +89,7 @@ class TrainConfig:
         steps may be 0 here (the recipe's "no RL stage"); run_training itself needs steps >= 1."""
         for name in ("steps", "warmup_steps", "ckpt_every", "max_bad_steps", "eval_every"):
             in_range(self, where, name, 0)
+        in_range(self, where, "budget_s", 0)
         for name in ("batch_size", "grad_accum", "log_every", "keep_last"):
             in_range(self, where, name, 1)
         in_range(self, where, "lr", 0, lo_open=True)
@@ -180,6 +185,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.steps - cfg.warmup_steps)
     t = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+PROBE = (5, 25)  # budget_s: the steps of a run (counted from its start) between which the step time is measured
+
+
+def budget_steps(cfg: TrainConfig, step: int, probe_s: float, elapsed_s: float, world: int,
+                 device: torch.device) -> int:
+    """The total steps that end a run on its budget: `step` steps done, the last PROBE[1] - PROBE[0] of them in
+    `probe_s` seconds, `elapsed_s` seconds of the budget spent. Every rank takes the smallest answer (one schedule)."""
+    per_step = probe_s / (PROBE[1] - PROBE[0])
+    left = cfg.budget_s * 0.9 - elapsed_s
+    want = torch.tensor([float(min(cfg.steps, step + max(1, int(left / max(per_step, 1e-9)))))], device=device)
+    if world > 1:
+        dist.all_reduce(want, op=dist.ReduceOp.MIN)
+    return int(want.item())
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -316,6 +336,7 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
     metrics: dict = {}
     t_last, tokens_acc, warned_mfu = time.time(), 0.0, False
     step = start_step
+    t_run, t_probe = time.time(), 0.0
     stop = _StopSignals()
     try:
         while step < cfg.steps:
@@ -353,6 +374,18 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                                      f"gradient (max_bad_steps={cfg.max_bad_steps}); lower the learning rate or "
                                      f"check the data; last checkpoint is in {ckpt_root}")
             step += 1
+            if cfg.budget_s and step - start_step == PROBE[0]:
+                t_probe = time.time()
+            elif cfg.budget_s and step - start_step == PROBE[1]:
+                now = time.time()
+                cfg = dataclasses.replace(cfg, steps=budget_steps(cfg, step, now - t_probe, now - t_run, world,
+                                                                  device))
+                if rank == 0:
+                    log(f"[train] budget {cfg.budget_s:g} s: {(now - t_probe) / (PROBE[1] - PROBE[0]):.4f} s/step, "
+                        f"training to step {cfg.steps}")
+                if bar is not None:
+                    bar.total = cfg.steps
+                    bar.refresh()
             tokens_acc += float(m.get("tokens", 0.0)) * world
             if step % cfg.log_every == 0 or step == cfg.steps:
                 loss_avg = _all_reduce_mean(loss.detach().float().reshape(1), world).item()

@@ -36,7 +36,7 @@ def encode_to_cache(image_tokenizer, data_path: str, split: str, out_dir: str | 
             return
         x = torch.stack(batch_imgs)
         with torch.no_grad():
-            codes.append(image_tokenizer.encode(x).to(torch.int32))
+            codes.append(image_tokenizer.encode(x).to(torch.int32).cpu())  # x follows the tokenizer to its device
         metas.extend(batch_meta)
         batch_imgs.clear()
         batch_meta.clear()

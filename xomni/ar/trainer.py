@@ -87,6 +87,7 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
     out.mkdir(parents=True, exist_ok=True)
     text_tok = load_text_tokenizer(cfg.text_tokenizer)
     image_tok = ImageTokenizer.from_pretrained(tokenizer_dir)
+    image_tok.to(resolve_device(cfg.train.device))  # a cache is encoded where the model trains
     train = token_cache(data, "train", image_tok, out)
     val = None
     if not (Path(data) / "codes.safetensors").is_file():
@@ -94,6 +95,7 @@ def train_ar_main(cfg: ARTrainConfig, data: str, tokenizer_dir: str, resume: str
             val = token_cache(data, "val", image_tok, out, limit=val_n)
         except XomniError as e:
             log(f"[ar] no validation split ({e}); val loss disabled")
+    image_tok.cpu()
     seed_everything(cfg.train.seed)
     model = build_model(cfg, text_tok, image_tok)
     h, w = image_tok.grid

@@ -22,7 +22,7 @@ from xomni.metrics.ocr import ocr_images, resolve_region
 from xomni.tokenizer.images import ImageSet, load_split, tensor_to_pil
 from xomni.tokenizer.model import ImageTokenizer
 from xomni.train import dist_info, run_training, seed_everything
-from xomni.utils import log
+from xomni.utils import log, resolve_device
 
 
 def _tok_dir(path: str) -> Path:
@@ -36,7 +36,8 @@ def encode_set(tok: ImageTokenizer, images: ImageSet, batch_size: int = 128, des
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, file=__import__("sys").stderr, leave=False,
                   mininterval=2.0):
-        out.append(tok.encode(images.tensor(list(range(i, min(len(images), i + batch_size))))))
+        x = images.tensor(list(range(i, min(len(images), i + batch_size))))
+        out.append(tok.encode(x).cpu())  # inputs follow the tokenizer to its device
     return torch.cat(out)
 
 
@@ -114,7 +115,9 @@ def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str 
     train_set = load_split(cfg.data, cfg.train_split, mcfg.image_size, cfg.n_train, desc="load train")
     log(f"[decoder] {len(train_set)} training images ({train_set.skipped} skipped); grid {mcfg.grid}, "
         f"K={mcfg.codebook_size}; encoding with the tokenizer ...")
+    tok.to(resolve_device(cfg.train.device))  # encode where the model trains (a GPU encodes 40k renders in seconds)
     codes = cached_codes(tok, tok_dir, train_set, Path(cfg.train.out_dir) / f"codes-{cfg.train_split}.safetensors")
+    tok.cpu()
     seed_everything(cfg.train.seed)
     model = Decoder(mcfg)
     model.init_from_tokenizer(tok)

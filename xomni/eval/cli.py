@@ -78,6 +78,9 @@ def register(apps: dict) -> None:
         cfg: Optional[float] = typer.Option(None, "--cfg", help="--model: CFG scale >= 1 (default: the model's).",
                                             callback=FloatRange("--cfg", 1)),
         sjd_window: int = SjdWindowOpt("--model: "),
+        unsupported: str = typer.Option("error", "--unsupported", help="--model: a target string with characters "
+                                        "outside the model's charset: error (stop) | zero (no image; scores as a "
+                                        "failure, so that models of different charsets compare on one list)."),
         json_path: Optional[str] = JsonOpt,
     ):
         """Text accuracy by OCR: exact match, word recall, CER with 95 % bootstrap intervals."""
@@ -94,7 +97,7 @@ def register(apps: dict) -> None:
             model = model or str(default_model_dir())
             sampling = {"temperature": temperature, "top_k": top_k, "min_p": min_p, "cfg_scale": cfg}
             items, tg = items_from_model(model, targets, samples, seed, save_images, batch, sampling, lora=lora,
-                                         sjd_window=sjd_window)
+                                         sjd_window=sjd_window, unsupported=unsupported)
         else:
             items, tg = pairs_from_images(images, targets, split)
         if limit is not None:

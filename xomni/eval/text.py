@@ -65,35 +65,45 @@ def unsupported_chars(pipe, text: str) -> str:
 
 def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
                      save_dir: str | None = None, batch: int = 8,
-                     sampling: dict | None = None, lora: str | None = None, sjd_window: int = 0
-                     ) -> tuple[list[Item], list[str]]:
+                     sampling: dict | None = None, lora: str | None = None, sjd_window: int = 0,
+                     unsupported: str = "error") -> tuple[list[Item], list[str]]:
     """Generate `samples` images per target string with the model's prompt template and its default sampling
     settings, overridden by the non-None entries of `sampling` (temperature, top_k, top_p, min_p, cfg_scale);
-    `sjd_window` > 0 samples with speculative Jacobi decoding (same distribution, other draws per seed)."""
+    `sjd_window` > 0 samples with speculative Jacobi decoding (same distribution, other draws per seed).
+    A string with characters outside the model's charset stops the run (`unsupported="error"`), or gets no image
+    and scores as a failure (`"zero"`: models of different charsets compared on one list)."""
     lines = read_targets(targets_file)
     if samples < 1:
         raise XomniError("--samples must be >= 1")
     pipe = load_pipeline(model_dir, lora)
     pipe.sjd_window = sjd_window
-    bad = [(i, t, unsupported_chars(pipe, t)) for i, t in enumerate(lines) if unsupported_chars(pipe, t)]
-    if bad:
-        i, t, chars = bad[0]
-        raise XomniError(f"{targets_file} line {i + 1} ({t!r}) has characters the model cannot draw: {chars!r} "
-                         f"({len(bad)} line(s) in all)")
+    if unsupported not in ("error", "zero"):
+        raise XomniError(f"unsupported must be error or zero, got {unsupported!r}")
+    bad = {i: unsupported_chars(pipe, t) for i, t in enumerate(lines) if unsupported_chars(pipe, t)}
+    if bad and unsupported == "error":
+        i, chars = next(iter(bad.items()))
+        raise XomniError(f"{targets_file} line {i + 1} ({lines[i]!r}) has characters the model cannot draw: "
+                         f"{chars!r} ({len(bad)} line(s) in all; --unsupported zero scores them as failures)")
     caps = [caption_for(pipe, t) for t in lines]
     used = dataclasses.asdict(pipe.sampling_config(**(sampling or {})))  # recorded in every item's metadata
-    log(f"generating {len(lines)} x {samples} images with {model_dir} ...")
-    images = generate(pipe, caps, samples, seed, batch, used)
+    drawable = [i for i in range(len(lines)) if i not in bad]
+    log(f"generating {len(drawable)} x {samples} images with {model_dir} ..."
+        + (f" ({len(bad)} string(s) with characters outside its charset score as failures)" if bad else ""))
+    drawn = dict(zip(drawable, generate(pipe, [caps[i] for i in drawable], samples, seed, batch, used)))
+    images = [drawn.get(i, [None] * samples) for i in range(len(lines))]
     items, targets, saved = [], [], []
     for i, (t, cap, ims) in enumerate(zip(lines, caps, images)):
         for j, im in enumerate(ims):
             key = f"t{i:04d}-s{j}"
             meta = {"key": key, "text": t, "caption": cap, "sample": j, "seed": seed + i // max(1, batch),
                     "file_name": f"{key}.png", "sampling": used, "sjd_window": sjd_window}
+            if i in bad:
+                meta["unsupported"] = bad[i]
             if model_preset(pipe):
                 meta["preset"] = model_preset(pipe)
-            items.append(Item(key, im.convert("RGB") if im is not None else None, meta,
-                              None if im is not None else "generation failed"))
+            why = "characters outside the model's charset" if i in bad else "generation failed"
+            items.append(Item(key, im.convert("RGB") if im is not None else None, meta, None if im is not None
+                              else why))
             targets.append(t)
             if save_dir and im is not None:
                 saved.append((im, meta))

@@ -39,11 +39,14 @@ def pairs_from_images(images: str, targets: str | None, split: str | None = None
 
 def score_items(items: list[Item], targets: list[str], engine: str = "tesseract", psm: int = 7,
                 n_boot: int = 1000, region: OcrRegion | None = None) -> tuple[dict, list[dict]]:
-    """OCR the readable images and score them. Returns (result JSON, per-image rows incl. skipped ones)."""
-    ok = [i for i, it in enumerate(items) if it.image is not None and targets[i].strip()]
+    """OCR the readable images and score them. Returns (result JSON, per-image rows incl. skipped ones).
+    An item without image whose meta names `unsupported` characters (a string the model cannot draw) is scored in
+    place as an empty reading (exact 0, CER 1) instead of being skipped."""
+    ok = [i for i, it in enumerate(items) if (it.image is not None or it.meta.get("unsupported"))
+          and targets[i].strip()]
     skipped = []
     for i, it in enumerate(items):
-        if it.image is None:
+        if it.image is None and not it.meta.get("unsupported"):
             skipped.append({"key": it.key, "reason": it.error or "unreadable image"})
         elif not targets[i].strip():
             skipped.append({"key": it.key, "reason": "no target text"})
@@ -51,8 +54,10 @@ def score_items(items: list[Item], targets: list[str], engine: str = "tesseract"
         log(f"skipping {len(skipped)} image(s): first: {skipped[0]['key']}: {skipped[0]['reason']}")
     if not ok:
         raise XomniError("no readable image with a target string to score")
-    log(f"OCR ({engine}) on {len(ok)} images ...")
-    preds = ocr_images([items[i].image for i in ok], engine=engine, psm=psm, region=region)
+    drawn = [i for i in ok if items[i].image is not None]
+    log(f"OCR ({engine}) on {len(drawn)} images ...")
+    read = dict(zip(drawn, ocr_images([items[i].image for i in drawn], engine=engine, psm=psm, region=region)))
+    preds = [read.get(i, "") for i in ok]
     rows = tm.score_rows(preds, [targets[i] for i in ok], [items[i].meta for i in ok])
     for r, i in zip(rows, ok):
         r["key"] = items[i].key
@@ -60,6 +65,7 @@ def score_items(items: list[Item], targets: list[str], engine: str = "tesseract"
             if k in items[i].meta:
                 r[k] = items[i].meta[k]
     res = summarize(rows, n_skipped=len(skipped), n_boot=n_boot)
+    res["n_unsupported"] = len(ok) - len(drawn)
     res["ocr"] = {"engine": engine, "psm": psm if engine == "tesseract" else None,
                   "region": region.as_json() if region is not None else None}
     res["skipped"] = skipped[:50]

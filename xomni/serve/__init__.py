@@ -9,7 +9,14 @@ Modules: engine (model side; per-request random streams in a merged batch), batc
 thread), app (routes and errors), limits (body size / read deadline), schemas (request and response bodies),
 page (the web page), bench (load test), cli (`xomni serve`, `xomni bench serve`).
 """
-from xomni.serve.app import Settings, create_app
-from xomni.serve.engine import Engine, load_engine
-
 __all__ = ["Engine", "Settings", "create_app", "load_engine"]
+
+
+def __getattr__(name: str):  # lazy, so that `xomni.serve.cli` (on every command's path) does not import fastapi
+    if name in ("Settings", "create_app"):
+        from xomni.serve import app
+        return getattr(app, name)
+    if name in ("Engine", "load_engine"):
+        from xomni.serve import engine
+        return getattr(engine, name)
+    raise AttributeError(f"module 'xomni.serve' has no attribute {name!r}")

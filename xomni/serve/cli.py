@@ -7,9 +7,6 @@ import typer
 
 from xomni.errors import XomniError
 from xomni.lora.adapter import resolve_adapter_dir, split_adapters
-from xomni.serve.app import Settings, create_app
-from xomni.serve.bench import run_bench
-from xomni.serve.engine import load_engine
 from xomni.utils import emit_json, log
 
 
@@ -54,6 +51,8 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="Pipeline di
             resolve_adapter_dir(part)
     _check_port_free(host, port)   # before the model loads, not after
     torch.set_num_threads(threads)
+    from xomni.serve.app import Settings, create_app  # here, not at the top: the other commands need no fastapi
+    from xomni.serve.engine import load_engine
     engine = load_engine(model, compile="auto" if compile is None else compile, max_batch=max_batch, device=device,
                          lora=lora)
     log(f"xomni serve: warming up {engine.name}" + (" (compiled sampler)" if engine.compile else ""))
@@ -95,6 +94,7 @@ def bench_serve(url: Optional[str] = typer.Option(None, "--url", help="A running
     """Load test: C clients x R requests at once vs the same requests one at a time (JSON on stdout)."""
     if clients < 1 or requests < 1:
         raise XomniError("--clients and --requests must be >= 1")
+    from xomni.serve.bench import run_bench
     emit_json(run_bench(url, clients, requests, max_batch=max_batch, overflow_queue=overflow_queue,
                         threads=threads, time_limit=time_limit), json_path)
 

@@ -1,0 +1,63 @@
+#!/bin/bash
+# The next bundled model's decoder and AR on a lent GPU (one H200, ~9 minutes of a 15-minute lease):
+#   bash scripts/gpu_next_model.sh          (repo root on the GPU machine; what lands in $OUT comes back)
+# Carried beside the repo:
+#   .whl/      wheels the GPU image lacks (diffusers, vector-quantize-pytorch and its deps, transformers)
+#   .devdata/  tok/ (the trained image tokenizer, `xomni train tokenizer ... --set model.levels=3` on the sign preset)
+#              and fonts/dejavu/DejaVuSans-Bold.ttf (the sign preset's one font; the image has no Debian fonts)
+# It renders the sign preset (`xomni data synth --preset sign --n 40000 --seed 0`, the tokenizer's data), then trains
+# the decoder and the AR (warm from the bundled AR, image rows fresh) at once on the GPU, each on a wall-clock budget
+# (train.budget_s: the cosine schedule ends on time). Both encode their data with the tokenizer on the GPU.
+# The results come back as a tar in <= 15 MB parts: final/ (or the latest checkpoint's weights), log.jsonl, logs.
+# DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
+T0=$(date +%s)
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+L=/tmp/logs; W=/tmp/nm; rm -rf $L $W; mkdir -p $L $W
+el() { echo "$1 at $(( $(date +%s) - T0 )) s" | tee -a $L/timeline.txt; }
+if [ -z "$DRY" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 3
+    export PYTHONPATH=/tmp/site:$PWD
+    PY=python3; N=${N:-40000}; AR_S=${AR_S:-400}; DEC_S=${DEC_S:-390}; THREADS=6
+    ARDEV="--set train.device=cuda --set train.precision=bf16"; DECDEV="--set train.device=cuda"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $L/nvidia_smi.txt 2>&1
+else
+    PY=.venv/bin/python; N=2000; AR_S=20; DEC_S=20; THREADS=1
+    ARDEV="--set train.device=cpu --set train.batch_size=8"; DECDEV="--set train.device=cpu --set train.batch_size=8"
+fi
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
+export XOMNI_FONT_DIRS=$PWD/.devdata/fonts
+TOK=${TOK:-.devdata/tok}; X="$PY -m xomni.cli"
+# fail in seconds, not minutes: the CLI, the packages and the tokenizer on the training device
+$PY -c "import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, \
+diffusers.__version__, torch.cuda.is_available())" > $L/versions.txt 2>&1
+$X train ar --help > /dev/null 2> $L/check.log && $X train decoder --help > /dev/null 2>> $L/check.log &&
+    $PY -c "import torch, sys; from xomni.tokenizer import ImageTokenizer; t = ImageTokenizer.from_pretrained(
+sys.argv[1]).to('cuda' if torch.cuda.is_available() else 'cpu'); print(t.encode(torch.zeros(2, 3, 32,
+128)).device)" $TOK >> $L/check.log 2>&1 || { cat $L/versions.txt; tail -5 $L/check.log; exit 4; }
+el "setup done"
+$X data synth --preset sign --n $N --seed 0 --out $W/sign --workers $(( THREADS * 2 )) > $L/synth.json 2> $L/synth.log
+el "synth rc=$?"
+# a backstop: each run stops itself on its budget; SIGTERM makes the loop save a checkpoint and exit
+(timeout -s TERM $(( AR_S + 130 )) $X train ar --config configs/ar_mini.yaml --data $W/sign --tokenizer $TOK \
+    --init xomni/pretrained/mini/ar --init-except-image --out $W/ar --resume auto --set model.max_seq_len=288 \
+    --set train.steps=100000 --set train.budget_s=$AR_S --set train.batch_size=128 --set train.lr=1e-3 \
+    --set train.warmup_steps=100 --set train.eval_every=500 --set train.ckpt_every=500 --set train.progress=false \
+    $ARDEV --json $L/train_ar.json > /dev/null 2> $L/train_ar.log; el "ar rc=$?") &
+(timeout -s TERM $(( DEC_S + 130 )) $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
+    --data $W/sign --out $W/dec --resume auto --set train.steps=100000 --set train.budget_s=$DEC_S \
+    --set train.batch_size=128 --set train.lr=5e-4 --set train.warmup_steps=100 --set train.ckpt_every=1000 \
+    --set n_val=0 --set train.progress=false $DECDEV --json $L/train_decoder.json > /dev/null \
+    2> $L/train_decoder.log; el "decoder rc=$?") &
+wait
+# the weights: final/, or (a run stopped by the backstop) its latest checkpoint's model and state
+for r in ar dec; do
+    mkdir -p $W/back/$r
+    cp $W/$r/log.jsonl $W/back/$r/ 2>/dev/null
+    if [ -f $W/$r/final/model.safetensors ]; then cp -r $W/$r/final $W/back/$r/
+    else ck=$(ls -d $W/$r/checkpoints/step-* 2>/dev/null | tail -1)
+         [ -n "$ck" ] && mkdir -p $W/back/$r/ck && cp $ck/model.safetensors $ck/state.json $W/back/$r/ck/; fi
+done
+cp -r $L $W/back/logs
+tar cf - -C $W back | split -b 15000000 -d - "$OUT/back.tar.part"
+el "all done"; ls -la "$OUT"
