@@ -5,8 +5,9 @@
 #   .whl/      wheels the GPU image lacks (diffusers, vector-quantize-pytorch and its deps, transformers)
 #   .devdata/  tok/ (the trained image tokenizer, `xomni train tokenizer ... --set model.levels=3` on the sign preset)
 #              and fonts/dejavu/DejaVuSans-Bold.ttf (the sign preset's one font; the image has no Debian fonts)
-# It renders the sign preset (`xomni data synth --preset sign --n 40000 --seed 0`, the tokenizer's data), then trains
-# the decoder and the AR (warm from the bundled AR, image rows fresh) at once on the GPU, each on a wall-clock budget
+# It renders the sign preset (`xomni data synth --preset sign --n 80000 --seed 0`; the tokenizer was trained on
+# `--n 40000 --seed 0`), then trains the decoder and the AR (warm from the bundled AR, image rows fresh) at once on
+# the GPU, each on a wall-clock budget
 # (train.budget_s: the cosine schedule ends on time). Both encode their data with the tokenizer on the GPU.
 # The results come back as a tar in <= 15 MB parts: final/ (or the latest checkpoint's weights), log.jsonl, logs.
 # DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
@@ -18,11 +19,11 @@ if [ -z "$DRY" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 3
     export PYTHONPATH=/tmp/site:$PWD
-    PY=python3; N=${N:-40000}; AR_S=${AR_S:-400}; DEC_S=${DEC_S:-390}; THREADS=6
+    PY=python3; N=${N:-80000}; AR_S=${AR_S:-440}; DEC_S=${DEC_S:-430}; END=${END:-555}; THREADS=6
     ARDEV="--set train.device=cuda --set train.precision=bf16"; DECDEV="--set train.device=cuda"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $L/nvidia_smi.txt 2>&1
 else
-    PY=.venv/bin/python; N=2000; AR_S=20; DEC_S=20; THREADS=1
+    PY=.venv/bin/python; N=2000; AR_S=20; DEC_S=20; THREADS=1; END=${END:-600}
     ARDEV="--set train.device=cpu --set train.batch_size=8"; DECDEV="--set train.device=cpu --set train.batch_size=8"
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
@@ -36,15 +37,19 @@ $X train ar --help > /dev/null 2> $L/check.log && $X train decoder --help > /dev
 sys.argv[1]).to('cuda' if torch.cuda.is_available() else 'cpu'); print(t.encode(torch.zeros(2, 3, 32,
 128)).device)" $TOK >> $L/check.log 2>&1 || { cat $L/versions.txt; tail -5 $L/check.log; exit 4; }
 el "setup done"
-$X data synth --preset sign --n $N --seed 0 --out $W/sign --workers $(( THREADS * 2 )) > $L/synth.json 2> $L/synth.log
-el "synth rc=$?"
-# a backstop: each run stops itself on its budget; SIGTERM makes the loop save a checkpoint and exit
-(timeout -s TERM $(( AR_S + 130 )) $X train ar --config configs/ar_mini.yaml --data $W/sign --tokenizer $TOK \
+NW=$(( THREADS * 2 )); [ $NW -gt $(nproc) ] && NW=$(nproc)
+$X data synth --preset sign --n $N --seed 0 --out $W/sign --workers $NW > $L/synth.json 2> $L/synth.log ||
+    { tail -5 $L/synth.log; exit 5; }
+el "synth done"
+# each run stops itself on its budget; the backstop (SIGTERM: the loop saves a checkpoint and exits) keeps the
+# packing below inside the call's 10 minutes (END seconds after the start)
+STOP=$(( END - $(date +%s) + T0 ))
+(timeout -k 20 -s TERM $STOP $X train ar --config configs/ar_mini.yaml --data $W/sign --tokenizer $TOK \
     --init xomni/pretrained/mini/ar --init-except-image --out $W/ar --resume auto --set model.max_seq_len=288 \
     --set train.steps=100000 --set train.budget_s=$AR_S --set train.batch_size=128 --set train.lr=1e-3 \
     --set train.warmup_steps=100 --set train.eval_every=500 --set train.ckpt_every=500 --set train.progress=false \
     $ARDEV --json $L/train_ar.json > /dev/null 2> $L/train_ar.log; el "ar rc=$?") &
-(timeout -s TERM $(( DEC_S + 130 )) $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
+(timeout -k 20 -s TERM $STOP $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
     --data $W/sign --out $W/dec --resume auto --set train.steps=100000 --set train.budget_s=$DEC_S \
     --set train.batch_size=128 --set train.lr=5e-4 --set train.warmup_steps=100 --set train.ckpt_every=1000 \
     --set n_val=0 --set train.progress=false $DECDEV --json $L/train_decoder.json > /dev/null \
