@@ -4,7 +4,7 @@
 # Carried beside the repo:
 #   .whl/      wheels the GPU image lacks (diffusers, vector-quantize-pytorch and its deps, transformers)
 #   .devdata/  tok/ (the trained image tokenizer, `xomni train tokenizer ... --set model.levels=3` on the sign preset)
-#              and fonts/dejavu/DejaVuSans-Bold.ttf (the sign preset's one font; the image has no Debian fonts)
+#              fonts/dejavu/DejaVuSans-Bold.ttf (the sign preset's one font) and american-english.xz (wamerican)
 # It renders the sign preset (`xomni data synth --preset sign --n 80000 --seed 0`; the tokenizer was trained on
 # `--n 40000 --seed 0`), then trains the decoder and the AR (warm from the bundled AR, image rows fresh) at once on
 # the GPU, each on a wall-clock budget
@@ -27,7 +27,8 @@ else
     ARDEV="--set train.device=cpu --set train.batch_size=8"; DECDEV="--set train.device=cpu --set train.batch_size=8"
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
-export XOMNI_FONT_DIRS=$PWD/.devdata/fonts
+export XOMNI_FONT_DIRS=$PWD/.devdata/fonts XOMNI_WORDLIST=/tmp/american-english  # no Debian fonts or words there
+python3 -c "import lzma; open('/tmp/american-english', 'wb').write(lzma.open('.devdata/american-english.xz').read())"
 TOK=${TOK:-.devdata/tok}; X="$PY -m xomni.cli"
 # fail in seconds, not minutes: the CLI, the packages and the tokenizer on the training device
 $PY -c "import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, \
