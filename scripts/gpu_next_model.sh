@@ -2,13 +2,13 @@
 # The next bundled model's decoder and AR on a lent GPU (one H200, ~9 minutes of a 15-minute lease):
 #   bash scripts/gpu_next_model.sh          (repo root on the GPU machine; what lands in $OUT comes back)
 # Carried beside the repo:
-#   .whl/      wheels the GPU image lacks (diffusers, vector-quantize-pytorch and its deps, transformers)
-#   .devdata/  tok/ (the trained image tokenizer, `xomni train tokenizer ... --set model.levels=3` on the sign preset)
-#              fonts/dejavu/DejaVuSans-Bold.ttf (the sign preset's one font) and american-english.xz (wamerican)
+#   .whl/      wheels the GPU image lacks or has at other versions (the list: docs/NEXT_MODEL.md)
+#   .devdata/  fonts/dejavu/DejaVuSans-Bold.ttf (the sign preset's one font) and american-english.xz (wamerican)
+# The image tokenizer is models/mini/rvq_sign/tokenizer (docs/NEXT_MODEL.md, second candidate).
 # It renders the sign preset (`xomni data synth --preset sign --n 80000 --seed 0`; the tokenizer was trained on
 # `--n 40000 --seed 0`), then trains the decoder and the AR (warm from the bundled AR, image rows fresh) at once on
-# the GPU, each on a wall-clock budget
-# (train.budget_s: the cosine schedule ends on time). Both encode their data with the tokenizer on the GPU.
+# the GPU, each on a wall-clock budget (train.budget_s: the cosine schedule ends on time), the AR in two phases,
+# the second caption-heavy. Both encode their data with the tokenizer on the GPU.
 # The results come back as a tar in <= 15 MB parts: final/ (or the latest checkpoint's weights), log.jsonl, logs.
 # DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
 T0=$(date +%s)
@@ -19,17 +19,17 @@ if [ -z "$DRY" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 3
     export PYTHONPATH=/tmp/site:$PWD
-    PY=python3; N=${N:-80000}; AR_S=${AR_S:-440}; DEC_S=${DEC_S:-430}; END=${END:-555}; THREADS=6
+    PY=python3; N=${N:-80000}; AR_S=${AR_S:-300}; CAP_S=${CAP_S:-120}; DEC_S=${DEC_S:-430}; END=${END:-555}; THREADS=6
     ARDEV="--set train.device=cuda --set train.precision=bf16"; DECDEV="--set train.device=cuda"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $L/nvidia_smi.txt 2>&1
 else
-    PY=.venv/bin/python; N=2000; AR_S=20; DEC_S=20; THREADS=1; END=${END:-600}
+    PY=.venv/bin/python; N=2000; AR_S=20; CAP_S=15; DEC_S=20; THREADS=1; END=${END:-600}
     ARDEV="--set train.device=cpu --set train.batch_size=8"; DECDEV="--set train.device=cpu --set train.batch_size=8"
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
 export XOMNI_FONT_DIRS=$PWD/.devdata/fonts XOMNI_WORDLIST=/tmp/american-english  # no Debian fonts or words there
 python3 -c "import lzma; open('/tmp/american-english', 'wb').write(lzma.open('.devdata/american-english.xz').read())"
-TOK=${TOK:-.devdata/tok}; X="$PY -m xomni.cli"
+TOK=${TOK:-models/mini/rvq_sign/tokenizer}; X="$PY -m xomni.cli"
 # fail in seconds, not minutes: the CLI, the packages and the tokenizer on the training device
 $PY -c "import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, \
 diffusers.__version__, torch.cuda.is_available())" > $L/versions.txt 2>&1
@@ -49,7 +49,17 @@ STOP=$(( END - $(date +%s) + T0 ))
     --init xomni/pretrained/mini/ar --init-except-image --out $W/ar --resume auto --set model.max_seq_len=288 \
     --set train.steps=100000 --set train.budget_s=$AR_S --set train.batch_size=128 --set train.lr=1e-3 \
     --set train.warmup_steps=100 --set train.eval_every=500 --set train.ckpt_every=500 --set train.progress=false \
-    $ARDEV --json $L/train_ar.json > /dev/null 2> $L/train_ar.log; el "ar rc=$?") &
+    $ARDEV --json $L/train_ar.json > /dev/null 2> $L/train_ar.log; el "ar rc=$?"
+ # the caption-heavy phase (70 % image->text sequences, as the bundled AR's last phases): reading needs it
+ if [ "$CAP_S" -gt 0 ] && [ -f $W/ar/final/model.safetensors ]; then
+    mkdir -p $W/arc && cp -r $W/ar/tokens-train $W/ar/tokens-val $W/arc/   # the same token caches, not re-encoded
+    timeout -k 20 -s TERM $(( END - $(date +%s) + T0 )) $X train ar --config configs/ar_mini.yaml --data $W/sign \
+        --tokenizer $TOK --init $W/ar/final --out $W/arc --resume auto --set model.max_seq_len=288 \
+        --set t2i_ratio=0.3 --set train.steps=100000 --set train.budget_s=$CAP_S --set train.batch_size=128 \
+        --set train.lr=3e-4 --set train.warmup_steps=50 --set train.eval_every=250 --set train.ckpt_every=250 \
+        --set train.progress=false $ARDEV --json $L/train_ar_captions.json > /dev/null 2> $L/train_ar_captions.log
+    el "ar captions rc=$?"
+ fi) &
 (timeout -k 20 -s TERM $STOP $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
     --data $W/sign --out $W/dec --resume auto --set train.steps=100000 --set train.budget_s=$DEC_S \
     --set train.batch_size=128 --set train.lr=5e-4 --set train.warmup_steps=100 --set train.ckpt_every=1000 \
@@ -57,10 +67,11 @@ STOP=$(( END - $(date +%s) + T0 ))
     2> $L/train_decoder.log; el "decoder rc=$?") &
 wait
 # the weights: final/, or (a run stopped by the backstop) its latest checkpoint's model and state
-for r in ar dec; do
+for r in arc ar dec; do  # one AR's weights come back (the 64 MB limit): the caption phase's when it ran
     mkdir -p $W/back/$r
     cp $W/$r/log.jsonl $W/back/$r/ 2>/dev/null
-    if [ -f $W/$r/final/model.safetensors ]; then cp -r $W/$r/final $W/back/$r/
+    if [ $r = ar ] && [ -f $W/arc/final/model.safetensors ]; then :
+    elif [ -f $W/$r/final/model.safetensors ]; then cp -r $W/$r/final $W/back/$r/
     else ck=$(ls -d $W/$r/checkpoints/step-* 2>/dev/null | tail -1)
          [ -n "$ck" ] && mkdir -p $W/back/$r/ck && cp $ck/model.safetensors $ck/state.json $W/back/$r/ck/; fi
 done

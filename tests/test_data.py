@@ -386,3 +386,18 @@ def test_hf_tokenizer_from_local_dir(tmp_path):
     assert isinstance(tok, HFTokenizer)
     ids = tok.encode("a red sign")
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id and tok.decode(ids).replace(" ", "") == "aredsign"
+
+
+def test_demo_prompts_follow_each_presets_caption_grammar():
+    """`xomni demo` draws these with a model of that preset: each one must be a caption the preset could make."""
+    from xomni.data.caption import parse_caption
+    from xomni.data.fonts import font_spec
+    from xomni.data.presets import get_preset
+    from xomni.demo import DEMO_PROMPTS
+    for name, prompts in DEMO_PROMPTS.items():
+        p = get_preset(name)
+        families = {font_spec(f).family for f in p.fonts}
+        for cap in prompts:
+            a = parse_caption(cap)
+            assert a["grammar"] and a["noun"] in p.nouns and a["background"] in p.colors, (name, cap)
+            assert a["font_family"] in families and len(a["text"]) <= p.max_chars, (name, cap)

@@ -29,6 +29,12 @@ DEMO_PROMPTS = {
         'a black poster with the text "Aroma" in white bold sans-serif letters',  # "aroma": a test-split word
         'a blue sign with the text "cake" in white bold sans-serif letters',
     ],
+    "sign": [  # the mini image with short signage text: a word, a price, a code
+        'a white poster with the text "HELLO" in black bold sans-serif letters',
+        'a yellow sign with the text "OPEN 24/7" in blue bold sans-serif letters',
+        'a black poster with the text "$4.50" in white bold sans-serif letters',
+        'a blue sign with the text "Gate B14" in white bold sans-serif letters',
+    ],
     "tiny": [
         'a white poster with the text "HELLO" in black sans-serif letters',
         'a yellow sign with the text "OPEN 24" in blue bold serif letters, a red circle at the top left',
