@@ -462,3 +462,12 @@ def test_web_page_in_chromium(srv, engine, tmp_path):
             page.screenshot(path=str(tmp_path / "serve_page_card.png"))
         finally:
             ctx.close()
+
+
+def test_the_cli_imports_the_web_stack_only_for_serving():
+    """Every command goes through xomni.cli, which registers `xomni serve`: fastapi and uvicorn load only when a
+    server starts, so training and evaluation run where they are not installed (a GPU image, a lean container)."""
+    code = ("import sys, xomni.cli, xomni.serve; assert not {'fastapi', 'uvicorn'} & set(sys.modules), "
+            "sorted({'fastapi', 'uvicorn'} & set(sys.modules)); from xomni.serve import create_app; "
+            "assert 'fastapi' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -115,7 +115,7 @@ def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str 
     train_set = load_split(cfg.data, cfg.train_split, mcfg.image_size, cfg.n_train, desc="load train")
     log(f"[decoder] {len(train_set)} training images ({train_set.skipped} skipped); grid {mcfg.grid}, "
         f"K={mcfg.codebook_size}; encoding with the tokenizer ...")
-    tok.to(resolve_device(cfg.train.device))  # encode where the model trains (a GPU encodes 40k renders in seconds)
+    tok.to(resolve_device(cfg.train.device))  # encode where the model trains (on a GPU: seconds, not minutes)
     codes = cached_codes(tok, tok_dir, train_set, Path(cfg.train.out_dir) / f"codes-{cfg.train_split}.safetensors")
     tok.cpu()
     seed_everything(cfg.train.seed)
