@@ -25,7 +25,7 @@ def _env():
     return env
 
 
-def _run(script, *args, timeout=300):  # a hang guard, not a speed bar: device_check --dry takes ~100 s on 2 cores
+def _run(script, *args, timeout=300):  # a hang guard, not a speed bar
     return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)], cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
 
