@@ -190,11 +190,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 PROBE = (5, 25)  # budget_s: the steps of a run (counted from its start) between which the step time is measured
 
 
-def budget_steps(cfg: TrainConfig, step: int, probe_s: float, elapsed_s: float, world: int,
+def budget_steps(cfg: TrainConfig, step: int, per_step: float, elapsed_s: float, world: int,
                  device: torch.device) -> int:
-    """The total steps that end a run on its budget: `step` steps done, the last PROBE[1] - PROBE[0] of them in
-    `probe_s` seconds, `elapsed_s` seconds of the budget spent. Every rank takes the smallest answer (one schedule)."""
-    per_step = probe_s / (PROBE[1] - PROBE[0])
+    """The total steps that end a run on its budget: `step` steps done at `per_step` seconds each (timed over
+    PROBE), `elapsed_s` seconds of the budget spent. Every rank takes the smallest answer (one schedule)."""
     left = cfg.budget_s * 0.9 - elapsed_s
     want = torch.tensor([float(min(cfg.steps, step + max(1, int(left / max(per_step, 1e-9)))))], device=device)
     if world > 1:
@@ -378,11 +377,10 @@ def run_training(cfg: TrainConfig, model: torch.nn.Module, dataset: Any,
                 t_probe = time.time()
             elif cfg.budget_s and step - start_step == PROBE[1]:
                 now = time.time()
-                cfg = dataclasses.replace(cfg, steps=budget_steps(cfg, step, now - t_probe, now - t_run, world,
-                                                                  device))
+                per_step = (now - t_probe) / (PROBE[1] - PROBE[0])
+                cfg = dataclasses.replace(cfg, steps=budget_steps(cfg, step, per_step, now - t_run, world, device))
                 if rank == 0:
-                    log(f"[train] budget {cfg.budget_s:g} s: {(now - t_probe) / (PROBE[1] - PROBE[0]):.4f} s/step, "
-                        f"training to step {cfg.steps}")
+                    log(f"[train] budget {cfg.budget_s:g} s: {per_step:.4f} s/step, training to step {cfg.steps}")
                 if bar is not None:
                     bar.total = cfg.steps
                     bar.refresh()

@@ -79,7 +79,7 @@ def items_from_model(model_dir: str, targets_file: str, samples: int, seed: int,
     pipe.sjd_window = sjd_window
     if unsupported not in ("error", "zero"):
         raise XomniError(f"unsupported must be error or zero, got {unsupported!r}")
-    bad = {i: unsupported_chars(pipe, t) for i, t in enumerate(lines) if unsupported_chars(pipe, t)}
+    bad = {i: c for i, t in enumerate(lines) if (c := unsupported_chars(pipe, t))}
     if bad and unsupported == "error":
         i, chars = next(iter(bad.items()))
         raise XomniError(f"{targets_file} line {i + 1} ({lines[i]!r}) has characters the model cannot draw: "
