@@ -1,12 +1,12 @@
-"""AR fine-tune sized to a wall-clock budget (for a GPU lease): measure the step time, then train that many steps.
+"""AR fine-tune on a wall-clock budget (for a GPU lease), exported as float16 with its validation losses.
 
     python scripts/timed_finetune.py --budget-s 300 --config configs/ar_mini.yaml --data TOKEN_CACHE \
         --tokenizer PIPE/image_tokenizer --init PIPE/ar --out runs/ft --val VAL_TOKEN_CACHE \
         --export runs/ft/export --set t2i_ratio=0.5 --set train.lr=3e-4 --set train.batch_size=128
 
-The step time is measured with the training loop itself (`xomni.train.time_steps`: 20 steps after 5 warm-up steps,
-on a throw-away copy of the model), so that the cosine schedule ends on time instead of being cut off. The training itself is `xomni train ar`'s
-(`train_ar_main`, the shared loop: checkpoints, `--resume`-able). The result is exported as a float16 model directory
+The budget is the loop's own `train.budget_s`: it times its first steps and then sets the step count, so that the
+cosine schedule ends on time instead of being cut off (the config's `train.steps` is the most it runs). The training
+itself is `xomni train ar`'s (`train_ar_main`, the shared loop: checkpoints, `--resume`-able). The result is exported as a float16 model directory
 (model.safetensors + config.json) and its validation losses are printed as JSON. `--export-only` exports the latest
 checkpoint of --out instead (after a run was stopped).
 """
@@ -15,29 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def measure_step_s(cfg, data: str, tokenizer: str, init: str | None) -> float:
-    """Seconds per step of the real training loop (xomni.train.time_steps) on this configuration."""
-    from xomni.ar.trainer import build_model, token_cache
-    from xomni.ar.train import build_loss_fn
-    from xomni.checkpoint import load_model_weights
-    from xomni.data.text_tokenizer import load_text_tokenizer
-    from xomni.tokenizer import ImageTokenizer
-    from xomni.train import time_steps
-    text_tok = load_text_tokenizer(cfg.text_tokenizer)
-    image_tok = ImageTokenizer.from_pretrained(tokenizer)
-    ds = token_cache(data, "train", image_tok, Path(cfg.train.out_dir))
-    model = build_model(cfg, text_tok, image_tok)
-    if init:
-        load_model_weights(model, init)
-    return time_steps(cfg.train, model, ds, build_loss_fn(model, text_tok, cfg), collate=list, move_batch=False)
 
 
 def export(out_dir: Path, export_dir: Path, val: str | None, cfg, tokenizer: str) -> dict:
@@ -95,16 +77,12 @@ def run(a) -> None:
     cfg = trainer_config(ARTrainConfig, a.config, a.sets, a.out)
     res: dict = {"sets": a.sets}
     if not a.export_only:
-        t0 = time.time()
-        s = measure_step_s(cfg, a.data, a.tokenizer, a.init)
-        # the trainer's own start (token cache, matmul peak) takes ~20 s; keep 10 % in hand for checkpoints
-        left = max(0.0, a.budget_s - (time.time() - t0) - 20)
-        cfg.train.steps = max(10, int(left * 0.9 / s))
-        cfg.train.ckpt_every = max(50, cfg.train.steps // 5)
-        res.update({"measured_s_per_step": round(s, 5), "steps": cfg.train.steps})
-        print(f"[timed_finetune] {s * 1e3:.1f} ms/step -> {cfg.train.steps} steps in {left:.0f} s", file=sys.stderr,
-              flush=True)
+        if not a.budget_s > 0:
+            from xomni.errors import XomniError
+            raise XomniError(f"--budget-s must be > 0 seconds for a training run, got {a.budget_s:g}")
+        cfg.train.budget_s = a.budget_s
         res["train"] = train_ar_main(cfg, a.data, a.tokenizer, resume="auto", init=a.init)
+        res["steps"] = res["train"]["steps"]
     res.update(export(Path(a.out), Path(a.export), a.val, cfg, a.tokenizer))
     text = json.dumps(res, indent=1, default=str)
     print(text)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from xomni.train import PROBE
+
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "xomni" / "pretrained" / "mini"
 PARTS = ("ar_step", "sampler", "sampler_compiled", "decoder", "pipeline")
@@ -97,8 +99,8 @@ def test_device_check_default_cuda_without_gpu_fails_naming_cuda(token_cache):
 
 
 # ---------------------------------------------------------------------------------------------- timed_finetune.py
-def _finetune_args(cache, run, export, *extra):
-    return ["--budget-s", 8, "--config", REPO / "configs" / "ar_mini.yaml", "--data", cache,
+def _finetune_args(cache, run, export, *extra, budget=8):
+    return ["--budget-s", budget, "--config", REPO / "configs" / "ar_mini.yaml", "--data", cache,
             "--tokenizer", PRETRAINED / "image_tokenizer", "--init", PRETRAINED / "ar", "--out", run, "--val", cache,
             "--export", export, "--set", "train.device=cpu", "--set", "train.batch_size=4",
             "--set", "train.progress=false", "--set", "train.warmup_steps=2", *extra]
@@ -126,9 +128,9 @@ def test_timed_finetune_trains_exports_and_export_only(token_cache, tmp_path):
     r = _run("timed_finetune.py", *_finetune_args(token_cache, run, export))
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
-    assert res["measured_s_per_step"] > 0
-    assert res["steps"] >= 10  # the script's floor (the 8 s budget is below its 20 s start-up allowance)
-    assert res["train"]["steps"] == res["steps"]
+    # the loop's budget (train.budget_s) stopped the run, far below the config's 8500 steps
+    assert PROBE[1] <= res["steps"] == res["train"]["steps"] < 8500
+    assert "budget 8 s" in r.stderr
     assert math.isfinite(res["train"]["train"]["loss"])
     _check_val(res)
     assert (run / "final" / "model.safetensors").is_file()
@@ -144,6 +146,12 @@ def test_timed_finetune_trains_exports_and_export_only(token_cache, tmp_path):
     _check_val(res2)
     assert res2["val"] == pytest.approx(res["val"], abs=1e-6)
     _check_export(export2)
+
+
+def test_timed_finetune_refuses_a_budget_of_zero(token_cache, tmp_path):
+    r = _run("timed_finetune.py", *_finetune_args(token_cache, tmp_path / "run", tmp_path / "ex", budget=0))
+    assert r.returncode == 2 and r.stderr.strip() == "error: --budget-s must be > 0 seconds for a training run, got 0"
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------- profile_step.py
