@@ -6,9 +6,9 @@
 
 The budget is the loop's own `train.budget_s`: it times its first steps and then sets the step count, so that the
 cosine schedule ends on time instead of being cut off (the config's `train.steps` is the most it runs). The training
-itself is `xomni train ar`'s (`train_ar_main`, the shared loop: checkpoints, `--resume`-able). The result is exported as a float16 model directory
-(model.safetensors + config.json) and its validation losses are printed as JSON. `--export-only` exports the latest
-checkpoint of --out instead (after a run was stopped).
+itself is `xomni train ar`'s (`train_ar_main`, the shared loop: checkpoints, `--resume`-able). The result is
+exported as a float16 model directory (model.safetensors + config.json) and its validation losses are printed as
+JSON. `--export-only` exports the latest checkpoint of --out instead (after a run was stopped).
 """
 from __future__ import annotations
 
