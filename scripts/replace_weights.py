@@ -11,7 +11,8 @@ RL run, a new tokenizer).
         --ar AR/final --decoder DEC/final --out CAND --stage next_model "..."
 
 The other components are the base pipeline's. New AR weights must fit the base's AR architecture (its text
-vocabulary is the text tokenizer's); a new decoder brings its own config (sampling steps, strength) and must fit the
+vocabulary is the text tokenizer's) and bring the run's config.json where there is one (settings that change no
+weight, such as `read_levels`, come from the run); a new decoder brings its own config (sampling steps, strength) and must fit the
 image tokenizer's grid and codebook. A new image tokenizer needs a new AR model and decoder with it (both given as
 final/ directories with their config.json), since their image rows and grid follow the tokenizer. A mismatch is one
 clear error and exit 2, with nothing written.
@@ -71,7 +72,9 @@ def main(argv=None) -> int:
         if a.image_tokenizer:
             image_tok, ar = ImageTokenizer.from_pretrained(a.image_tokenizer), UnifiedAR.from_pretrained(a.ar).eval()
         elif a.ar:
-            load_model_weights(ar, a.ar)
+            load_model_weights(ar, a.ar)  # the run's weights must fit the base's architecture
+            if (Path(a.ar) / "config.json").is_file():  # and its own settings (e.g. read_levels) come with them
+                ar = UnifiedAR.from_pretrained(a.ar).eval()
         if a.decoder:
             dec = Decoder.from_pretrained(a.decoder)
         pipe = Pipeline(pipe.text_tokenizer, image_tok, ar, dec, index=pipe.index, path=pipe.path)

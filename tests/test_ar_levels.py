@@ -20,6 +20,42 @@ def test_coarse_to_fine_order_and_inverse():
     assert [i - lay.image_offset for i in seq_t2i[start:start + 12]] == seq[0].tolist()
 
 
+def test_read_levels_caption_the_first_codes_of_every_patch():
+    """Captioning reads every patch's first `read_levels` codes, coarse to fine, under a header of the read width;
+    drawing still writes all levels."""
+    grid = torch.tensor([[100 * r + 10 * c + l for c in range(2) for l in range(3)] for r in range(2)])
+    full = VocabLayout(n_text=10, image_vocab=300, levels=3)
+    off = full.image_offset
+    for r, want in ((1, [0, 10, 100, 110]), (2, [0, 10, 100, 110, 1, 11, 101, 111])):
+        lay = VocabLayout(n_text=10, image_vocab=300, levels=3, read_levels=r)
+        pre = lay.i2t_prefix(grid)
+        assert pre[:5] == [lay.bos_id] + lay.image_header(2, 2 * r)
+        assert [i - off for i in pre[5:-1]] == want and pre[-1] == lay.eom
+        seq, start = lay.i2t_sequence(grid, [7, 8])
+        assert seq[:start] == pre and seq[start:] == [7, 8, lay.eos_id]
+        assert lay.t2i_sequence([5], grid) == full.t2i_sequence([5], grid)  # drawing: all levels
+    assert VocabLayout(n_text=10, image_vocab=300, levels=3, read_levels=3).i2t_prefix(grid) == full.i2t_prefix(grid)
+
+
+def test_read_levels_reach_the_model_and_are_bounded():
+    cfg = dict(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128, max_seq_len=96,
+               image_vocab=30, max_grid=8, levels=3)
+    torch.manual_seed(0)
+    m = UnifiedAR(ARConfig(**cfg, read_levels=1)).eval()
+    from xomni.ar.caption import caption_codes_scored
+    grid = torch.randint(0, 10, (2, 2, 6))
+    fine = grid.clone()
+    fine[..., 1::3] = (fine[..., 1::3] + 3) % 10  # other level-1 and level-2 codes: the same reading
+    fine[..., 2::3] = (fine[..., 2::3] + 5) % 10
+    coarse = grid.clone()
+    coarse[..., 0::3] = (coarse[..., 0::3] + 1) % 10  # other level-0 codes: another reading
+    _, s0 = caption_codes_scored(m, grid, max_new_tokens=3)
+    assert caption_codes_scored(m, fine, max_new_tokens=3)[1] == pytest.approx(s0, abs=1e-5)
+    assert caption_codes_scored(m, coarse, max_new_tokens=3)[1] != pytest.approx(s0, abs=1e-3)
+    with pytest.raises(Exception, match="read_levels=2 is more than the 1 code"):
+        UnifiedAR(ARConfig(**{**cfg, "levels": 1}, read_levels=2))
+
+
 def _model(levels):
     torch.manual_seed(0)
     m = UnifiedAR(ARConfig(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128,

@@ -91,6 +91,7 @@ def test_replace_weights_script_writes_a_pipeline_with_the_new_ar(tmp_path, caps
     base = tiny_pipeline()
     base.save_pretrained(tmp_path / "base", index_update={"eval": {"exact_match": 0.5}, "command": "xomni pipeline"})
     new_ar = tiny_ar(seed=1, peaky=False)
+    new_ar.cfg.read_levels = 1  # a setting that changes no weight comes from the run's config.json
     save_model_dir(tmp_path / "run" / "final", new_ar, {"ar": to_dict(new_ar.cfg)})
     (tmp_path / "run" / "log.jsonl").write_text('{"step": 1, "time": 100.0}\n{"step": 2, "time": 130.0}\n')
     rc = mod.main(["--pipeline", str(tmp_path / "base"), "--ar", str(tmp_path / "run" / "final"), "--out",
@@ -100,6 +101,7 @@ def test_replace_weights_script_writes_a_pipeline_with_the_new_ar(tmp_path, caps
     out = Pipeline.from_pretrained(tmp_path / "out")
     for k, v in new_ar.state_dict().items():
         assert torch.equal(out.ar.state_dict()[k], v), k
+    assert base.ar.cfg.read_levels == 0 and out.ar.cfg.read_levels == 1
     for k, v in base.decoder.state_dict().items():
         assert torch.equal(out.decoder.state_dict()[k], v), k
     idx = json.loads((tmp_path / "out" / "model_index.json").read_text())

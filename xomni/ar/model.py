@@ -39,6 +39,9 @@ class ARConfig:
     image_vocab: int = field(1024, help="Image token vocabulary (from the image tokenizer: levels x K).")
     levels: int = field(1, help="Codes per patch (from the image tokenizer): with L > 1 the model writes every "
                                 "patch's level-0 code, then level 1, ... (coarse to fine; xomni.ar.vocab).")
+    read_levels: int = field(0, help="Codes per patch that captioning (image -> text) reads, level 0 first; 0 = all "
+                                     "`levels`. Reading fewer than are written shortens the caption sequences "
+                                     "(scripts/reading_probe.py measures what each choice learns).")
     max_grid: int = field(64, help="Largest grid height/width representable by size tokens.")
     dropout: float = field(0.0, help="Attention dropout.")
     tie_image_head: bool = field(False, help="Tie the image head to the image embedding table.")
@@ -49,6 +52,7 @@ class ARConfig:
             in_range(self, where, name, 1)
         in_range(self, where, "image_vocab", 2)
         in_range(self, where, "levels", 1, 4)
+        in_range(self, where, "read_levels", 0, 4)  # <= levels: checked by UnifiedAR (the trainer sets levels)
         in_range(self, where, "max_seq_len", 8)
         in_range(self, where, "rope_theta", 0, lo_open=True)
         in_range(self, where, "dropout", 0, 1, hi_open=True)
@@ -66,7 +70,8 @@ class ARConfig:
 
     def layout(self) -> VocabLayout:
         return VocabLayout(n_text=self.n_text, image_vocab=self.image_vocab, max_grid=self.max_grid,
-                           bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, levels=self.levels)
+                           bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, levels=self.levels,
+                           read_levels=self.read_levels)
 
 
 def _build_backbone(cfg: ARConfig) -> tuple[nn.Module, int]:
@@ -125,6 +130,9 @@ class UnifiedAR(PretrainedMixin, nn.Module):
 
     def __init__(self, cfg: ARConfig):
         super().__init__()
+        if cfg.read_levels > cfg.levels:
+            raise XomniError(f"model.read_levels={cfg.read_levels} is more than the {cfg.levels} code(s) per patch of "
+                             f"the image tokenizer")
         self.cfg = cfg
         self.layout = cfg.layout()
         self.backbone, d = _build_backbone(cfg)

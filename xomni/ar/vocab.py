@@ -12,7 +12,9 @@ The unconditional prompt for classifier-free guidance is the empty caption.
 
 With residual codes (`levels` = L > 1 codes per patch, side by side in the token grid) the sequence is coarse to
 fine: every patch's level-0 code in raster order, then every patch's level-1 code, and so on. Level 0 alone is a
-whole image sketch, so the fine levels are written knowing the whole sketch.
+whole image sketch, so the fine levels are written knowing the whole sketch. Captioning may read fewer levels than
+are written (`read_levels`): its image prefix then carries the first `read_levels` codes of every patch, coarse to
+fine, with the header's width that of the grid it reads.
 """
 from __future__ import annotations
 
@@ -43,11 +45,12 @@ class VocabLayout:
     eos_id: int = 0
     pad_id: int = 0
     levels: int = 1       # codes per patch (side by side in the token grid)
+    read_levels: int = 0  # codes per patch that captioning reads (0 = all)
 
-    def image_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+    def image_tokens(self, codes: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Token grid(s) [..., h, w] -> sequence order [..., h*w] (coarse to fine when levels > 1)."""
         *lead, h, w = codes.shape
-        L = self.levels
+        L = self.levels if levels is None else levels
         if L == 1:
             return codes.reshape(*lead, h * w)
         x = codes.reshape(-1, h, w // L, L).permute(0, 3, 1, 2)
@@ -102,10 +105,19 @@ class VocabLayout:
         img = (self.image_tokens(codes) + self.image_offset).tolist()
         return head + img + [self.eom], len(head)
 
-    def i2t_prefix(self, codes: torch.Tensor) -> list[int]:
-        """What a caption follows: bos, the image header, the h x w grid's tokens, eom (training and captioning)."""
+    def read_grid(self, codes: torch.Tensor) -> torch.Tensor:
+        """The part of an h x w token grid that captioning reads: every patch's first `read_levels` codes."""
+        r, L = self.read_levels, self.levels
+        if r in (0, L):
+            return codes
         h, w = codes.shape
-        img = (self.image_tokens(codes) + self.image_offset).tolist()
+        return codes.reshape(h, w // L, L)[..., :r].reshape(h, w // L * r)
+
+    def i2t_prefix(self, codes: torch.Tensor) -> list[int]:
+        """What a caption follows: bos, the image header, the read grid's tokens, eom (training and captioning)."""
+        codes = self.read_grid(codes)
+        h, w = codes.shape
+        img = (self.image_tokens(codes, self.read_levels or self.levels) + self.image_offset).tolist()
         return [self.bos_id] + self.image_header(h, w) + img + [self.eom]
 
     def i2t_sequence(self, codes: torch.Tensor, caption_ids: list[int]) -> tuple[list[int], int]:
