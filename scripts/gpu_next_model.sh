@@ -8,7 +8,8 @@
 # It renders the sign preset (`xomni data synth --preset sign --n 80000 --seed 0`; the tokenizer was trained on
 # `--n 40000 --seed 0`), then trains the decoder and the AR (warm from the bundled AR, image rows fresh) at once on
 # the GPU, each on a wall-clock budget (train.budget_s: the cosine schedule ends on time), the AR in two phases,
-# the second caption-heavy. Both encode their data with the tokenizer on the GPU.
+# the second caption-heavy; captioning reads level 0 only (READ_LEVELS=1, the AR's model.read_levels; 0 = all
+# levels, as the second candidate ran). Both encode their data with the tokenizer on the GPU.
 # The results come back as a tar in <= 15 MB parts: final/ (or the latest checkpoint's weights), log.jsonl, logs.
 # DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
 T0=$(date +%s)
@@ -29,7 +30,7 @@ fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
 export XOMNI_FONT_DIRS=$PWD/.devdata/fonts XOMNI_WORDLIST=/tmp/american-english  # no Debian fonts or words there
 python3 -c "import lzma; open('/tmp/american-english', 'wb').write(lzma.open('.devdata/american-english.xz').read())"
-TOK=${TOK:-models/mini/rvq_sign/tokenizer}; X="$PY -m xomni.cli"
+TOK=${TOK:-models/mini/rvq_sign/tokenizer}; X="$PY -m xomni.cli"; READ=${READ_LEVELS:-1}
 # fail in seconds, not minutes: the CLI, the packages and the tokenizer on the training device
 $PY -c "import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, \
 diffusers.__version__, torch.cuda.is_available())" > $L/versions.txt 2>&1
@@ -45,20 +46,20 @@ el "synth done"
 # each run stops itself on its budget; the backstop (SIGTERM: the loop saves a checkpoint and exits) keeps the
 # packing below inside the call's 10 minutes (END seconds after the start)
 STOP=$(( END - $(date +%s) + T0 ))
-(timeout -k 20 -s TERM $STOP $X train ar --config configs/ar_mini.yaml --data $W/sign --tokenizer $TOK \
-    --init xomni/pretrained/mini/ar --init-except-image --out $W/ar --resume auto --set model.max_seq_len=288 \
-    --set train.steps=100000 --set train.budget_s=$AR_S --set train.batch_size=128 --set train.lr=1e-3 \
-    --set train.warmup_steps=100 --set train.eval_every=500 --set train.ckpt_every=500 --set train.progress=false \
-    $ARDEV --json $L/train_ar.json > /dev/null 2> $L/train_ar.log; el "ar rc=$?"
+ar() {  # output dir, budget in s, then more options: one AR run on the sign data, stopped by the backstop at END
+    o=$1; b=$2; shift 2
+    timeout -k 20 -s TERM $(( END - $(date +%s) + T0 )) $X train ar --config configs/ar_mini.yaml --data $W/sign \
+        --tokenizer $TOK --out $W/$o --resume auto --set model.max_seq_len=288 --set model.read_levels=$READ \
+        --set train.steps=100000 --set train.budget_s=$b --set train.batch_size=128 --set train.progress=false \
+        "$@" $ARDEV --json $L/train_$o.json > /dev/null 2> $L/train_$o.log
+}
+(ar ar $AR_S --init xomni/pretrained/mini/ar --init-except-image --set train.lr=1e-3 --set train.warmup_steps=100 \
+    --set train.eval_every=500 --set train.ckpt_every=500; el "ar rc=$?"
  # the caption-heavy phase (70 % image->text sequences, as the bundled AR's last phases): reading needs it
  if [ "$CAP_S" -gt 0 ] && [ -f $W/ar/final/model.safetensors ]; then
     mkdir -p $W/arc && cp -r $W/ar/tokens-train $W/ar/tokens-val $W/arc/   # the same token caches, not re-encoded
-    timeout -k 20 -s TERM $(( END - $(date +%s) + T0 )) $X train ar --config configs/ar_mini.yaml --data $W/sign \
-        --tokenizer $TOK --init $W/ar/final --out $W/arc --resume auto --set model.max_seq_len=288 \
-        --set t2i_ratio=0.3 --set train.steps=100000 --set train.budget_s=$CAP_S --set train.batch_size=128 \
-        --set train.lr=3e-4 --set train.warmup_steps=50 --set train.eval_every=250 --set train.ckpt_every=250 \
-        --set train.progress=false $ARDEV --json $L/train_ar_captions.json > /dev/null 2> $L/train_ar_captions.log
-    el "ar captions rc=$?"
+    ar arc $CAP_S --init $W/ar/final --set t2i_ratio=0.3 --set train.lr=3e-4 --set train.warmup_steps=50 \
+        --set train.eval_every=250 --set train.ckpt_every=250; el "ar captions rc=$?"
  fi) &
 (timeout -k 20 -s TERM $STOP $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
     --data $W/sign --out $W/dec --resume auto --set train.steps=100000 --set train.budget_s=$DEC_S \
