@@ -4,7 +4,7 @@ codes arranged one way, and report caption loss and exact captions on held-out c
 Arrangements of a cache with L codes per patch (side by side in its grid, as the tokenizers write them):
   coarse  every patch's level-0 code, then level 1, ... (the AR model's order for L > 1, xomni.ar.vocab)
   patch   each patch's L codes one after the other, patches in raster order
-  level0  level-0 codes only (one code per patch)
+  level0  level-0 codes only (one code per patch: what `model.read_levels=1` gives the AR model's captioning)
 Every arm starts from the same AR model (--init: backbone and text rows; image rows fresh), so arms differ only in
 what the codes say and where they sit. `--embed-init codebook --tokenizer T` starts the image embeddings from the
 tokenizer's code vectors instead of noise (`codebook_embeddings`), so that codes of alike glyph pieces start alike.
@@ -89,6 +89,10 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=None, help="image tokenizer of the caches (for --embed-init codebook)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    if not a.val:
+        ap.error("give at least one --val NAME=CACHE")
+    if a.embed_init == "codebook" and not a.tokenizer:
+        ap.error("--embed-init codebook needs --tokenizer (the caches' image tokenizer)")
     t0 = time.time()
     train_ds = TokenDataset(a.train)
     vals = {}

@@ -11,11 +11,11 @@ RL run, a new tokenizer).
         --ar AR/final --decoder DEC/final --out CAND --stage next_model "..."
 
 The other components are the base pipeline's. New AR weights must fit the base's AR architecture (its text
-vocabulary is the text tokenizer's) and bring the run's config.json where there is one (settings that change no
-weight, such as `read_levels`, come from the run); a new decoder brings its own config (sampling steps, strength) and must fit the
-image tokenizer's grid and codebook. A new image tokenizer needs a new AR model and decoder with it (both given as
-final/ directories with their config.json), since their image rows and grid follow the tokenizer. A mismatch is one
-clear error and exit 2, with nothing written.
+vocabulary is the text tokenizer's); the run's config.json, where there is one, comes with them (settings that
+change no weight, such as `read_levels`). A new decoder brings its own config (sampling steps, strength) and must
+fit the image tokenizer's grid and codebook. A new image tokenizer needs a new AR model and decoder with it (both
+given as final/ directories with their config.json), since their image rows and grid follow the tokenizer. A
+mismatch is one clear error and exit 2, with nothing written.
 
 The new model_index.json keeps the base's provenance and adds: `base_pipeline` (which keeps the base's own
 `base_pipeline`, so a chain of replacements stays traceable to the recipe run), the stage's command under
