@@ -30,6 +30,7 @@ from xomni.ar.train import ARTrainConfig, build_loss_fn
 from xomni.ar.trainer import val_loss
 from xomni.checkpoint import read_json
 from xomni.data.text_tokenizer import load_text_tokenizer
+from xomni.eval.captioning import caption_scores
 from xomni.train import TrainConfig, run_training, seed_everything
 
 
@@ -63,15 +64,13 @@ def codebook_embeddings(code_table_VC: torch.Tensor, levels: int, d: int, std: f
 
 
 @torch.no_grad()
-def caption_exact(model: UnifiedAR, text_tok, ds: Arranged, batch: int = 32) -> tuple[float, list[dict]]:
+def caption_rows(model: UnifiedAR, text_tok, ds: Arranged, batch: int = 32) -> list[dict]:
     rows = []
     for s in range(0, len(ds), batch):
         items = [ds[i] for i in range(s, min(len(ds), s + batch))]
         outs = caption_codes(model, torch.stack([it["codes"] for it in items]))
-        for it, ids in zip(items, outs):
-            pred = text_tok.decode(ids)
-            rows.append({"caption": it["caption"], "predicted": pred, "exact": pred == it["caption"]})
-    return sum(r["exact"] for r in rows) / max(1, len(rows)), rows
+        rows += [{"caption": it["caption"], "predicted": text_tok.decode(ids)} for it, ids in zip(items, outs)]
+    return rows
 
 
 def main() -> None:
@@ -126,7 +125,7 @@ def main() -> None:
     first_val = next(iter(vals.values()))
 
     def eval_fn(m, step):
-        return {"val_loss_text": val_loss(m, text_tok, cfg, first_val, len(first_val))["val_loss_text"]}
+        return val_loss(m, text_tok, cfg, first_val, len(first_val), parts=("text",))
 
     res = run_training(tcfg, model, train, build_loss_fn(model, text_tok, cfg), collate=list,
                        config_dict={"ar": dataclasses.asdict(mcfg), "grid": [h, w]}, init=a.init,
@@ -136,9 +135,11 @@ def main() -> None:
            "embed_init": a.embed_init, "wall_s": round(time.time() - t0, 1)}
     model.eval()
     for name, ds in vals.items():
-        exact, rows = caption_exact(model, text_tok, ds)
-        out[name] = {"n": len(ds), "caption_exact": round(exact, 4),
-                     "loss_text": round(val_loss(model, text_tok, cfg, ds, len(ds))["val_loss_text"], 4)}
+        rows = caption_rows(model, text_tok, ds)
+        sc = caption_scores([r["predicted"] for r in rows], [r["caption"] for r in rows])
+        loss = val_loss(model, text_tok, cfg, ds, len(ds), parts=("text",))["val_loss_text"]
+        out[name] = {"n": len(ds), "caption_exact": round(sc["caption_exact"], 4), "ci95": sc["ci95"],
+                     "loss_text": round(loss, 4)}
         Path(a.out, f"captions_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     log = [json.loads(x) for x in Path(a.out, "log.jsonl").read_text().splitlines() if '"eval"' in x]
     out["val_curve"] = [[r["step"], round(r["eval"]["val_loss_text"], 4)] for r in log]

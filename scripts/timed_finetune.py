@@ -84,7 +84,6 @@ def run(a) -> None:
         if not any(x.split("=", 1)[0].strip() == "train.ckpt_every" for x in a.sets):
             cfg.train.ckpt_every = 500  # the config's 50 would checkpoint every few seconds on a GPU
         res["train"] = train_ar_main(cfg, a.data, a.tokenizer, resume="auto", init=a.init)
-        res["steps"] = res["train"]["steps"]
     res.update(export(Path(a.out), Path(a.export), a.val, cfg, a.tokenizer))
     text = json.dumps(res, indent=1, default=str)
     print(text)

@@ -5,6 +5,7 @@ import torch
 from xomni.ar.model import ARConfig, UnifiedAR
 from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
 from xomni.ar.vocab import VocabLayout
+from xomni.errors import XomniError
 
 
 def test_coarse_to_fine_order_and_inverse():
@@ -52,7 +53,7 @@ def test_read_levels_reach_the_model_and_are_bounded():
     _, s0 = caption_codes_scored(m, grid, max_new_tokens=3)
     assert caption_codes_scored(m, fine, max_new_tokens=3)[1] == pytest.approx(s0, abs=1e-5)
     assert caption_codes_scored(m, coarse, max_new_tokens=3)[1] != pytest.approx(s0, abs=1e-3)
-    with pytest.raises(Exception, match="read_levels=2 is more than the 1 code"):
+    with pytest.raises(XomniError, match="read_levels=2 is more than the 1 code"):
         UnifiedAR(ARConfig(**{**cfg, "levels": 1}, read_levels=2))
 
 

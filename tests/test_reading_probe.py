@@ -60,4 +60,20 @@ def test_probe_trains_and_scores_a_cache(tmp_path):
     assert res["steps"] == 2 and res["image_tokens"] == 64 and res["embed_init"] == "codebook"
     assert res["v"]["n"] == 12 and 0 <= res["v"]["caption_exact"] <= 1 and res["v"]["loss_text"] > 0
     rows = [json.loads(x) for x in (out / "captions_v.jsonl").read_text().splitlines()]
-    assert len(rows) == 12 and sum(x["exact"] for x in rows) / 12 == pytest.approx(res["v"]["caption_exact"], abs=1e-4)
+    exact = sum(x["predicted"] == x["caption"] for x in rows) / 12
+    assert len(rows) == 12 and exact == pytest.approx(res["v"]["caption_exact"], abs=1e-4)
+    lo, hi = res["v"]["ci95"]
+    assert lo <= res["v"]["caption_exact"] <= hi
+
+    # the probe's text-only val loss is the trainer's caption loss, without the image pass
+    from xomni.ar.data import TokenDataset
+    from xomni.ar.model import UnifiedAR
+    from xomni.ar.train import ARTrainConfig
+    from xomni.ar.trainer import val_loss
+    from xomni.data.text_tokenizer import load_text_tokenizer
+    m, tt, ds = UnifiedAR.from_pretrained(str(out / "final")), load_text_tokenizer("byte"), TokenDataset(cache)
+    both = val_loss(m, tt, ARTrainConfig(), ds, 12)
+    text = val_loss(m, tt, ARTrainConfig(), ds, 12, parts=("text",))
+    assert set(both) == {"val_loss_image", "val_loss_text"} and set(text) == {"val_loss_text"}
+    assert text["val_loss_text"] == pytest.approx(both["val_loss_text"], rel=1e-6)
+    assert text["val_loss_text"] == pytest.approx(res["v"]["loss_text"], abs=1e-4)

@@ -57,11 +57,15 @@ def build_model(cfg: ARTrainConfig, text_tok, image_tokenizer) -> UnifiedAR:
 
 
 @torch.no_grad()
-def val_loss(model: UnifiedAR, text_tok, cfg: ARTrainConfig, val: TokenDataset, n: int) -> dict:
-    """Image-token loss (text->image) and caption loss (image->text) on the first `n` validation grids."""
+def val_loss(model: UnifiedAR, text_tok, cfg: ARTrainConfig, val: TokenDataset, n: int,
+             parts: tuple[str, ...] = ("image", "text")) -> dict:
+    """Image-token loss (text->image) and caption loss (image->text) on the first `n` validation grids; `parts`
+    picks which of the two to compute."""
     model.eval()
     out = {}
     for name, ratio in (("val_loss_image", 1.0), ("val_loss_text", 0.0)):
+        if name.removeprefix("val_loss_") not in parts:
+            continue
         c = dataclasses.replace(cfg, t2i_ratio=ratio, uncond_prob=0.0)
         tot, cnt = 0.0, 0
         for s in range(0, min(n, len(val)), 64):
