@@ -112,3 +112,30 @@ def test_add_levels_command_grows_the_bundled_pipeline(tmp_path, monkeypatch, ca
     bad = run_inproc(["add-levels", "--data", str(data), "-o", str(tmp_path / "x"), "--levels", "7"],
                      monkeypatch, capsys)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+    # --tokenizer: a residual tokenizer trained on the bundled one's frozen level 0 (here one training forward,
+    # which k-means-initialises its residual level) is taken as it is
+    import dataclasses
+
+    from xomni.tokenizer.model import ImageTokenizer
+    from xomni.tokenizer.textdec import encode_caption
+    from xomni.tokenizer.trainer import init_tokenizer
+    cfg = dataclasses.replace(base.image_tokenizer.config, levels=2, residual_branch=True, freeze_level0=True)
+    tok = ImageTokenizer(cfg)
+    init_tokenizer(tok, str(base.path / "image_tokenizer"))
+    tok.train()(x, torch.stack([encode_caption("a", cfg.max_caption_bytes)] * len(x)))
+    tok.eval().save_pretrained(tmp_path / "tok2")
+    r = run_inproc(["add-levels", "--data", str(data), "-o", str(tmp_path / "g2"), "--tokenizer",
+                    str(tmp_path / "tok2")], monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["token_grid"] == [4, 32]
+    g2 = Pipeline.from_pretrained(tmp_path / "g2")
+    assert g2.ar.layout.levels == 2
+    assert torch.equal(g2.image_tokenizer.encode(x)[..., 0::2], base.image_tokenizer.encode(x))
+    with torch.no_grad():
+        tok.proj.bias += 0.01  # level 0 no longer the bundled one's
+    tok.save_pretrained(tmp_path / "tok3")
+    bad = run_inproc(["add-levels", "--data", str(data), "-o", str(tmp_path / "g3"), "--tokenizer",
+                      str(tmp_path / "tok3")], monkeypatch, capsys)
+    assert bad.returncode == 2 and "level 0 differs" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g3").exists()

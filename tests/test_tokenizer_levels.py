@@ -252,3 +252,43 @@ def test_init_except_image_copies_all_but_the_image_rows(tmp_path):
         assert torch.equal(got[k], fresh[k] if k in IMAGE_ROWS else want[k]), k
     assert not torch.equal(got["text_embed.weight"], fresh["text_embed.weight"])
 
+
+
+def test_residual_branch_learns_on_a_frozen_level0(tmp_path):
+    """freeze_level0 + residual_branch grown from a one-level tokenizer: level-0 weights and codes stay the
+    source's while the branch learns; without freeze_level0 the same training moves level 0, which
+    check_same_level0 catches."""
+    from xomni.tokenizer.levels import check_same_level0
+    from xomni.tokenizer.trainer import init_tokenizer
+    torch.manual_seed(0)
+    one = ImageTokenizer(TokenizerConfig(**TOK)).train()
+    x, metas = renders(12)
+    caps = torch.stack([encode_caption(m["caption"], 48) for m in metas])
+    one(x, caps)
+    one.eval().save_pretrained(tmp_path / "one")
+
+    def grown(freeze):
+        m = ImageTokenizer(TokenizerConfig(levels=3, residual_branch=True, freeze_level0=freeze, **TOK))
+        init_tokenizer(m, str(tmp_path / "one"))
+        src = one.encoder.state_dict()
+        assert all(torch.equal(v, src[k]) for k, v in m.res_encoder.state_dict().items())  # starts as a copy
+        opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        m.train()
+        for _ in range(3):
+            loss, _ = m(x, caps)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.eval()
+
+    frozen = grown(True)
+    assert not any(p.requires_grad for p in frozen.encoder.parameters())
+    assert frozen.res_proj.weight.abs().sum() > 0  # the branch's correction is no longer zero
+    codes = frozen.encode(x)
+    assert torch.equal(codes[..., 0::3], one.encode(x))
+    assert int(codes[..., 1::3].min()) >= 32 and int(codes[..., 2::3].min()) >= 64
+    check_same_level0(one, frozen)
+    with pytest.raises(XomniError, match="level 0 differs"):
+        check_same_level0(one, grown(False))
+    with pytest.raises(XomniError, match="need residual levels"):
+        TokenizerConfig(freeze_level0=True).validate()

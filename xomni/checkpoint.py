@@ -103,17 +103,21 @@ def read_model_dir(path: str | Path, kind: str | None, what: str, train_cmd: str
     return p, d
 
 
-def load_model_weights(module: torch.nn.Module, path: str | Path, keep_fresh: tuple[str, ...] = ()) -> None:
-    """Load weights from a .safetensors file, a model dir (model.safetensors) or a run dir (final/). Tensors named
-    in `keep_fresh` keep the module's own values (they may have another shape in the file, or be absent)."""
+def weights_file(path: str | Path) -> Path:
+    """The .safetensors file behind a .safetensors path, a model dir (model.safetensors) or a run dir (final/)."""
     p = Path(path)
     if p.is_dir():
         for cand in (p / "model.safetensors", p / "final" / "model.safetensors"):
             if cand.is_file():
-                p = cand
-                break
-        else:
-            raise XomniError(f"no model.safetensors in {path}")
+                return cand
+        raise XomniError(f"no model.safetensors in {path}")
+    return p
+
+
+def load_model_weights(module: torch.nn.Module, path: str | Path, keep_fresh: tuple[str, ...] = ()) -> None:
+    """Load weights from a .safetensors file, a model dir (model.safetensors) or a run dir (final/). Tensors named
+    in `keep_fresh` keep the module's own values (they may have another shape in the file, or be absent)."""
+    p = weights_file(path)
     sd = read_safetensors(p)
     if keep_fresh:
         own = module.state_dict()

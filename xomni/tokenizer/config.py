@@ -33,6 +33,14 @@ class TokenizerConfig:
                                 "a Euclidean codebook of K entries for what the levels before it left. With L > 1 "
                                 "each patch's L codes sit side by side, so the token grid is H/patch x "
                                 "(W/patch * L) and the vocabulary L*K (level l's ids are offset by l*K).")
+    residual_branch: bool = field(False, help="levels > 1: a second, trainable encoder adds a correction (zero at "
+                                              "the start) to what level 0 leaves of the feature, so the residual "
+                                              "codes learn what the pixels and captions need beyond the level-0 "
+                                              "code; level 0's own path is unchanged.")
+    freeze_level0: bool = field(False, help="Training: keep the encoder, its projection and level 0's codebook as "
+                                            "loaded (--init from a one-level tokenizer), so level-0 codes stay that "
+                                            "tokenizer's and an AR model trained on them still reads them; the "
+                                            "residual levels (and residual_branch) learn on top.")
     vq_decay: float = field(0.95, help="EMA decay of the codebook.")
     commitment_weight: float = field(0.25, help="Commitment loss weight of the quantiser.")
     dead_code_threshold: float = field(1.0, help="Codes whose EMA cluster size falls below this are replaced by "
@@ -96,6 +104,9 @@ class TokenizerConfig:
             raise XomniError(f"codebook_size must be in 2..65536, got {self.codebook_size}")
         if not 1 <= self.levels <= 4:
             raise XomniError(f"tokenizer levels (codes per patch) must be in 1..4, got {self.levels}")
+        if (self.residual_branch or self.freeze_level0) and self.levels < 2:
+            raise XomniError("residual_branch and freeze_level0 need residual levels (levels >= 2), "
+                             f"got levels={self.levels}")
         if self.vocab_size > 65536:
             raise XomniError(f"levels x codebook_size must be at most 65,536 tokens, got {self.vocab_size}")
         if self.recon_loss not in RECON_LOSSES:

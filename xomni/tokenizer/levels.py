@@ -78,11 +78,31 @@ def add_levels(tok: ImageTokenizer, batches: Iterable[torch.Tensor], levels: int
     return new.eval()
 
 
+def check_same_level0(base: ImageTokenizer, grown: ImageTokenizer, name: str = "the tokenizer") -> None:
+    """Raise unless `grown` makes exactly `base`'s level-0 codes: same config apart from the residual settings,
+    same encoder, projection and level-0 codebook weights."""
+    keep = ("levels", "residual_branch", "freeze_level0")
+    a, b = ({k: v for k, v in dataclasses.asdict(t.config).items() if k not in keep} for t in (base, grown))
+    diff = sorted(k for k in a if a[k] != b[k])
+    if diff:
+        raise XomniError(f"{name} is not built on the pipeline's tokenizer: config differs in {', '.join(diff)}")
+    own = grown.state_dict()
+    level0 = [k for k in base.state_dict() if k.startswith(("encoder.", "proj.", "vq."))]
+    changed = [k for k in level0 if k not in own or not torch.equal(base.state_dict()[k], own[k])]
+    if changed:
+        raise XomniError(f"{name}'s level 0 differs from the pipeline's tokenizer ({changed[0]}): train it with "
+                         "--init <pipeline>/image_tokenizer --set model.freeze_level0=true")
+
+
 @torch.no_grad()
 def residual_norms(tok: ImageTokenizer, images_B3HW: torch.Tensor) -> list[float]:
-    """Mean L2 norm of what is left of the unit-norm features after each level (level 0 first)."""
+    """Mean L2 norm of what is left of the unit-norm features (plus a residual branch's correction) after each
+    level (level 0 first)."""
     f = F.normalize(tok.features(images_B3HW).float(), dim=1)
     f_ND = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+    b = tok.branch_correction(images_B3HW)
+    if b is not None:  # the residual levels aim at the feature plus the branch's correction
+        f_ND = f_ND + b.float().reshape(-1, f_ND.shape[1])
     out = []
     codes = tok.encode(images_B3HW).reshape(-1, tok.levels)
     table = tok.code_table()

@@ -66,11 +66,21 @@ class ImageTokenizer(PretrainedMixin, nn.Module):
                                  commitment_weight=cfg.commitment_weight)
         # residual levels (levels > 1): Euclidean codebooks for what the unit-norm level-0 code leaves of the
         # L2-normalised feature; their inputs are detached, so the encoder learns through level 0's straight-through
+        # (with residual_branch, the branch's correction is added to that input and learns through the levels)
         self.rvq = nn.ModuleList(
             VectorQuantize(dim=cfg.code_dim, codebook_size=cfg.codebook_size, use_cosine_sim=False,
                            kmeans_init=cfg.kmeans_init, kmeans_iters=10, decay=cfg.vq_decay,
-                           threshold_ema_dead_code=cfg.dead_code_threshold, commitment_weight=0.0)
+                           threshold_ema_dead_code=cfg.dead_code_threshold,
+                           commitment_weight=cfg.commitment_weight if cfg.residual_branch else 0.0)
             for _ in range(cfg.levels - 1))
+        if cfg.residual_branch:
+            self.res_encoder = build_encoder(cfg)
+            self.res_proj = nn.Conv2d(self.res_encoder.out_channels, cfg.code_dim, 1)
+            nn.init.zeros_(self.res_proj.weight)  # zero correction at the start: plain residual levels
+            nn.init.zeros_(self.res_proj.bias)
+        if cfg.freeze_level0:
+            for m in self._level0_modules():
+                m.requires_grad_(False)
         self.caption_decoder = CaptionDecoder(cfg.code_dim, gh * gw, cfg.text_dim, cfg.text_layers, cfg.text_heads,
                                               cfg.max_caption_bytes + 2)
         self.recon = ReconHead(cfg.code_dim, cfg.patch, cfg.recon_down) if cfg.recon_weight > 0 else None
@@ -98,7 +108,25 @@ class ImageTokenizer(PretrainedMixin, nn.Module):
         """One vector per token id: (levels x K) x code_dim (level 0 unit norm, then each residual codebook)."""
         return torch.cat([self.codebook()] + [vq.codebook.detach().float() for vq in self.rvq])
 
+    def _level0_modules(self) -> tuple[nn.Module, ...]:
+        return self.encoder, self.proj, self.vq
+
+    def train(self, mode: bool = True):
+        """freeze_level0: level 0's modules stay in eval mode (no EMA update, k-means or dead-code swap)."""
+        super().train(mode)
+        if self.config.freeze_level0:
+            for m in self._level0_modules():
+                m.train(False)
+        return self
+
     # ------------------------------------------------------------------ inference
+    def branch_correction(self, images_B3HW: torch.Tensor) -> torch.Tensor | None:
+        """residual_branch: B x N x code_dim added to what level 0 leaves, before the residual levels (else None)."""
+        if not self.config.residual_branch:
+            return None
+        g = self.res_proj(self.res_encoder(images_B3HW.to(self.res_proj.weight.device)))
+        return g.flatten(2).transpose(1, 2)
+
     def features(self, images_B3HW: torch.Tensor) -> torch.Tensor:
         """Projected features feats_BDHW (before quantisation)."""
         self._check_images(images_B3HW)
@@ -114,6 +142,8 @@ class ImageTokenizer(PretrainedMixin, nn.Module):
         cb = self.codebook()
         codes = [(f_BND @ cb.t()).argmax(-1)]
         r_BND = f_BND - cb[codes[0]]
+        if self.config.residual_branch:
+            r_BND = r_BND + self.branch_correction(images_B3HW).float()
         for level, vq in enumerate(self.rvq, 1):
             cb_l = vq.codebook.detach().float()
             c = (2 * r_BND @ cb_l.t() - cb_l.pow(2).sum(-1)).argmax(-1)  # nearest in L2 (cdist was 3x slower)
@@ -155,21 +185,24 @@ class ImageTokenizer(PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, images_B3HW: torch.Tensor, captions_BT: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Semantic objective: caption cross-entropy from the quantised codes + VQ commitment (+ aux recon)."""
-        f = self.features(images_B3HW)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_level0):
+            f = self.features(images_B3HW)
         B, D, H, W = f.shape
         f_BND = f.flatten(2).transpose(1, 2)
         unit_BND = F.normalize(f_BND, dim=-1)
         q, codes, commit = self.vq(f_BND)  # q_BND: level 0's unit-norm codes (straight-through)
         if self.levels > 1:
             r = (unit_BND - q).detach()
+            if self.config.residual_branch:
+                r = r + self.branch_correction(images_B3HW)
             for vq in self.rvq:
-                q_l, _, _ = vq(r)
-                q, r = q + q_l, r - q_l.detach()
+                q_l, _, commit_l = vq(r)
+                q, r, commit = q + q_l, r - q_l.detach(), commit.sum() + commit_l.sum()
         ce, n_tok = self.caption_decoder.loss(captions_BT, q)
         loss = ce + commit.sum()
         m = {"caption_ce": ce.item(), "commit": commit.sum().item(), "tokens": float(n_tok),
              "batch_codes_used": float(codes.unique().numel())}
-        if self.config.diversity_weight > 0:
+        if self.config.diversity_weight > 0 and not self.config.freeze_level0:
             # negative entropy of the batch-mean soft assignment: minimal when all K codes are equally used
             sim = unit_BND @ self.codebook().t()
             avg = (sim.flatten(0, 1) * self.config.diversity_temp).softmax(-1).mean(0)

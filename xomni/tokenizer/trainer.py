@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from xomni.checkpoint import load_model_weights, read_safetensors, weights_file
 from xomni.config import to_dict
 from xomni.tokenizer.config import OCR_N, TokenizerConfig, TokenizerTrainConfig
 from xomni.tokenizer.images import ImageSet, load_split
@@ -60,8 +61,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
     def eval_fn(m, step):
         return _short(evaluate(m, ImageSet(val_set.images[:256], val_set.metas[:256]), max_caption=128))
 
+    if init:
+        init_tokenizer(model, init)
     res = run_training(cfg.train, model, CaptionedImages(train_set, mcfg.max_caption_bytes), tokenizer_loss,
-                       config_dict=config_dict, resume=resume, init=init, eval_fn=eval_fn)
+                       config_dict=config_dict, resume=resume, eval_fn=eval_fn)
     t_train = time.time() - t0
     if dist_info()[0] != 0:  # under torchrun only rank 0 (whose weights were saved) evaluates and reports
         return None
@@ -72,6 +75,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
            "train_images": len(train_set), "skipped_images": train_set.skipped, "wall_time_s": round(t_train, 1),
            "last_train_metrics": res.last_metrics, "val": metrics}
     return out
+
+
+def init_tokenizer(model: ImageTokenizer, init: str) -> None:
+    """Load `init`'s weights; residual levels and a residual branch that it lacks start fresh (growing a one-level
+    tokenizer), and a fresh branch encoder starts as a copy of the loaded encoder."""
+    have = read_safetensors(weights_file(init)).keys()
+    fresh = tuple(k for k in model.state_dict() if k not in have and k.startswith(("rvq.", "res_")))
+    load_model_weights(model, init, keep_fresh=fresh)
+    if any(k.startswith("res_encoder.") for k in fresh):
+        model.res_encoder.load_state_dict(model.encoder.state_dict())
+    log(f"[tokenizer] initialised weights from {init}" + (f" ({len(fresh)} new tensors start fresh)" if fresh else ""))
 
 
 def _short(m: dict) -> dict:
