@@ -131,6 +131,12 @@ def test_add_levels_command_grows_the_bundled_pipeline(tmp_path, monkeypatch, ca
     assert json.loads(r.stdout)["token_grid"] == [4, 32]
     g2 = Pipeline.from_pretrained(tmp_path / "g2")
     assert g2.ar.layout.levels == 2
+    # the decoder's recon hint starts as the trained tokenizer's head (the k-means path keeps the decoder's own)
+    hint2, head = g2.decoder.cond.hint.state_dict(), tok.recon.state_dict()
+    assert all(torch.equal(v, head[k].to(v.dtype)) for k, v in hint2.items())
+    hint1, own = grown.decoder.cond.hint.state_dict(), base.decoder.cond.hint.state_dict()
+    assert all(torch.equal(v, own[k].to(v.dtype)) for k, v in hint1.items())
+    assert not all(torch.equal(v, own[k].to(v.dtype)) for k, v in hint2.items())
     assert torch.equal(g2.image_tokenizer.encode(x)[..., 0::2], base.image_tokenizer.encode(x))
     with torch.no_grad():
         tok.proj.bias += 0.01  # level 0 no longer the bundled one's

@@ -63,7 +63,9 @@ def add_levels_cmd(
         new_tok = add_levels(tok, batches, levels, iters=iters, max_vectors=images * h * w, seed=seed)
         fitted = {"kmeans_vectors": min(len(train), images) * h * w}
     ar = grow_ar(pipe.ar.float(), levels, max_seq_len=pipe.ar.cfg.max_seq_len + (levels - 1) * h * w)
-    grown = Pipeline(pipe.text_tokenizer, new_tok, ar, grow_decoder(pipe.decoder.float(), new_tok),
+    # a trained tokenizer's head learnt all its levels: the decoder's recon hint starts from it
+    dec = grow_decoder(pipe.decoder.float(), new_tok, hint_from_tokenizer=bool(tokenizer))
+    grown = Pipeline(pipe.text_tokenizer, new_tok, ar, dec,
                      index={**pipe.index, "eval": {}, "grown_from": str(pipe.path)})
     grown.save_pretrained(out)
     val = load_split(data, "val", tok.config.image_size, 256, desc="load val")

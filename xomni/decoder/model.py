@@ -247,10 +247,12 @@ def config_for_tokenizer(cfg: DecoderConfig, tokenizer) -> DecoderConfig:
 
 
 @torch.no_grad()
-def grow_levels(decoder: Decoder, tokenizer) -> Decoder:
+def grow_levels(decoder: Decoder, tokenizer, hint_from_tokenizer: bool = False) -> Decoder:
     """A decoder for `tokenizer`'s residual levels that starts as the one-level `decoder`: every weight is copied,
     level 0's code embeddings kept, and each new level's embeddings start at the tokenizer's residual codebook
-    (a patch's embeddings are summed, so the sum starts near the feature the codes stand for)."""
+    (a patch's embeddings are summed, so the sum starts near the feature the codes stand for).
+    `hint_from_tokenizer`: the recon hint starts as the tokenizer's head instead (for a tokenizer whose head was
+    trained on all its levels), with the preview correction at zero, as a new decoder starts."""
     import dataclasses
     if decoder.config.grid_levels != 1:
         raise XomniError(f"grow_levels starts from a one-level decoder; this one has {decoder.config.grid_levels}")
@@ -266,4 +268,8 @@ def grow_levels(decoder: Decoder, tokenizer) -> Decoder:
     table = tokenizer.code_table().to(new.cond.embed.weight.dtype)
     new.cond.embed.weight.copy_(table)
     new.cond.embed.weight[:K].copy_(decoder.cond.embed.weight)
+    if hint_from_tokenizer and new.cond.hint is not None:
+        new.cond.hint.load_state_dict(tokenizer.recon.state_dict())
+        nn.init.zeros_(new.cond.preview.weight)
+        nn.init.zeros_(new.cond.preview.bias)
     return new.eval()
