@@ -292,3 +292,7 @@ def test_residual_branch_learns_on_a_frozen_level0(tmp_path):
         check_same_level0(one, grown(False))
     with pytest.raises(XomniError, match="need residual levels"):
         TokenizerConfig(freeze_level0=True).validate()
+    from xomni.tokenizer.config import TokenizerTrainConfig
+    from xomni.tokenizer.trainer import train_tokenizer
+    with pytest.raises(XomniError, match="give --init"):
+        train_tokenizer(TokenizerTrainConfig(model=TokenizerConfig(levels=3, freeze_level0=True, **TOK)))

@@ -17,11 +17,11 @@ import typer
 from xomni.ar.model import grow_levels as grow_ar
 from xomni.cliargs import IntRange, ThreadsOpt, _cb, check_in_dir, check_out_dir
 from xomni.decoder.model import grow_levels as grow_decoder
+from xomni.errors import XomniError
 from xomni.pipeline import Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.tokenizer.levels import add_levels, check_same_level0, residual_norms
 from xomni.tokenizer.model import ImageTokenizer
-from xomni.errors import XomniError
 from xomni.utils import emit_json, log, set_threads
 
 

@@ -12,6 +12,7 @@ import torch
 
 from xomni.checkpoint import load_model_weights, read_safetensors, weights_file
 from xomni.config import to_dict
+from xomni.errors import XomniError
 from xomni.tokenizer.config import OCR_N, TokenizerConfig, TokenizerTrainConfig
 from xomni.tokenizer.images import ImageSet, load_split
 from xomni.tokenizer.metrics import evaluate
@@ -48,6 +49,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
     """Train, then evaluate on the val split; returns the JSON result (None on ranks > 0 under torchrun)."""
     t0 = time.time()
     mcfg = cfg.model.validate()
+    if mcfg.freeze_level0 and not init:  # a frozen random level 0 would train nothing worth keeping
+        raise XomniError("model.freeze_level0 keeps level 0 as loaded: give --init (the one-level tokenizer to "
+                         "build on)")
     train_set = load_split(cfg.data, cfg.train_split, mcfg.image_size, cfg.n_train, desc="load train")
     val_set = load_split(cfg.data, cfg.val_split, mcfg.image_size, cfg.n_val, desc="load val")
     log(f"[tokenizer] {len(train_set)} training images ({train_set.skipped} skipped), {len(val_set)} val images; "
