@@ -18,6 +18,16 @@ from xomni.errors import XomniError
 from xomni.utils import log
 
 
+def tokenizer_fingerprint(image_tokenizer) -> str:
+    """sha256 of the tokenizer's weights (names and bytes): two tokenizers with one vocabulary size make other codes."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(image_tokenizer.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def encode_to_cache(image_tokenizer, data_path: str, split: str, out_dir: str | Path, batch_size: int = 64,
                     limit: int | None = None) -> Path:
     """Encode a dataset split with the frozen tokenizer into a token cache directory."""
@@ -63,7 +73,8 @@ def encode_to_cache(image_tokenizer, data_path: str, split: str, out_dir: str | 
     (tmp / "meta.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metas))
     (tmp / "info.json").write_text(json.dumps({"source": str(data_path), "split": split, "n": len(metas),
                                                "skipped": skipped, "vocab_size": image_tokenizer.vocab_size,
-                                               "grid": list(image_tokenizer.grid)}, indent=1))
+                                               "grid": list(image_tokenizer.grid),
+                                               "tokenizer_sha256": tokenizer_fingerprint(image_tokenizer)}, indent=1))
     if out_dir.exists():
         import shutil
         shutil.rmtree(out_dir)

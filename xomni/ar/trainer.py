@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from xomni.ar.data import TokenDataset, encode_to_cache
+from xomni.ar.data import TokenDataset, encode_to_cache, tokenizer_fingerprint
 from xomni.ar.model import IMAGE_ROWS, UnifiedAR
 from xomni.ar.train import ARTrainConfig, build_loss_fn, flops_per_token, make_sequences
 from xomni.ar.vocab import generation_length, training_length
@@ -28,9 +28,10 @@ def token_cache(data: str, split: str, image_tokenizer, cache_root: Path, limit:
     target = cache_root / f"tokens-{split}"
     if (target / "codes.safetensors").is_file():
         ds = TokenDataset(target)
-        made_for = ds.info.get("vocab_size", ds.info.get("codebook_size"))  # older caches name it codebook_size
-        if ds.info.get("source") == str(data) and made_for == image_tokenizer.vocab_size:
+        if ds.info.get("source") == str(data) and ds.info.get("tokenizer_sha256") == tokenizer_fingerprint(
+                image_tokenizer):
             return ds
+        log(f"[ar] {target} was made from other data or by another tokenizer: encoding again")
     encode_to_cache(image_tokenizer, data, split, target, limit=limit)
     return TokenDataset(target)
 
