@@ -11,6 +11,11 @@
 # the second caption-heavy; captioning reads level 0 only (READ_LEVELS=1, the AR's model.read_levels; 0 = all
 # levels, as the second candidate ran). Both encode their data with the tokenizer on the GPU.
 # The results come back as a tar in <= 15 MB parts: final/ (or the latest checkpoint's weights), log.jsonl, logs.
+# GROW=1: the tokenizer (GROW_TOK) keeps the bundled tokenizer's level 0 (trained with model.freeze_level0,
+# default models/mini/rvq_branch/tokenizer): the AR starts as the bundled one grown to its levels (`xomni
+# add-levels --tokenizer`), every row kept, so with READ_LEVELS=1 it reads level 0 as the bundled AR does from the
+# first step; without GROW, the bundled AR with its image rows fresh. The decoder starts from scratch either way
+# (a grown decoder was no better on the CPU: docs/NEXT_MODEL.md, third design).
 # DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
 T0=$(date +%s)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -30,7 +35,8 @@ fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
 export XOMNI_FONT_DIRS=$PWD/.devdata/fonts XOMNI_WORDLIST=/tmp/american-english  # no Debian fonts or words there
 python3 -c "import lzma; open('/tmp/american-english', 'wb').write(lzma.open('.devdata/american-english.xz').read())"
-TOK=${TOK:-models/mini/rvq_sign/tokenizer}; X="$PY -m xomni.cli"; READ=${READ_LEVELS:-1}
+TOK=${TOK:-models/mini/rvq_sign/tokenizer}; [ -n "$GROW" ] && TOK=${GROW_TOK:-models/mini/rvq_branch/tokenizer}
+X="$PY -m xomni.cli"; READ=${READ_LEVELS:-1}
 # fail in seconds, not minutes: the CLI, the packages and the tokenizer on the training device
 $PY -c "import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, \
 diffusers.__version__, torch.cuda.is_available())" > $L/versions.txt 2>&1
@@ -43,6 +49,13 @@ NW=$(( THREADS * 2 )); [ $NW -gt $(nproc) ] && NW=$(nproc)
 $X data synth --preset sign --n $N --seed 0 --out $W/sign --workers $NW > $L/synth.json 2> $L/synth.log ||
     { tail -5 $L/synth.log; exit 5; }
 el "synth done"
+AR_INIT="--init xomni/pretrained/mini/ar --init-except-image"
+if [ -n "$GROW" ]; then
+    $X add-levels --tokenizer $TOK --data $W/sign -o $W/grown > $L/grown.json 2> $L/grown.log ||
+        { tail -5 $L/grown.log; exit 6; }
+    AR_INIT="--init $W/grown/ar"
+    el "grown"
+fi
 # each run stops itself on its budget; the backstop (SIGTERM: the loop saves a checkpoint and exits) keeps the
 # packing below inside the call's 10 minutes (END seconds after the start)
 STOP=$(( END - $(date +%s) + T0 ))
@@ -53,7 +66,7 @@ ar() {  # output dir, budget in s, then more options: one AR run on the sign dat
         --set train.steps=100000 --set train.budget_s=$b --set train.batch_size=128 --set train.progress=false \
         "$@" $ARDEV --json $L/train_$o.json > /dev/null 2> $L/train_$o.log
 }
-(ar ar $AR_S --init xomni/pretrained/mini/ar --init-except-image --set train.lr=1e-3 --set train.warmup_steps=100 \
+(ar ar $AR_S $AR_INIT --set train.lr=1e-3 --set train.warmup_steps=100 \
     --set train.eval_every=500 --set train.ckpt_every=500; el "ar rc=$?"
  # the caption-heavy phase (70 % image->text sequences, as the bundled AR's last phases): reading needs it
  if [ "$CAP_S" -gt 0 ] && [ -f $W/ar/final/model.safetensors ]; then
