@@ -253,7 +253,6 @@ def test_init_except_image_copies_all_but_the_image_rows(tmp_path):
     assert not torch.equal(got["text_embed.weight"], fresh["text_embed.weight"])
 
 
-
 def test_residual_branch_learns_on_a_frozen_level0(tmp_path):
     """freeze_level0 + residual_branch grown from a one-level tokenizer: level-0 weights and codes stay the
     source's while the branch learns; without freeze_level0 the same training moves level 0, which
