@@ -86,9 +86,9 @@ def check_same_level0(base: ImageTokenizer, grown: ImageTokenizer, name: str = "
     diff = sorted(k for k in a if a[k] != b[k])
     if diff:
         raise XomniError(f"{name} is not built on the pipeline's tokenizer: config differs in {', '.join(diff)}")
-    own = grown.state_dict()
-    level0 = [k for k in base.state_dict() if k.startswith(("encoder.", "proj.", "vq."))]
-    changed = [k for k in level0 if k not in own or not torch.equal(base.state_dict()[k], own[k])]
+    src, own = base.state_dict(), grown.state_dict()
+    changed = [k for k, v in src.items() if k.startswith(("encoder.", "proj.", "vq."))
+               and (k not in own or not torch.equal(v, own[k]))]
     if changed:
         raise XomniError(f"{name}'s level 0 differs from the pipeline's tokenizer ({changed[0]}): train it with "
                          "--init <pipeline>/image_tokenizer --set model.freeze_level0=true")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 
 import torch
+from safetensors import safe_open
 
-from xomni.checkpoint import load_model_weights, read_safetensors, weights_file
+from xomni.checkpoint import load_model_weights, weights_file
 from xomni.config import to_dict
 from xomni.errors import XomniError
 from xomni.tokenizer.config import OCR_N, TokenizerConfig, TokenizerTrainConfig
@@ -84,7 +85,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None, init: 
 def init_tokenizer(model: ImageTokenizer, init: str) -> None:
     """Load `init`'s weights; residual levels and a residual branch that it lacks start fresh (growing a one-level
     tokenizer), and a fresh branch encoder starts as a copy of the loaded encoder."""
-    have = read_safetensors(weights_file(init)).keys()
+    with safe_open(str(weights_file(init)), "pt") as f:  # names only: the weights are read once, below
+        have = set(f.keys())
     fresh = tuple(k for k in model.state_dict() if k not in have and k.startswith(("rvq.", "res_")))
     load_model_weights(model, init, keep_fresh=fresh)
     if any(k.startswith("res_encoder.") for k in fresh):
