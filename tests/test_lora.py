@@ -177,3 +177,98 @@ def test_decoder_adapter_and_two_adapters_at_once(trained, tmp_path, monkeypatch
     r = run_inproc(["generate", "x", "--lora", f"{trained['adapter']},{trained['adapter']}", "-o",
                     str(tmp_path / "o.png")], monkeypatch, capsys)
     assert r.returncode == 2 and "two ar adapters" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatch, capsys):
+    """keep_reader: the adapter, image_head and the unread level's embedding rows learn the drawing; captioning
+    (pipeline.caption's `reading` block) sees the base weights bit for bit; merging is refused in one line."""
+    import dataclasses
+    from xomni.ar.caption import caption_codes
+    from xomni.ar.model import UnifiedAR, grow_levels
+    from xomni.ar.train import build_loss_fn
+    from xomni.lora.adapter import (ROWS, LoRAConfig, add_lora, load_adapter, merge_lora, reading, save_adapter,
+                                    train_draw_rows)
+    from xomni.lora.train import LoRATrainConfig
+    from xomni.pipeline import Pipeline
+    from xomni.train import TrainConfig, run_training
+    pipe = Pipeline.from_pretrained()
+    grown = grow_levels(pipe.ar.float(), 2)
+    base = UnifiedAR(dataclasses.replace(grown.cfg, read_levels=1))  # writes 2 levels, reads level 0
+    base.load_state_dict(grown.state_dict())
+    base.eval()
+    K = base.cfg.image_vocab // 2
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = copy.deepcopy(base)
+    h, w = pipe.grid
+    g = torch.Generator().manual_seed(0)
+
+    def grids(n):  # every patch's two codes, level 1's offset by K (the tokenizer's global code ids)
+        return (torch.randint(0, K, (n, h, w, 2), generator=g) + torch.tensor([0, K])).reshape(n, h, 2 * w)
+
+    data = [{"caption": f"word{i}", "codes": c} for i, c in enumerate(grids(8))]
+    cfg = LoRATrainConfig(train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=4, lr=5e-2,
+                                            warmup_steps=0, weight_decay=0.0, progress=False, ckpt_every=0,
+                                            device="cpu"),
+                          lora=LoRAConfig(rank=4, targets=["q_proj", "down_proj"]), keep_reader=True, t2i_ratio=1.0)
+    add_lora(model, cfg.lora)
+    assert train_draw_rows(model) == K
+    run_training(cfg.train, model, data, build_loss_fn(model, pipe.text_tokenizer, cfg), collate=list,
+                 move_batch=False, save_final=lambda d, m: save_adapter(m, d, cfg.lora, {"base_model": "test"}))
+    sd = {k.replace(".base_layer", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
+    moved = {k for k, v in sd.items() if not torch.equal(v, before[k])}
+    assert moved == {"image_head.weight", "image_embed.weight"}
+    assert torch.equal(sd["image_embed.weight"][:K], before["image_embed.weight"][:K])  # the rows captions read
+    assert not torch.equal(sd["image_embed.weight"][K:], before["image_embed.weight"][K:])
+    final = tmp_path / "run" / "final"
+    assert (final / ROWS).is_file() and json.loads((final / "xomni_adapter.json").read_text())["keep_reader"]
+    loaded = load_adapter(copy.deepcopy(base), final)
+    loaded.eval()
+    codes = grids(2)
+    ids = torch.randint(0, 259, (2, 30), generator=g)
+    with torch.no_grad():
+        h_base, _ = base.hidden(ids)
+        h_draw, _ = loaded.hidden(ids)
+        with reading(loaded):
+            h_read, _ = loaded.hidden(ids)
+            cap = caption_codes(loaded, codes, max_new_tokens=8)
+        assert (h_draw - h_base).abs().max() > 1e-3  # drawing goes through the adapter
+        assert torch.equal(h_read, h_base) and cap == caption_codes(base, codes, max_new_tokens=8)
+        assert (loaded.image_logits(h_draw) - model.image_logits(h_draw)).abs().max() < 1e-5  # rows came back
+    assert not any(p.requires_grad for p in loaded.parameters())  # peft's enable_adapters left them as they were
+    with pytest.raises(XomniError, match="keep-reader"):
+        merge_lora(loaded)
+    r = run_inproc(["train", "lora", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--set",
+                    "keep_reader=true", "--set", "train.weight_decay=0.1"], monkeypatch, capsys)
+    assert r.returncode == 2 and "weight_decay" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_keep_reader_adapter_in_a_pipeline(tmp_path):
+    """On the bundled (one-level) pipeline a keep-reader adapter trains the adapter and image_head only; loaded with
+    --lora it changes what the pipeline draws and leaves pipeline.caption exactly as it was."""
+    import numpy as np
+    from PIL import Image
+    from xomni.ar.sampler import SamplingConfig
+    from xomni.ar.train import build_loss_fn
+    from xomni.lora.adapter import LoRAConfig, add_lora, save_adapter, train_draw_rows
+    from xomni.lora.train import LoRATrainConfig
+    from xomni.pipeline import Pipeline
+    from xomni.train import TrainConfig, run_training
+    pipe = Pipeline.from_pretrained()
+    h, w = pipe.grid
+    g = torch.Generator().manual_seed(0)
+    data = [{"caption": f"w{i}", "codes": torch.randint(0, pipe.ar.cfg.image_vocab, (h, w), generator=g)}
+            for i in range(8)]
+    cfg = LoRATrainConfig(train=TrainConfig(out_dir=str(tmp_path / "run"), steps=2, batch_size=4, lr=5e-2,
+                                            warmup_steps=0, weight_decay=0.0, progress=False, ckpt_every=0,
+                                            device="cpu"), lora=LoRAConfig(rank=4), keep_reader=True)
+    add_lora(pipe.ar, cfg.lora)
+    assert train_draw_rows(pipe.ar) == pipe.ar.cfg.image_vocab  # one level, all read: no embedding row trains
+    run_training(cfg.train, pipe.ar, data, build_loss_fn(pipe.ar, pipe.text_tokenizer, cfg), collate=list,
+                 move_batch=False, save_final=lambda d, m: save_adapter(m, d, cfg.lora, {"base_model": "bundled"}))
+    plain, drawn = Pipeline.from_pretrained(), Pipeline.from_pretrained(lora=tmp_path / "run")
+    imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 128, 3), dtype=np.uint8))
+            for i in range(2)]
+    assert drawn.caption(imgs) == plain.caption(imgs)
+    s = SamplingConfig(temperature=1.0, top_k=1)
+    assert not torch.equal(drawn.generate_codes(["a"], seed=0, sampling=s).codes_BHW,
+                           plain.generate_codes(["a"], seed=0, sampling=s).codes_BHW)

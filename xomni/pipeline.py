@@ -28,7 +28,7 @@ from xomni.data.presets import get_preset
 from xomni.data.text_tokenizer import load_text_tokenizer
 from xomni.decoder.model import Decoder
 from xomni.errors import XomniError
-from xomni.lora.adapter import load_into_pipeline
+from xomni.lora.adapter import load_into_pipeline, reading
 from xomni.tokenizer import ImageTokenizer
 from xomni.tokenizer.images import images_to_tensor
 from xomni.utils import atomic_write_text, resolve_device
@@ -275,5 +275,6 @@ class Pipeline:
         num_beams = self.check_num_beams(num_beams)
         x = images_to_tensor(images, tuple(self.image_tokenizer.config.image_size))
         codes = self.image_tokenizer.encode(x.to(next(self.image_tokenizer.parameters()).device))
-        ids = ar_caption.caption_codes(self.ar, codes, num_beams=num_beams)
+        with reading(self.ar):  # a keep-reader LoRA adapter draws only: off while the model reads
+            ids = ar_caption.caption_codes(self.ar, codes, num_beams=num_beams)
         return [self.text_tokenizer.decode(one) for one in ids]

@@ -26,9 +26,10 @@ def caption_scores(preds: list[str], truths: list[str]) -> dict:
 
 
 def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: int = 200,
-                      batch: int = 32, num_beams: int | None = None) -> tuple[dict, list[dict]]:
-    """Caption the first `n` images of `split` with the pipeline; scores + per-image rows."""
-    pipe = Pipeline.from_pretrained(model_dir)
+                      batch: int = 32, num_beams: int | None = None,
+                      lora: str | None = None) -> tuple[dict, list[dict]]:
+    """Caption the first `n` images of `split` with the pipeline (+ LoRA adapters); scores + per-image rows."""
+    pipe = Pipeline.from_pretrained(model_dir, lora=lora)
     num_beams = pipe.check_num_beams(num_beams)  # before the dataset is read
     ds = open_dataset(data, split=split)
     rows, images = [], []
@@ -48,4 +49,6 @@ def evaluate_captions(model_dir: str | None, data: str, split: str = "test", n: 
         r["exact"] = p.strip() == r["caption"].strip()
     res = caption_scores(preds, [r["caption"] for r in rows])
     res.update({"model": str(pipe.path), "data": str(data), "split": split, "num_beams": num_beams})
+    if lora is not None:
+        res["lora"] = pipe.index.get("lora")
     return res, rows

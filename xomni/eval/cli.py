@@ -243,10 +243,11 @@ def register(apps: dict) -> None:
         beams: Optional[int] = typer.Option(None, "--beams", help="Beam search width, 1..64 (1 = greedy; default: "
                                                                   "the model's own setting, else 1).",
                                             callback=IntRange("--beams", 1, 64)),
+        lora: Optional[str] = LoraOpt,
         json_path: Optional[str] = JsonOpt,
     ):
         """Image understanding: the model's own captions of ground-truth renders vs. the true captions."""
-        res, rows = evaluate_captions(model, data, split, n, num_beams=beams)
+        res, rows = evaluate_captions(model, data, split, n, num_beams=beams, lora=lora)
         _emit(res, rows, per_image, json_path)
 
     @ev.command("all")

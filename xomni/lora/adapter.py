@@ -11,12 +11,19 @@ An adapter directory (`xomni train lora` writes one as OUT/final)::
     adapter_config.json         peft's LoraConfig (r, lora_alpha, target_modules, ...): PeftModel.from_pretrained
                                 on a UnifiedAR reads the same directory
     xomni_adapter.json          the base AR config and the sha256 of the base weights it was trained on
+    image_rows.safetensors      keep-reader adapters only (below): the image output head and unread embedding rows
+
+A keep-reader AR adapter (`xomni train lora --set keep_reader=true`) learns the drawing only: the backbone's
+projections get LoRA, the image output head and the embedding rows of the levels captioning never reads
+(`model.read_levels`) train in full, and the adapter is switched off whenever the model reads (`reading`), so
+captions stay exactly the base model's.
 
 Only safetensors is read: a directory with pickle files (.bin, .pt, .pth) and no adapter_model.safetensors is
 refused, and nothing else in it is opened.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,6 +42,8 @@ from xomni.utils import log
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 INFO = "xomni_adapter.json"
+ROWS = "image_rows.safetensors"
+KEEP_READER = "_xomni_keep_reader"
 PEFT_PREFIX = "base_model.model."
 ADAPTER = "default"
 QWEN2_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -92,6 +101,58 @@ def add_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
     return model
 
 
+def read_rows(model: nn.Module) -> int:
+    """Image embedding rows that captioning reads: the codes of the first `read_levels` levels (0 = all)."""
+    cfg = model.cfg
+    return (cfg.read_levels or cfg.levels) * (cfg.image_vocab // cfg.levels)
+
+
+def train_draw_rows(model: nn.Module) -> int:
+    """Make a LoRA'd AR model a keep-reader one: `image_head` trains in full and so do the embedding rows that
+    captioning never reads (a gradient hook holds the read rows). Returns the number of rows kept."""
+    if not hasattr(model, "image_head") or not is_lora(model):
+        raise XomniError("keep_reader needs an AR model with a LoRA adapter")
+    if type(model.image_head) is not nn.Linear:
+        raise XomniError("keep_reader trains image_head in full: leave it out of lora.targets")
+    k = read_rows(model)
+    model.image_head.weight.requires_grad_(True)
+    if k < model.image_embed.weight.shape[0]:
+        keep = torch.ones_like(model.image_embed.weight[:, :1])
+        keep[:k] = 0
+        model.image_embed.weight.requires_grad_(True)
+        model.image_embed.weight.register_hook(lambda g: g * keep)
+    setattr(model, KEEP_READER, True)
+    return k
+
+
+def _draw_rows(model: nn.Module) -> dict[str, torch.Tensor]:
+    k = read_rows(model)
+    out = {"image_head.weight": model.image_head.weight}
+    if k < model.image_embed.weight.shape[0]:
+        out["image_embed.weight.unread"] = model.image_embed.weight[k:]
+    return {n: v.detach().cpu().contiguous() for n, v in out.items()}
+
+
+@contextlib.contextmanager
+def reading(model: nn.Module):
+    """The weights captioning uses: a keep-reader adapter is switched off inside this block (others stay on)."""
+    if not getattr(model, KEEP_READER, False):
+        yield model
+        return
+    from peft.tuners.lora import LoraLayer
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    grads = {p: p.requires_grad for m in layers for p in m.parameters()}  # peft's enable_adapters sets them
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+        for p, g in grads.items():
+            p.requires_grad_(g)
+
+
 def is_lora(model: nn.Module) -> bool:
     from peft.tuners.lora import LoraLayer
     return any(isinstance(m, LoraLayer) for m in model.modules())
@@ -147,6 +208,11 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    keep_reader = bool(getattr(model, KEEP_READER, False))
+    if keep_reader:
+        rows = _draw_rows(model)
+        save_file({k: v.to(dtype) for k, v in rows.items()} if dtype is not None else rows, str(tmp / ROWS),
+                  metadata={"format": "pt"})
     peft_cfg = {"peft_type": "LORA", "task_type": None, "r": cfg.rank, "lora_alpha": cfg.alpha,
                 "lora_dropout": cfg.dropout, "target_modules": sorted(cfg.targets), "bias": "none",
                 "fan_in_fan_out": False, "modules_to_save": None, "inference_mode": True,
@@ -155,6 +221,8 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
     meta = dict(info or {}, lora={"rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout,
                                   "targets": list(cfg.targets)},
                 n_params=int(sum(v.numel() for v in tensors.values())), format="xomni-lora-v1")
+    if keep_reader:
+        meta["keep_reader"] = {"read_rows": read_rows(model), "rows_file": ROWS}
     (tmp / INFO).write_text(json.dumps(meta, indent=2, sort_keys=True))
     replace_dir(tmp, out)
     return out
@@ -203,8 +271,8 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     p = resolve_adapter_dir(path)
     cfg = read_adapter_config(p)
     tensors = read_safetensors(p / WEIGHTS)
-    if (p / INFO).is_file():
-        info = read_json(p / INFO)
+    info = read_json(p / INFO) if (p / INFO).is_file() else {}
+    if info:
         want = info.get("base_sha256")
         have = getattr(model, "_xomni_base_sha256", None)
         if want and have and want != have:
@@ -226,12 +294,35 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
         if tuple(tensors[k].shape) != tuple(sd[name].shape):
             raise XomniError(f"adapter {p / WEIGHTS} does not match the model: tensor '{k}' has shape "
                              f"{list(tensors[k].shape)} in the file but {list(sd[name].shape)} in the model")
+    rows = _read_draw_rows(model, p) if info.get("keep_reader") else {}
     with torch.no_grad():
         for k, name in own.items():
             sd[name].copy_(tensors[k].to(sd[name].dtype))
+        for name, v in rows.items():
+            if name == "image_head.weight":
+                model.image_head.weight.copy_(v)
+            else:
+                model.image_embed.weight[read_rows(model):].copy_(v)
+    if rows:
+        setattr(model, KEEP_READER, True)
     for prm in model.parameters():
         prm.requires_grad_(False)
     return model
+
+
+def _read_draw_rows(model: nn.Module, p: Path) -> dict[str, torch.Tensor]:
+    """A keep-reader adapter's image rows, checked against the model's shapes."""
+    if not (p / ROWS).is_file():
+        raise XomniError(f"{p} is a keep-reader adapter but {ROWS} is missing")
+    rows = read_safetensors(p / ROWS)
+    k = read_rows(model)
+    want = {"image_head.weight": tuple(model.image_head.weight.shape)}
+    if k < model.image_embed.weight.shape[0]:
+        want["image_embed.weight.unread"] = (model.image_embed.weight.shape[0] - k, model.image_embed.weight.shape[1])
+    have = {n: tuple(v.shape) for n, v in rows.items()}
+    if have != want:
+        raise XomniError(f"{p / ROWS} does not fit this model: tensors {have}, the model needs {want}")
+    return {n: v.to(model.image_head.weight.dtype) for n, v in rows.items()}
 
 
 @torch.no_grad()
@@ -241,6 +332,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     if not targets:
         raise XomniError("the model has no LoRA adapter to merge")
+    if getattr(model, KEEP_READER, False):
+        raise XomniError("a keep-reader adapter is switched off when the model captions; merging it would change "
+                         "the captions: load it with --lora instead")
     for name, m in targets:
         m.merge(safe_merge=True)
         parent_name, _, child = name.rpartition(".")

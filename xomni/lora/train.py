@@ -20,7 +20,8 @@ from xomni.ar.vocab import training_length
 from xomni.config import field, in_range, to_dict
 from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
-from xomni.lora.adapter import LoRAConfig, add_lora, base_info, merge_lora, n_adapter_params, save_adapter
+from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, merge_lora, n_adapter_params, save_adapter,
+                                train_draw_rows)
 from xomni.pipeline import Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
@@ -44,6 +45,11 @@ class LoRATrainConfig:
     caption_loss_weight: float = field(1.0, help="Weight of caption tokens against image tokens in the loss (as in "
                                                  "xomni train ar).")
     val_n: int = field(64, help="Validation grids for the periodic val loss (0 = none; needs a val split).")
+    keep_reader: bool = field(False, help="AR only: learn the drawing and keep the captions exactly the base "
+                                          "model's. Every sequence is text->image (t2i_ratio unused), image_head and "
+                                          "the embedding rows of the levels captioning does not read (model."
+                                          "read_levels) train in full beside the adapter, and the adapter is "
+                                          "switched off whenever the model captions. Needs train.weight_decay 0.")
 
     def check(self, where: str = "") -> "LoRATrainConfig":
         in_range(self, "config", "t2i_ratio", 0, 1)
@@ -52,6 +58,11 @@ class LoRATrainConfig:
         in_range(self, "config", "val_n", 0)
         if self.component not in ("ar", "decoder"):
             raise XomniError(f"config component must be ar or decoder, got {self.component!r}")
+        if self.keep_reader and self.component != "ar":
+            raise XomniError("config keep_reader applies to the AR model (component ar), not the decoder")
+        if self.keep_reader and self.train.weight_decay:
+            raise XomniError("config keep_reader needs train.weight_decay 0: decay would move the rows the "
+                             "captions read")
         self.lora.check()
         return self
 
@@ -82,6 +93,14 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
                          f"{model.cfg.max_seq_len}")
     seed_everything(cfg.train.seed)
     add_lora(model, cfg.lora)
+    n_rows = 0
+    if cfg.keep_reader:
+        kept = train_draw_rows(model)
+        n_rows = model.image_head.weight.numel() + (model.cfg.image_vocab - kept) * model.cfg.hidden_size
+        cfg = dataclasses.replace(cfg, t2i_ratio=1.0)
+        log(f"[lora] keep_reader: text->image sequences only; image_head and the embedding rows past the {kept} "
+            f"that captioning reads train in full ({n_rows:,} parameters); the adapter is off when the model "
+            f"captions")
     model.train()
     n_lora = n_adapter_params(model)
     info = base_info(model, pipe.path, "ar")
@@ -89,7 +108,9 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
     log(f"[lora] rank {cfg.lora.rank} on {', '.join(cfg.lora.resolved('ar').targets)}: {n_lora:,} trainable parameters "
         f"({n_lora / max(1, sum(p.numel() for p in model.parameters())):.2%} of the AR model), {len(train)} "
         f"training grids of {h}x{w}")
-    eval_fn = (lambda m, step: val_loss(model, pipe.text_tokenizer, cfg, val, cfg.val_n)) if val is not None else None
+    parts = ("image",) if cfg.keep_reader else ("image", "text")  # a keep-reader adapter never captions
+    eval_fn = ((lambda m, step: val_loss(model, pipe.text_tokenizer, cfg, val, cfg.val_n, parts=parts))
+               if val is not None else None)
 
     def save_final(path: Path, m: torch.nn.Module) -> None:
         save_adapter(m, path, cfg.lora, dict(info, train=to_dict(cfg), wall_s=round(time.time() - t0, 1)))
@@ -99,11 +120,12 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
                        eval_fn=eval_fn, move_batch=False, save_final=save_final)
     result = {"out_dir": str(out), "adapter": str(out / "final"), "steps": res.step, "bad_steps": res.bad_steps,
               "train": res.last_metrics, "adapter_params": n_lora,
+              "row_params": n_rows,
               "adapter_bytes": (out / "final" / "adapter_model.safetensors").stat().st_size
               if (out / "final" / "adapter_model.safetensors").is_file() else None,
               "wall_s": round(time.time() - t0, 1)}
     if val is not None:
-        result["val"] = val_loss(model, pipe.text_tokenizer, cfg, val, cfg.val_n)
+        result["val"] = val_loss(model, pipe.text_tokenizer, cfg, val, cfg.val_n, parts=parts)
     return result
 
 
