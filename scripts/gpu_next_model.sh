@@ -16,6 +16,9 @@
 # add-levels --tokenizer`), every row kept, so with READ_LEVELS=1 it reads level 0 as the bundled AR does from the
 # first step; without GROW, the bundled AR with its image rows fresh. The decoder starts from scratch either way
 # (a grown decoder was no better on the CPU: docs/NEXT_MODEL.md, third design).
+# KEEP=1 (with GROW=1): the AR's drawing is learnt by a keep-reader LoRA adapter on the grown AR (`xomni train
+# lora --set keep_reader=true`, rank RANK, default 64) for AR_S + CAP_S seconds, and no caption phase runs: the
+# adapter is off when the model captions, so captions stay the bundled AR's. What comes back is the adapter (ark/).
 # DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
 T0=$(date +%s)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -66,6 +69,15 @@ ar() {  # output dir, budget in s, then more options: one AR run on the sign dat
         --set train.steps=100000 --set train.budget_s=$b --set train.batch_size=128 --set train.progress=false \
         "$@" $ARDEV --json $L/train_$o.json > /dev/null 2> $L/train_$o.log
 }
+if [ -n "$KEEP" ]; then
+    [ -n "$GROW" ] || { echo "KEEP=1 needs GROW=1 (the adapter goes on the grown AR)"; exit 2; }
+    (timeout -k 20 -s TERM $STOP $X train lora --model $W/grown --data $W/sign --out $W/ark --rank ${RANK:-64} \
+        --set lora.alpha=${RANK:-64} --set keep_reader=true --set train.steps=100000 \
+        --set train.budget_s=$(( AR_S + CAP_S )) --set train.batch_size=128 --set train.lr=2e-3 \
+        --set train.warmup_steps=100 --set train.eval_every=500 --set train.ckpt_every=500 --set val_n=256 \
+        --set train.progress=false $ARDEV --json $L/train_ark.json > /dev/null 2> $L/train_ark.log
+     el "ar adapter rc=$?") &
+else
 (ar ar $AR_S $AR_INIT --set train.lr=1e-3 --set train.warmup_steps=100 \
     --set train.eval_every=500 --set train.ckpt_every=500; el "ar rc=$?"
  # the caption-heavy phase (70 % image->text sequences, as the bundled AR's last phases): reading needs it
@@ -74,6 +86,7 @@ ar() {  # output dir, budget in s, then more options: one AR run on the sign dat
     ar arc $CAP_S --init $W/ar/final --set t2i_ratio=0.3 --set train.lr=3e-4 --set train.warmup_steps=50 \
         --set train.eval_every=250 --set train.ckpt_every=250; el "ar captions rc=$?"
  fi) &
+fi
 (timeout -k 20 -s TERM $STOP $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
     --data $W/sign --out $W/dec --resume auto --set train.steps=100000 --set train.budget_s=$DEC_S \
     --set train.batch_size=128 --set train.lr=5e-4 --set train.warmup_steps=100 --set train.ckpt_every=1000 \
@@ -81,10 +94,12 @@ ar() {  # output dir, budget in s, then more options: one AR run on the sign dat
     2> $L/train_decoder.log; el "decoder rc=$?") &
 wait
 # the weights: final/, or (a run stopped by the backstop) its latest checkpoint's model and state
-for r in arc ar dec; do  # one AR's weights come back (the 64 MB limit): the caption phase's when it ran
+for r in arc ar ark dec; do  # one AR's weights come back (the 64 MB limit): the caption phase's when it ran
+    [ -d $W/$r ] || continue
     mkdir -p $W/back/$r
     cp $W/$r/log.jsonl $W/back/$r/ 2>/dev/null
     if [ $r = ar ] && [ -f $W/arc/final/model.safetensors ]; then :
+    elif [ $r = ark ] && [ -f $W/ark/final/adapter_model.safetensors ]; then cp -r $W/ark/final $W/back/ark/
     elif [ -f $W/$r/final/model.safetensors ]; then cp -r $W/$r/final $W/back/$r/
     else ck=$(ls -d $W/$r/checkpoints/step-* 2>/dev/null | tail -1)
          [ -n "$ck" ] && mkdir -p $W/back/$r/ck && cp $ck/model.safetensors $ck/state.json $W/back/$r/ck/; fi

@@ -109,9 +109,14 @@ def test_add_levels_command_grows_the_bundled_pipeline(tmp_path, monkeypatch, ca
     from xomni.tokenizer.images import load_split
     x = load_split(str(data), "val", (32, 128), 8).tensor(list(range(8)))
     assert torch.equal(grown.image_tokenizer.encode(x)[..., 0::3], base.image_tokenizer.encode(x))
-    bad = run_inproc(["add-levels", "--data", str(data), "-o", str(tmp_path / "x"), "--levels", "7"],
-                     monkeypatch, capsys)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    from xomni.ar.caption import caption_codes  # it reads level 0 (--read-levels 1): the captions carry over
+    assert grown.ar.cfg.read_levels == 1
+    assert caption_codes(grown.ar, grown.image_tokenizer.encode(x)) == caption_codes(base.ar,
+                                                                                    base.image_tokenizer.encode(x))
+    for args, what in ((["--levels", "7"], "--levels"), (["--levels", "2", "--read-levels", "3"], "--read-levels")):
+        bad = run_inproc(["add-levels", "--data", str(data), "-o", str(tmp_path / "x"), *args], monkeypatch, capsys)
+        assert bad.returncode == 2 and what in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
     # --tokenizer: a residual tokenizer trained on the bundled one's frozen level 0 (here one training forward,
     # which k-means-initialises its residual level) is taken as it is

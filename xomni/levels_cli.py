@@ -41,6 +41,9 @@ def add_levels_cmd(
                                callback=IntRange("--images", 100, 10_000_000)),
     iters: int = typer.Option(20, "--iters", help="k-means iterations per level.",
                               callback=IntRange("--iters", 1, 1000)),
+    read_levels: int = typer.Option(1, "--read-levels", help="Codes per patch the grown AR reads when it captions: "
+                                    "1 (level 0: the captions stay the one-level model's) or 0 (every level; the "
+                                    "new levels' rows are untrained).", callback=IntRange("--read-levels", 0, 4)),
     seed: int = typer.Option(0, "--seed", help="k-means seed.", callback=IntRange("--seed", 0, 2 ** 63 - 1)),
     threads: int = ThreadsOpt,
     json_path: Optional[str] = typer.Option(None, "--json", help="Also save the JSON result here."),
@@ -57,12 +60,15 @@ def add_levels_cmd(
             raise XomniError(f"--tokenizer {tokenizer} has one level; add-levels needs residual levels")
         check_same_level0(tok, new_tok, f"--tokenizer {tokenizer}")
         levels, fitted = new_tok.levels, {"tokenizer": tokenizer}
-    else:
+    if read_levels > levels:  # before the k-means fit, which takes minutes
+        raise XomniError(f"--read-levels {read_levels} is more than the {levels} levels")
+    if not tokenizer:
         train = load_split(data, "train", tok.config.image_size, images, desc="load train")
         batches = (train.tensor(list(range(i, min(len(train), i + 256)))) for i in range(0, len(train), 256))
         new_tok = add_levels(tok, batches, levels, iters=iters, max_vectors=images * h * w, seed=seed)
         fitted = {"kmeans_vectors": min(len(train), images) * h * w}
-    ar = grow_ar(pipe.ar.float(), levels, max_seq_len=pipe.ar.cfg.max_seq_len + (levels - 1) * h * w)
+    ar = grow_ar(pipe.ar.float(), levels, max_seq_len=pipe.ar.cfg.max_seq_len + (levels - 1) * h * w,
+                 read_levels=read_levels)
     # a trained tokenizer's head learnt all its levels: the decoder's recon hint starts from it
     dec = grow_decoder(pipe.decoder.float(), new_tok, hint_from_tokenizer=bool(tokenizer))
     grown = Pipeline(pipe.text_tokenizer, new_tok, ar, dec,

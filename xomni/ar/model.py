@@ -196,15 +196,16 @@ IMAGE_ROWS = ("image_embed.weight", "image_head.weight")
 
 
 @torch.no_grad()
-def grow_levels(ar: UnifiedAR, levels: int, max_seq_len: int | None = None) -> UnifiedAR:
+def grow_levels(ar: UnifiedAR, levels: int, max_seq_len: int | None = None, read_levels: int = 0) -> UnifiedAR:
     """An AR model for `levels` codes per patch that keeps everything a one-level model knows: every weight is
-    copied, level 0's image embeddings and head rows included; the new levels' rows start small (random)."""
+    copied, level 0's image embeddings and head rows included; the new levels' rows start small (random).
+    `read_levels` 1 keeps the captions too (the model reads level 0, as before); 0 reads every level."""
     import dataclasses
     if ar.cfg.levels != 1:
         raise XomniError(f"grow_levels starts from a one-level AR model; this one writes {ar.cfg.levels} levels")
     K = ar.cfg.image_vocab
     cfg = dataclasses.replace(ar.cfg, levels=levels, image_vocab=levels * K,
-                              max_seq_len=max_seq_len or ar.cfg.max_seq_len)
+                              max_seq_len=max_seq_len or ar.cfg.max_seq_len, read_levels=read_levels)
     new = UnifiedAR(cfg)
     new.load_state_dict({k: v for k, v in ar.state_dict().items() if k not in IMAGE_ROWS}, strict=False)
     for name in IMAGE_ROWS:

@@ -25,7 +25,7 @@ from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, merge_lora, n_a
 from xomni.pipeline import Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
-from xomni.utils import log
+from xomni.utils import log, resolve_device
 
 
 @dataclasses.dataclass
@@ -77,6 +77,7 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
     out.mkdir(parents=True, exist_ok=True)
     if cfg.component == "decoder":
         return _train_decoder_lora(cfg, pipe, data, resume, t0)
+    pipe.image_tokenizer.to(resolve_device(cfg.train.device))  # a cache is encoded where the model trains
     train = token_cache(data, "train", pipe.image_tokenizer, out)
     val = None
     if cfg.val_n and not (Path(data) / "codes.safetensors").is_file():
