@@ -270,5 +270,19 @@ def test_keep_reader_adapter_in_a_pipeline(tmp_path):
             for i in range(2)]
     assert drawn.caption(imgs) == plain.caption(imgs)
     s = SamplingConfig(temperature=1.0, top_k=1)
-    assert not torch.equal(drawn.generate_codes(["a"], seed=0, sampling=s).codes_BHW,
-                           plain.generate_codes(["a"], seed=0, sampling=s).codes_BHW)
+    codes = drawn.generate_codes(["a"], seed=0, sampling=s).codes_BHW
+    assert not torch.equal(codes, plain.generate_codes(["a"], seed=0, sampling=s).codes_BHW)
+    # a pipeline ships it as a component (ar/ keeps the base weights, ar_adapter/ the adapter and its rows)
+    drawn.save_pretrained(tmp_path / "shipped", dtype="float32")
+    index = json.loads((tmp_path / "shipped" / "model_index.json").read_text())
+    assert index["components"]["ar_adapter"] == "ar_adapter/" and "lora" not in index
+    shipped = Pipeline.from_pretrained(tmp_path / "shipped")
+    assert shipped.caption(imgs) == plain.caption(imgs)
+    assert torch.equal(shipped.generate_codes(["a"], seed=0, sampling=s).codes_BHW, codes)
+    from xomni.ar.model import UnifiedAR
+    from xomni.lora.adapter import merge_lora
+    on_disk, base = UnifiedAR.from_pretrained(tmp_path / "shipped" / "ar").state_dict(), plain.ar.state_dict()
+    assert on_disk.keys() == base.keys()  # ar/ is a plain AR model: base weights, the trained image_head
+    assert all(torch.equal(v, base[k]) for k, v in on_disk.items() if k != "image_head.weight")
+    with pytest.raises(XomniError, match="keep-reader"):
+        merge_lora(shipped.ar)

@@ -11,6 +11,7 @@ its eval figures) and one subfolder per component: text_tokenizer/, image_tokeni
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -28,13 +29,15 @@ from xomni.data.presets import get_preset
 from xomni.data.text_tokenizer import load_text_tokenizer
 from xomni.decoder.model import Decoder
 from xomni.errors import XomniError
-from xomni.lora.adapter import load_into_pipeline, reading
+from xomni.lora.adapter import (base_model_of, is_keep_reader, load_adapter, load_into_pipeline, lora_config_of,
+                                reading, save_adapter)
 from xomni.tokenizer import ImageTokenizer
 from xomni.tokenizer.images import images_to_tensor
 from xomni.utils import atomic_write_text, resolve_device
 
 BUNDLED = Path(__file__).resolve().parent / "pretrained" / "mini"   # trained by the mini recipe
 COMPONENTS = ("text_tokenizer", "image_tokenizer", "ar", "decoder")
+AR_ADAPTER = "ar_adapter"  # optional component: a keep-reader LoRA adapter the AR draws with (xomni.lora.adapter)
 
 
 def default_model_dir() -> Path:
@@ -123,6 +126,13 @@ class Pipeline:
         if ar.cfg.n_text != text_tok.vocab_size:
             raise XomniError(f"pipeline {p}: the AR model expects a text vocabulary of {ar.cfg.n_text}, the text "
                              f"tokenizer has {text_tok.vocab_size}")
+        if AR_ADAPTER in (index.get("components") or {}):
+            if not (p / AR_ADAPTER).is_dir():
+                raise XomniError(f"pipeline {p} is missing component folder(s): {AR_ADAPTER}")
+            load_adapter(ar, p / AR_ADAPTER)
+            if not is_keep_reader(ar):
+                raise XomniError(f"{p / AR_ADAPTER} is not a keep-reader adapter; a pipeline ships other adapters "
+                                 f"merged (xomni lora merge)")
         pipe = cls(text_tok, image_tok, ar.eval(), decoder, index=index, path=p)
         if lora is not None:
             load_into_pipeline(pipe, lora)
@@ -134,7 +144,8 @@ class Pipeline:
         dt = {None: None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if dtype not in dt:
             raise XomniError(f"save dtype must be float32, float16 or bfloat16, got {dtype!r}")
-        if any(".lora_" in k for m in (self.ar, self.decoder) for k in m.state_dict()):
+        keep = is_keep_reader(self.ar)  # saved as its own component: merged, it would change the captions
+        if any(".lora_" in k for m in ((self.decoder,) if keep else (self.ar, self.decoder)) for k in m.state_dict()):
             raise XomniError("this pipeline has a LoRA adapter loaded without merging; bake it in with "
                              "`xomni lora merge` (or xomni.lora.adapter.merge_lora) before saving")
         out = Path(out)
@@ -142,14 +153,21 @@ class Pipeline:
         self.text_tokenizer.save_pretrained(out / "text_tokenizer")
         self.image_tokenizer.save_pretrained(out / "image_tokenizer", dtype=dt[dtype])
         self.decoder.save_pretrained(out / "decoder", dtype=dt[dtype])
-        self.ar.save_pretrained(out / "ar", dtype=dt[dtype], grid=list(self.grid))
+        ar = base_model_of(self.ar) if keep else self.ar
+        ar.save_pretrained(out / "ar", dtype=dt[dtype], grid=list(self.grid))
+        if keep:
+            save_adapter(self.ar, out / AR_ADAPTER, lora_config_of(self.ar), {"component": "ar"}, dtype=dt[dtype])
+        elif (out / AR_ADAPTER).is_dir():
+            shutil.rmtree(out / AR_ADAPTER)  # an earlier save's adapter, no longer part of this pipeline
         index = dict(self.index)
         index.update(index_update or {})
         index.setdefault("_class_name", "xomni.Pipeline")
         index["weights_dtype"] = dtype or "float32"
         index["xomni_version"] = xomni.__version__
         index["torch_version"] = torch.__version__
-        index["components"] = {c: c + "/" for c in COMPONENTS}
+        index["components"] = {c: c + "/" for c in COMPONENTS + ((AR_ADAPTER,) if keep else ())}
+        if keep and "ar" in (index.get("lora") or {}):  # loaded with --lora: now a component, the source recorded
+            index["ar_adapter_from"] = index.pop("lora")["ar"]
         atomic_write_text(out / "model_index.json", json.dumps(index, indent=2, sort_keys=True))
         self.index, self.path = index, out
         return out

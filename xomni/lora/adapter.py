@@ -125,6 +125,27 @@ def train_draw_rows(model: nn.Module) -> int:
     return k
 
 
+def is_keep_reader(model: nn.Module) -> bool:
+    return bool(getattr(model, KEEP_READER, False))
+
+
+def lora_config_of(model: nn.Module) -> LoRAConfig:
+    """The LoRAConfig of the adapter in `model` (from the peft config that injection attached)."""
+    pc = getattr(model, "peft_config", {}).get(ADAPTER)
+    if pc is None:
+        raise XomniError("the model has no LoRA adapter")
+    return LoRAConfig(rank=int(pc.r), alpha=float(pc.lora_alpha), dropout=float(pc.lora_dropout),
+                      targets=sorted(pc.target_modules))
+
+
+def base_model_of(model: nn.Module) -> nn.Module:
+    """A copy of an AR model without its adapter (the base weights as they are, image rows included)."""
+    plain = type(model)(model.cfg)
+    sd = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k}
+    plain.load_state_dict(sd)
+    return plain.eval()
+
+
 def _draw_rows(model: nn.Module) -> dict[str, torch.Tensor]:
     k = read_rows(model)
     out = {"image_head.weight": model.image_head.weight}
@@ -208,7 +229,7 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    keep_reader = bool(getattr(model, KEEP_READER, False))
+    keep_reader = is_keep_reader(model)
     if keep_reader:
         rows = _draw_rows(model)
         save_file({k: v.to(dtype) for k, v in rows.items()} if dtype is not None else rows, str(tmp / ROWS),
