@@ -273,9 +273,10 @@ def test_keep_reader_adapter_in_a_pipeline(tmp_path):
     codes = drawn.generate_codes(["a"], seed=0, sampling=s).codes_BHW
     assert not torch.equal(codes, plain.generate_codes(["a"], seed=0, sampling=s).codes_BHW)
     # a pipeline ships it as a component (ar/ keeps the base weights, ar_adapter/ the adapter and its rows)
-    drawn.save_pretrained(tmp_path / "shipped", dtype="float32")
+    from xomni.lora.train import merge_main
+    assert merge_main(None, str(tmp_path / "run"), str(tmp_path / "shipped"))["kept_as_component"]
     index = json.loads((tmp_path / "shipped" / "model_index.json").read_text())
-    assert index["components"]["ar_adapter"] == "ar_adapter/" and "lora" not in index
+    assert index["components"]["ar_adapter"] == "ar_adapter/" and "lora" not in index and index["ar_adapter_from"]
     shipped = Pipeline.from_pretrained(tmp_path / "shipped")
     assert shipped.caption(imgs) == plain.caption(imgs)
     assert torch.equal(shipped.generate_codes(["a"], seed=0, sampling=s).codes_BHW, codes)
@@ -286,3 +287,5 @@ def test_keep_reader_adapter_in_a_pipeline(tmp_path):
     assert all(torch.equal(v, base[k]) for k, v in on_disk.items() if k != "image_head.weight")
     with pytest.raises(XomniError, match="keep-reader"):
         merge_lora(shipped.ar)
+    drawn.save_pretrained(tmp_path / "saved")  # Pipeline.save_pretrained does the same
+    assert Pipeline.from_pretrained(tmp_path / "saved").caption(imgs) == plain.caption(imgs)

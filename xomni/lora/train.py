@@ -20,8 +20,8 @@ from xomni.ar.vocab import training_length
 from xomni.config import field, in_range, to_dict
 from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
-from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, merge_lora, n_adapter_params, save_adapter,
-                                train_draw_rows)
+from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, is_keep_reader, merge_lora, n_adapter_params,
+                                save_adapter, train_draw_rows)
 from xomni.pipeline import Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
@@ -159,14 +159,21 @@ def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | Non
 
 
 def merge_main(model_dir: str | None, lora: str, out: str, dtype: str = "float32") -> dict:
-    """Load `model_dir` + adapter, bake the adapter in, save a full pipeline directory."""
+    """Load `model_dir` + adapter, bake the adapter in, save a full pipeline directory. A keep-reader AR adapter is
+    not merged (merged, it would change the captions): the pipeline keeps it as its ar_adapter component."""
     pipe = Pipeline.from_pretrained(model_dir, lora=lora)
     src = pipe.index.get("lora") or {}
+    kept = {c: p for c, p in src.items() if c == "ar" and is_keep_reader(pipe.ar)}
     for comp in src:
+        if comp in kept:
+            log(f"[lora] {src[comp]} is a keep-reader adapter: saved as the pipeline's ar_adapter/, not merged")
+            continue
         module = pipe.ar if comp == "ar" else pipe.decoder
         merge_lora(module)
         module.eval()
-    index = {k: v for k, v in pipe.index.items() if k != "lora"}
-    pipe.index = index
-    pipe.save_pretrained(out, index_update={"lora_merged": src, "base_model": str(pipe.path)}, dtype=dtype)
-    return {"out": str(out), "lora": src, "base_model": str(model_dir or "bundled"), "weights_dtype": dtype}
+    pipe.index = {k: v for k, v in pipe.index.items() if k != "lora"}
+    merged = {c: p for c, p in src.items() if c not in kept}
+    pipe.save_pretrained(out, index_update={"lora_merged": merged, "base_model": str(pipe.path),
+                                            **({"ar_adapter_from": kept["ar"]} if kept else {})}, dtype=dtype)
+    return {"out": str(out), "lora": src, "kept_as_component": kept, "base_model": str(model_dir or "bundled"),
+            "weights_dtype": dtype}
