@@ -277,6 +277,7 @@ def test_keep_reader_adapter_in_a_pipeline(tmp_path):
     assert merge_main(None, str(tmp_path / "run"), str(tmp_path / "shipped"))["kept_as_component"]
     index = json.loads((tmp_path / "shipped" / "model_index.json").read_text())
     assert index["components"]["ar_adapter"] == "ar_adapter/" and "lora" not in index and index["ar_adapter_from"]
+    assert not (tmp_path / "shipped" / "ar_adapter" / "image_rows.safetensors").exists()  # ar/ holds the rows
     shipped = Pipeline.from_pretrained(tmp_path / "shipped")
     assert shipped.caption(imgs) == plain.caption(imgs)
     assert torch.equal(shipped.generate_codes(["a"], seed=0, sampling=s).codes_BHW, codes)

@@ -156,7 +156,8 @@ class Pipeline:
         ar = base_model_of(self.ar) if keep else self.ar
         ar.save_pretrained(out / "ar", dtype=dt[dtype], grid=list(self.grid))
         if keep:
-            save_adapter(self.ar, out / AR_ADAPTER, lora_config_of(self.ar), {"component": "ar"}, dtype=dt[dtype])
+            save_adapter(self.ar, out / AR_ADAPTER, lora_config_of(self.ar), {"component": "ar"}, dtype=dt[dtype],
+                         rows=False)  # ar/ holds the trained image rows
         elif (out / AR_ADAPTER).is_dir():
             shutil.rmtree(out / AR_ADAPTER)  # an earlier save's adapter, no longer part of this pipeline
         index = dict(self.index)

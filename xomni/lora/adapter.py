@@ -215,8 +215,9 @@ def base_info(model: nn.Module, base_dir: str | Path | None, component: str = "a
 
 
 def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict | None = None,
-                 dtype: torch.dtype | None = None) -> Path:
-    """Write the adapter directory atomically (temp dir + rename): safetensors + JSON only."""
+                 dtype: torch.dtype | None = None, rows: bool = True) -> Path:
+    """Write the adapter directory atomically (temp dir + rename): safetensors + JSON only. `rows` False leaves a
+    keep-reader adapter's image rows out (a pipeline's ar/ beside it holds them)."""
     from safetensors.torch import save_file
     cfg = cfg.resolved((info or {}).get("component", "ar"))
     tensors = adapter_tensors(model)
@@ -230,9 +231,9 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
     keep_reader = is_keep_reader(model)
-    if keep_reader:
-        rows = _draw_rows(model)
-        save_file({k: v.to(dtype) for k, v in rows.items()} if dtype is not None else rows, str(tmp / ROWS),
+    if keep_reader and rows:
+        draw = _draw_rows(model)
+        save_file({k: v.to(dtype) for k, v in draw.items()} if dtype is not None else draw, str(tmp / ROWS),
                   metadata={"format": "pt"})
     peft_cfg = {"peft_type": "LORA", "task_type": None, "r": cfg.rank, "lora_alpha": cfg.alpha,
                 "lora_dropout": cfg.dropout, "target_modules": sorted(cfg.targets), "bias": "none",
@@ -243,7 +244,7 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
                                   "targets": list(cfg.targets)},
                 n_params=int(sum(v.numel() for v in tensors.values())), format="xomni-lora-v1")
     if keep_reader:
-        meta["keep_reader"] = {"read_rows": read_rows(model), "rows_file": ROWS}
+        meta["keep_reader"] = {"read_rows": read_rows(model), "rows_file": ROWS if rows else None}
     (tmp / INFO).write_text(json.dumps(meta, indent=2, sort_keys=True))
     replace_dir(tmp, out)
     return out
@@ -315,7 +316,10 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
         if tuple(tensors[k].shape) != tuple(sd[name].shape):
             raise XomniError(f"adapter {p / WEIGHTS} does not match the model: tensor '{k}' has shape "
                              f"{list(tensors[k].shape)} in the file but {list(sd[name].shape)} in the model")
-    rows = _read_draw_rows(model, p) if info.get("keep_reader") else {}
+    keep = info.get("keep_reader")
+    if keep is not None and not isinstance(keep, dict):
+        raise XomniError(f"{p / INFO}: keep_reader must be a mapping, got {keep!r}")
+    rows = _read_draw_rows(model, p) if keep and keep.get("rows_file", ROWS) else {}  # None: the base holds them
     with torch.no_grad():
         for k, name in own.items():
             sd[name].copy_(tensors[k].to(sd[name].dtype))
@@ -324,7 +328,7 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
                 model.image_head.weight.copy_(v)
             else:
                 model.image_embed.weight[read_rows(model):].copy_(v)
-    if rows:
+    if keep:
         setattr(model, KEEP_READER, True)
     for prm in model.parameters():
         prm.requires_grad_(False)
