@@ -6,7 +6,8 @@
     pipe.save_pretrained("my_model")
 
 A pipeline directory holds `model_index.json` (components, versions, the command/commit/data seed that made it,
-its eval figures) and one subfolder per component: text_tokenizer/, image_tokenizer/, ar/, decoder/.
+its eval figures) and one subfolder per component: text_tokenizer/, image_tokenizer/, ar/, decoder/, and optionally
+ar_adapter/: a keep-reader LoRA adapter the AR draws with and switches off when it captions (docs/LORA.md).
 """
 from __future__ import annotations
 
