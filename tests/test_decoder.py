@@ -236,6 +236,20 @@ def test_cli_end_to_end(tmp_path, cli_env):
     res = run("train", "decoder", "--tokenizer", "tok", "--data", "data", "--out", "dec", "--set", "train.steps=3",
               "--set", "n_val=0", "--set", "model.unet_channels=[16,32]", *tiny)
     assert res["steps"] == 3
+    # --init-except-codes: the UNet from --init, the code embeddings and recon hint from --tokenizer
+    res = run("train", "decoder", "--tokenizer", "tok", "--data", "data", "--out", "dec2", "--init", "dec/final",
+              "--init-except-codes", "--set", "train.steps=1", "--set", "train.lr=1e-12", "--set", "n_val=0",
+              "--set", "model.unet_channels=[16,32]", *tiny)
+    src, new = Decoder.from_pretrained(tmp_path / "dec"), Decoder.from_pretrained(tmp_path / "dec2")
+    table = ImageTokenizer.from_pretrained(tmp_path / "tok").code_table()
+    assert torch.allclose(new.cond.embed.weight, table, atol=1e-6)
+    assert not torch.allclose(src.cond.embed.weight, table, atol=1e-6)  # the init's own embeddings had moved
+    assert all(torch.allclose(v, src.state_dict()[k], atol=1e-6) for k, v in new.state_dict().items()
+               if k.startswith("unet."))
+    bad = subprocess.run([sys.executable, "-m", "xomni.cli", "train", "decoder", "--tokenizer", "tok", "--data",
+                          "data", "--out", "dec3", "--init-except-codes"], capture_output=True, text=True,
+                         env=cli_env, cwd=tmp_path)
+    assert bad.returncode == 2 and "--init-except-codes needs --init" in bad.stderr
     rec = run("reconstruct", "data", "--split", "val", "--n", "4", "-o", "rec", "--tokenizer", "tok",
               "--decoder", "dec", "--steps", "2")
     assert rec["written"] == 4

@@ -1,6 +1,7 @@
 """CLI of the decoder stage: `xomni train decoder`, `xomni bench decoder`, `xomni reconstruct`."""
 from __future__ import annotations
 
+import functools
 from typing import List, Optional
 
 import typer
@@ -10,6 +11,7 @@ from xomni.cliargs import (BatchesOpt, BatchSizeOpt, FloatRange, IntRange, Overw
 from xomni.decoder.config import TRAIN_DEFAULTS, DecoderTrainConfig
 from xomni.decoder.reconstruct import reconstruct
 from xomni.decoder.trainer import bench_decoder, train_decoder
+from xomni.errors import XomniError
 from xomni.pipeline import default_model_dir
 from xomni.train_cli import ConfigOpt, HelpConfigOpt, InitOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, run_trainer_cli
 from xomni.utils import emit_json, set_threads
@@ -20,13 +22,18 @@ def train_decoder_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset directory."),
     config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
     resume: Optional[str] = ResumeOpt, init: Optional[str] = InitOpt,
+    init_except_codes: bool = typer.Option(
+        False, "--init-except-codes", help="With --init from a decoder of another image tokenizer (same shapes): "
+        "copy everything but the code embeddings and the recon hint, which start from this tokenizer."),
     help_config: bool = HelpConfigOpt(DecoderTrainConfig),
     json_path: Optional[str] = JsonOpt,
 ):
     """Train the diffusion decoder (token grid -> pixels, flow matching); JSON with a val OCR check at the end."""
+    if init_except_codes and not init:
+        raise XomniError("--init-except-codes needs --init DECODER")
     sets = list(set_ or []) + ([f"data={data}"] if data else []) + ([f"tokenizer={tokenizer}"] if tokenizer else [])
-    run_trainer_cli(DecoderTrainConfig, train_decoder, config, sets, out, resume, init, json_path,
-                    base={"train": dict(TRAIN_DEFAULTS)})
+    run_trainer_cli(DecoderTrainConfig, functools.partial(train_decoder, init_except_codes=init_except_codes), config,
+                    sets, out, resume, init, json_path, base={"train": dict(TRAIN_DEFAULTS)})
 
 
 def bench_decoder_cmd(

@@ -106,8 +106,11 @@ def reconstruct_set(tok: ImageTokenizer, dec: Decoder, images: ImageSet, steps: 
     return out
 
 
-def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str | None = None) -> dict | None:
-    """Train, then OCR-check reconstructions of val images; returns the JSON result (None on ranks > 0)."""
+def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str | None = None,
+                  init_except_codes: bool = False) -> dict | None:
+    """Train, then OCR-check reconstructions of val images; returns the JSON result (None on ranks > 0).
+    `init_except_codes`: --init is a decoder of another tokenizer, so its code embeddings and recon hint are not
+    copied (they come from this tokenizer, as for a decoder from scratch); its UNet and the rest are."""
     t0 = time.time()
     tok_dir = _tok_dir(cfg.tokenizer)
     tok = ImageTokenizer.from_pretrained(tok_dir)
@@ -122,8 +125,11 @@ def train_decoder(cfg: DecoderTrainConfig, resume: str | None = None, init: str 
     model = Decoder(mcfg)
     model.init_from_tokenizer(tok)
     config_dict = {**model.config_dict(), "tokenizer": str(tok_dir), "trainer": to_dict(cfg)}
+    fresh = ()
+    if init_except_codes:
+        fresh = ("cond.embed.weight",) + tuple(k for k in model.state_dict() if k.startswith("cond.hint."))
     res = run_training(cfg.train, model, CodedImages(train_set, codes), decoder_loss, config_dict=config_dict,
-                       resume=resume, init=init)
+                       resume=resume, init=init, init_keep_fresh=fresh)
     if dist_info()[0] != 0:
         return None
     out = {"out_dir": str(res.out_dir / "final"), "steps": res.step, "wall_time_s": round(time.time() - t0, 1),
