@@ -14,8 +14,10 @@
 # GROW=1: the tokenizer (GROW_TOK) keeps the bundled tokenizer's level 0 (trained with model.freeze_level0,
 # default models/mini/rvq_branch/tokenizer): the AR starts as the bundled one grown to its levels (`xomni
 # add-levels --tokenizer`), every row kept, so with READ_LEVELS=1 it reads level 0 as the bundled AR does from the
-# first step; without GROW, the bundled AR with its image rows fresh. The decoder starts from scratch either way
-# (a grown decoder was no better on the CPU: docs/NEXT_MODEL.md, third design).
+# first step; without GROW, the bundled AR with its image rows fresh. Without GROW the decoder starts from
+# scratch; with GROW from the second candidate's (models/mini/rvq_sign/decoder) with this tokenizer's code
+# embeddings and recon hint (--init-except-codes: 0.906 against 0.850 from scratch after 800 CPU steps;
+# DEC_INIT="" trains from scratch).
 # KEEP=1 (with GROW=1): the AR's drawing is learnt by a keep-reader LoRA adapter on the grown AR (`xomni train
 # lora --set keep_reader=true`, rank RANK, default 64) for AR_S + CAP_S seconds, and no caption phase runs: the
 # adapter is off when the model captions, so captions stay the bundled AR's. What comes back is the adapter (ark/).
@@ -57,6 +59,7 @@ if [ -n "$GROW" ]; then
     $X add-levels --tokenizer $TOK --data $W/sign -o $W/grown > $L/grown.json 2> $L/grown.log ||
         { tail -5 $L/grown.log; exit 6; }
     AR_INIT="--init $W/grown/ar"
+    DEC_INIT=${DEC_INIT-"--init models/mini/rvq_sign/decoder --init-except-codes"}
     el "grown"
 fi
 # each run stops itself on its budget; the backstop (SIGTERM: the loop saves a checkpoint and exits) keeps the
@@ -87,7 +90,7 @@ else
         --set train.eval_every=250 --set train.ckpt_every=250; el "ar captions rc=$?"
  fi) &
 fi
-(timeout -k 20 -s TERM $STOP $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK \
+(timeout -k 20 -s TERM $STOP $X train decoder --config configs/decoder_mini.yaml --tokenizer $TOK $DEC_INIT \
     --data $W/sign --out $W/dec --resume auto --set train.steps=100000 --set train.budget_s=$DEC_S \
     --set train.batch_size=128 --set train.lr=5e-4 --set train.warmup_steps=100 --set train.ckpt_every=1000 \
     --set n_val=0 --set train.progress=false $DECDEV --json $L/train_decoder.json > /dev/null \
