@@ -288,5 +288,7 @@ def test_keep_reader_adapter_in_a_pipeline(tmp_path):
     assert all(torch.equal(v, base[k]) for k, v in on_disk.items() if k != "image_head.weight")
     with pytest.raises(XomniError, match="keep-reader"):
         merge_lora(shipped.ar)
+    with pytest.raises(XomniError, match="already draws with its own AR adapter"):
+        Pipeline.from_pretrained(tmp_path / "shipped", lora=tmp_path / "run")
     drawn.save_pretrained(tmp_path / "saved")  # Pipeline.save_pretrained does the same
     assert Pipeline.from_pretrained(tmp_path / "saved").caption(imgs) == plain.caption(imgs)

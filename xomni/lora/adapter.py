@@ -401,6 +401,9 @@ def load_into_pipeline(pipe, paths: str | Path):
         if comp in done:
             raise XomniError(f"--lora gives two {comp} adapters ({done[comp]}, {path}); give one per component")
         module = pipe.ar if comp == "ar" else pipe.decoder
+        if comp == "ar" and is_keep_reader(module):
+            raise XomniError(f"pipeline {pipe.path} already draws with its own AR adapter (ar_adapter/); --lora "
+                             f"{path} would be a second one")
         f = Path(pipe.path) / comp / "model.safetensors" if pipe.path is not None else None
         if f is not None and f.is_file():
             module._xomni_base_sha256 = weights_sha256(f)
