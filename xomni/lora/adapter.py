@@ -115,12 +115,16 @@ def train_draw_rows(model: nn.Module) -> int:
     if type(model.image_head) is not nn.Linear:
         raise XomniError("keep_reader trains image_head in full: leave it out of lora.targets")
     k = read_rows(model)
+
+    def hold_read_rows(g: torch.Tensor) -> torch.Tensor:  # on whatever device the model trains
+        g = g.clone()
+        g[:k] = 0
+        return g
+
     model.image_head.weight.requires_grad_(True)
     if k < model.image_embed.weight.shape[0]:
-        keep = torch.ones_like(model.image_embed.weight[:, :1])
-        keep[:k] = 0
         model.image_embed.weight.requires_grad_(True)
-        model.image_embed.weight.register_hook(lambda g: g * keep)
+        model.image_embed.weight.register_hook(hold_read_rows)
     setattr(model, KEEP_READER, True)
     return k
 
@@ -146,18 +150,19 @@ def base_model_of(model: nn.Module) -> nn.Module:
     return plain.eval()
 
 
-def _draw_rows(model: nn.Module) -> dict[str, torch.Tensor]:
+def draw_rows(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Views of the image rows a keep-reader adapter trains in full (what image_rows.safetensors holds)."""
     k = read_rows(model)
     out = {"image_head.weight": model.image_head.weight}
     if k < model.image_embed.weight.shape[0]:
         out["image_embed.weight.unread"] = model.image_embed.weight[k:]
-    return {n: v.detach().cpu().contiguous() for n, v in out.items()}
+    return out
 
 
 @contextlib.contextmanager
 def reading(model: nn.Module):
     """The weights captioning uses: a keep-reader adapter is switched off inside this block (others stay on)."""
-    if not getattr(model, KEEP_READER, False):
+    if not is_keep_reader(model):
         yield model
         return
     from peft.tuners.lora import LoraLayer
@@ -232,9 +237,8 @@ def save_adapter(model: nn.Module, out: str | Path, cfg: LoRAConfig, info: dict 
     save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
     keep_reader = is_keep_reader(model)
     if keep_reader and rows:
-        draw = _draw_rows(model)
-        save_file({k: v.to(dtype) for k, v in draw.items()} if dtype is not None else draw, str(tmp / ROWS),
-                  metadata={"format": "pt"})
+        save_file({k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in draw_rows(model).items()},
+                  str(tmp / ROWS), metadata={"format": "pt"})
     peft_cfg = {"peft_type": "LORA", "task_type": None, "r": cfg.rank, "lora_alpha": cfg.alpha,
                 "lora_dropout": cfg.dropout, "target_modules": sorted(cfg.targets), "bias": "none",
                 "fan_in_fan_out": False, "modules_to_save": None, "inference_mode": True,
@@ -323,11 +327,9 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     with torch.no_grad():
         for k, name in own.items():
             sd[name].copy_(tensors[k].to(sd[name].dtype))
+        views = draw_rows(model) if rows else {}
         for name, v in rows.items():
-            if name == "image_head.weight":
-                model.image_head.weight.copy_(v)
-            else:
-                model.image_embed.weight[read_rows(model):].copy_(v)
+            views[name].copy_(v)
     if keep:
         setattr(model, KEEP_READER, True)
     for prm in model.parameters():
@@ -340,14 +342,11 @@ def _read_draw_rows(model: nn.Module, p: Path) -> dict[str, torch.Tensor]:
     if not (p / ROWS).is_file():
         raise XomniError(f"{p} is a keep-reader adapter but {ROWS} is missing")
     rows = read_safetensors(p / ROWS)
-    k = read_rows(model)
-    want = {"image_head.weight": tuple(model.image_head.weight.shape)}
-    if k < model.image_embed.weight.shape[0]:
-        want["image_embed.weight.unread"] = (model.image_embed.weight.shape[0] - k, model.image_embed.weight.shape[1])
+    want = {n: tuple(v.shape) for n, v in draw_rows(model).items()}
     have = {n: tuple(v.shape) for n, v in rows.items()}
     if have != want:
         raise XomniError(f"{p / ROWS} does not fit this model: tensors {have}, the model needs {want}")
-    return {n: v.to(model.image_head.weight.dtype) for n, v in rows.items()}
+    return rows
 
 
 @torch.no_grad()
@@ -357,7 +356,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     if not targets:
         raise XomniError("the model has no LoRA adapter to merge")
-    if getattr(model, KEEP_READER, False):
+    if is_keep_reader(model):
         raise XomniError("a keep-reader adapter is switched off when the model captions; merging it would change "
                          "the captions: load it with --lora instead")
     for name, m in targets:

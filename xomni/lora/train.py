@@ -20,8 +20,8 @@ from xomni.ar.vocab import training_length
 from xomni.config import field, in_range, to_dict
 from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
-from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, is_keep_reader, merge_lora, n_adapter_params,
-                                save_adapter, train_draw_rows)
+from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, draw_rows, is_keep_reader, merge_lora,
+                                n_adapter_params, save_adapter, train_draw_rows)
 from xomni.pipeline import Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
@@ -97,7 +97,7 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
     n_rows = 0
     if cfg.keep_reader:
         kept = train_draw_rows(model)
-        n_rows = model.image_head.weight.numel() + (model.cfg.image_vocab - kept) * model.cfg.hidden_size
+        n_rows = sum(v.numel() for v in draw_rows(model).values())
         cfg = dataclasses.replace(cfg, t2i_ratio=1.0)
         log(f"[lora] keep_reader: text->image sequences only; image_head and the embedding rows past the {kept} "
             f"that captioning reads train in full ({n_rows:,} parameters); the adapter is off when the model "
@@ -163,7 +163,7 @@ def merge_main(model_dir: str | None, lora: str, out: str, dtype: str = "float32
     not merged (merged, it would change the captions): the pipeline keeps it as its ar_adapter component."""
     pipe = Pipeline.from_pretrained(model_dir, lora=lora)
     src = pipe.index.get("lora") or {}
-    kept = {c: p for c, p in src.items() if c == "ar" and is_keep_reader(pipe.ar)}
+    kept = {"ar": src["ar"]} if "ar" in src and is_keep_reader(pipe.ar) else {}
     for comp in src:
         if comp in kept:
             log(f"[lora] {src[comp]} is a keep-reader adapter: saved as the pipeline's ar_adapter/, not merged")
