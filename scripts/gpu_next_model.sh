@@ -23,6 +23,7 @@
 # adapter is off when the model captions, so captions stay the bundled AR's. What comes back is the adapter (ark/).
 # DRY=1 runs the same on the CPU in about a minute (a check of the script: N=2000, budgets of 20 s).
 T0=$(date +%s)
+[ -z "$KEEP" ] || [ -n "$GROW" ] || { echo "KEEP=1 needs GROW=1 (the adapter goes on the grown AR)"; exit 2; }
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 L=/tmp/logs; W=/tmp/nm; rm -rf $L $W; mkdir -p $L $W
 el() { echo "$1 at $(( $(date +%s) - T0 )) s" | tee -a $L/timeline.txt; }
@@ -73,7 +74,6 @@ ar() {  # output dir, budget in s, then more options: one AR run on the sign dat
         "$@" $ARDEV --json $L/train_$o.json > /dev/null 2> $L/train_$o.log
 }
 if [ -n "$KEEP" ]; then
-    [ -n "$GROW" ] || { echo "KEEP=1 needs GROW=1 (the adapter goes on the grown AR)"; exit 2; }
     (timeout -k 20 -s TERM $STOP $X train lora --model $W/grown --data $W/sign --out $W/ark --rank ${RANK:-64} \
         --set lora.alpha=${RANK:-64} --set keep_reader=true --set train.steps=100000 \
         --set train.budget_s=$(( AR_S + CAP_S )) --set train.batch_size=128 --set train.lr=2e-3 \
