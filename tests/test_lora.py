@@ -237,6 +237,22 @@ def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatc
     assert not any(p.requires_grad for p in loaded.parameters())  # peft's enable_adapters left them as they were
     with pytest.raises(XomniError, match="keep-reader"):
         merge_lora(loaded)
+    # continued on a new schedule (--init): the trained adapter, its rows and its shape, training again
+    from xomni.lora.train import start_adapter
+    again = copy.deepcopy(base)
+    c2 = start_adapter(again, dataclasses.replace(cfg, lora=LoRAConfig(), init=str(tmp_path / "run")))
+    assert c2.lora.rank == 4 and sorted(c2.lora.targets) == ["down_proj", "q_proj"]
+    assert train_draw_rows(again) == K and all(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
+    again.eval()
+    with torch.no_grad():
+        assert torch.equal(again.image_logits(again.hidden(ids)[0]), loaded.image_logits(h_draw))
+    with pytest.raises(XomniError, match="keep_reader=true"):
+        start_adapter(copy.deepcopy(base), dataclasses.replace(cfg, keep_reader=False, init=str(final)))
+    with pytest.raises(XomniError, match="rank 4"):
+        start_adapter(copy.deepcopy(base), dataclasses.replace(cfg, lora=LoRAConfig(rank=16), init=str(final)))
+    r = run_inproc(["train", "lora", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init",
+                    str(tmp_path / "nowhere")], monkeypatch, capsys)
+    assert r.returncode == 2 and "nowhere" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_inproc(["train", "lora", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--set",
                     "keep_reader=true", "--set", "train.weight_decay=0.1"], monkeypatch, capsys)
     assert r.returncode == 2 and "weight_decay" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -44,6 +44,9 @@ def train_lora(model: Optional[str] = typer.Option(None, "--model", help="Pipeli
                                                   callback=IntRange("--rank", 1, 4096)),
                targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated module names that get "
                                                      "an adapter (sets lora.targets), e.g. q_proj,v_proj."),
+               init: Optional[str] = typer.Option(None, "--init", help="Adapter directory to continue (sets "
+                                                  "init; its shape replaces lora.*).",
+                                                  callback=_cb(check_in_path, "--init")),
                config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Optional[str] = OutOpt,
                resume: Optional[str] = ResumeOpt, help_config: bool = HelpConfigOpt(LoRATrainConfig),
                json_path: Optional[str] = JsonOpt):
@@ -58,6 +61,8 @@ def train_lora(model: Optional[str] = typer.Option(None, "--model", help="Pipeli
         sets.append(f"lora.rank={rank}")
     if targets is not None:
         sets.append(f"lora.targets={targets}")
+    if init is not None:
+        sets.append(f"init={init}")
     cfg = trainer_config(LoRATrainConfig, config, sets, out)
     cfg.check()
     check_before_training(cfg, resume)

@@ -20,8 +20,9 @@ from xomni.ar.vocab import training_length
 from xomni.config import field, in_range, to_dict
 from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
-from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, draw_rows, is_keep_reader, merge_lora,
-                                n_adapter_params, save_adapter, train_draw_rows)
+from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, draw_rows, is_keep_reader, load_adapter,
+                                merge_lora, n_adapter_params, read_adapter_config, resolve_adapter_dir,
+                                save_adapter, train_draw_rows)
 from xomni.pipeline import Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
@@ -50,6 +51,10 @@ class LoRATrainConfig:
                                           "the embedding rows of the levels captioning does not read (model."
                                           "read_levels) train in full beside the adapter, and the adapter is "
                                           "switched off whenever the model captions. Needs train.weight_decay 0.")
+    init: str = field("", help="Adapter directory to start from instead of a fresh adapter (its shape replaces "
+                               "lora.*; a keep-reader adapter's rows come with it): continues an adapter on a new "
+                               "schedule or new data. It must be of this component and, for the AR, match "
+                               "keep_reader.")
 
     def check(self, where: str = "") -> "LoRATrainConfig":
         in_range(self, "config", "t2i_ratio", 0, 1)
@@ -65,6 +70,31 @@ class LoRATrainConfig:
                              "captions read")
         self.lora.check()
         return self
+
+
+def start_adapter(model: torch.nn.Module, cfg: LoRATrainConfig) -> LoRATrainConfig:
+    """Give `model` the adapter it trains: a fresh one of shape cfg.lora, or the trained one in cfg.init (then its
+    shape is the run's: the config returned carries it). Only the adapter's tensors train afterwards."""
+    if not cfg.init:
+        add_lora(model, cfg.lora)
+        return cfg
+    p = resolve_adapter_dir(cfg.init)
+    shape = read_adapter_config(p)
+
+    def key(c: LoRAConfig) -> tuple:  # peft does not keep the order of the targets
+        c = c.resolved(cfg.component)
+        return c.rank, float(c.alpha), float(c.dropout), sorted(c.targets)
+    if cfg.lora != LoRAConfig() and key(cfg.lora) != key(shape):
+        raise XomniError(f"config init: {p} has rank {shape.rank}, alpha {shape.alpha:g}, dropout "
+                         f"{shape.dropout:g} on {','.join(sorted(shape.targets))}; leave lora.* unset or set them so")
+    load_adapter(model, p)
+    if cfg.component == "ar" and is_keep_reader(model) != cfg.keep_reader:
+        raise XomniError(f"config init: {p} is {'a' if is_keep_reader(model) else 'not a'} keep-reader adapter; "
+                         f"set keep_reader={str(is_keep_reader(model)).lower()}")
+    for n, prm in model.named_parameters():
+        prm.requires_grad_("lora_" in n)
+    log(f"[lora] starting from the adapter in {p}")
+    return dataclasses.replace(cfg, lora=shape)
 
 
 def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resume: str | None = None) -> dict:
@@ -93,7 +123,7 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
         raise XomniError(f"captions of {data} need {training_length(longest, h, w)} tokens; the model's context is "
                          f"{model.cfg.max_seq_len}")
     seed_everything(cfg.train.seed)
-    add_lora(model, cfg.lora)
+    cfg = start_adapter(model, cfg)
     n_rows = 0
     if cfg.keep_reader:
         kept = train_draw_rows(model)
@@ -139,7 +169,7 @@ def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | Non
     codes = cached_codes(pipe.image_tokenizer, Path(pipe.path) / "image_tokenizer", images,
                          out / "codes-train.safetensors")
     seed_everything(cfg.train.seed)
-    add_lora(dec, cfg.lora)
+    cfg = start_adapter(dec, cfg)
     dec.train()
     n_lora = n_adapter_params(dec)
     info = dict(base_info(dec, pipe.path, "decoder"), data=str(data))
