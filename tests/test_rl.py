@@ -374,6 +374,38 @@ def test_grpo_two_steps_on_tiny_pipeline(tmp_path):
     assert load_rl_config(str(tmp_path / "rl" / "pipeline")).rewards == {"ocr": 1.0, "aesthetic": 0.5}
 
 
+def test_grpo_on_a_keep_reader_pipeline_trains_the_drawing_only(tmp_path, monkeypatch, capsys):
+    """A pipeline that draws with a keep-reader adapter (ar_adapter/): RL moves the adapter and image_head, and every
+    weight captioning reads stays bit for bit; weight decay (it would move the read rows) is one line."""
+    from xomni.lora.adapter import LoRAConfig, add_lora, train_draw_rows
+    from xomni.pipeline import Pipeline
+    from xomni.rl.trainer import train_rl
+    pipe = tiny_pipeline()
+    add_lora(pipe.ar, LoRAConfig(rank=2, targets=["q_proj", "v_proj"]))
+    train_draw_rows(pipe.ar)
+    with torch.no_grad():  # a trained adapter: B away from zero
+        for n, q in pipe.ar.named_parameters():
+            if "lora_B" in n:
+                q.normal_(0, 0.05)
+    pipe.save_pretrained(tmp_path / "pipe")
+    before = Pipeline.from_pretrained(tmp_path / "pipe").ar.state_dict()
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    run = {"model": str(tmp_path / "pipe"), "prompts": str(tmp_path / "prompts.txt"), "group_size": 3,
+           "rewards": {"aesthetic": 1.0}, "reward_workers": 0, "val_n": 0,
+           "train": {"out_dir": str(tmp_path / "rl"), "steps": 2, "batch_size": 2, "lr": 1e-2, "warmup_steps": 0,
+                     "progress": False}}
+    assert train_rl(load_rl_config(run))["steps"] == 2
+    tuned = Pipeline.from_pretrained(tmp_path / "rl" / "pipeline")
+    after = tuned.ar.state_dict()
+    assert after.keys() == before.keys() and (tmp_path / "rl" / "pipeline" / "ar_adapter").is_dir()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "image_head.weight" in changed and any("lora_" in k for k in changed)
+    assert changed <= {"image_head.weight"} | {k for k in before if "lora_" in k}
+    run["train"] = dict(run["train"], out_dir=str(tmp_path / "rl2"), weight_decay=0.01)
+    with pytest.raises(XomniError, match="weight_decay 0"):
+        train_rl(load_rl_config(run))
+
+
 def test_best_of_n_picks_the_max():
     from xomni.rl.bestofn import best_of_n
     pipe = tiny_pipeline()

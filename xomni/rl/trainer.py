@@ -23,6 +23,7 @@ from xomni.checkpoint import find_latest_checkpoint, load_model_weights
 from xomni.config import to_dict
 from xomni.data.io import open_dataset
 from xomni.errors import XomniError
+from xomni.lora.adapter import is_keep_reader, train_draw_rows
 from xomni.metrics.ocr import exact_match, tesseract_batch, tesseract_cmd
 from xomni.pipeline import Pipeline
 from xomni.rl.config import RLConfig, effective_credit, validate
@@ -103,6 +104,18 @@ def load_reference(path: str, policy) -> torch.nn.Module:
     return freeze(ref)
 
 
+def keep_the_reader(ar: torch.nn.Module, cfg: RLConfig, where) -> None:
+    """A pipeline that draws with a keep-reader adapter (its ar_adapter/) learns like `train lora --set
+    keep_reader=true`: the adapter, image_head and the unread levels' embedding rows; what captioning reads stays."""
+    if cfg.train.weight_decay:
+        raise XomniError(f"{where} draws with a keep-reader adapter: RL needs train.weight_decay 0 (decay would "
+                         f"move the embedding rows its captions read)")
+    for n, q in ar.named_parameters():
+        q.requires_grad_("lora_" in n)
+    train_draw_rows(ar)
+    log("[rl] the policy is a keep-reader adapter: it trains with image_head and the unread rows; captions stay")
+
+
 def freeze(m: torch.nn.Module) -> torch.nn.Module:
     m.eval()
     for q in m.parameters():
@@ -169,6 +182,8 @@ def _train(cfg: RLConfig, resume, train_rows, val_rows, rank, world, pool, t0) -
         r["ids"] = pipe.check_prompt(r["prompt"])
     policy_ar = pipe.ar
     ref = load_reference(cfg.reference, policy_ar) if cfg.reference else freeze(copy.deepcopy(policy_ar))
+    if is_keep_reader(policy_ar):
+        keep_the_reader(policy_ar, cfg, pipe.path)
     dev = resolve_device(cfg.train.device)  # the device run_training moves the policy to
     policy_ar.to(dev), ref.to(dev), pipe.decoder.to(dev)
     warn_if_eval_judge(cfg.reward_judge) if rank == 0 else None
