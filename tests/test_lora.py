@@ -239,17 +239,18 @@ def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatc
         merge_lora(loaded)
     # continued on a new schedule (--init): the trained adapter, its rows and its shape, training again
     from xomni.lora.train import start_adapter
-    again = copy.deepcopy(base)
-    c2 = start_adapter(again, dataclasses.replace(cfg, lora=LoRAConfig(), init=str(tmp_path / "run")))
+    again = load_adapter(copy.deepcopy(base), final)
+    c2 = start_adapter(again, dataclasses.replace(cfg, lora=LoRAConfig(), init=str(final)), "A")
     assert c2.lora.rank == 4 and sorted(c2.lora.targets) == ["down_proj", "q_proj"]
     assert train_draw_rows(again) == K and all(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
     again.eval()
     with torch.no_grad():
         assert torch.equal(again.image_logits(again.hidden(ids)[0]), loaded.image_logits(h_draw))
     with pytest.raises(XomniError, match="keep_reader=true"):
-        start_adapter(copy.deepcopy(base), dataclasses.replace(cfg, keep_reader=False, init=str(final)))
+        start_adapter(load_adapter(copy.deepcopy(base), final), dataclasses.replace(cfg, keep_reader=False), "A")
     with pytest.raises(XomniError, match="rank 4"):
-        start_adapter(copy.deepcopy(base), dataclasses.replace(cfg, lora=LoRAConfig(rank=16), init=str(final)))
+        start_adapter(load_adapter(copy.deepcopy(base), final), dataclasses.replace(cfg, lora=LoRAConfig(rank=16)),
+                      "A")
     r = run_inproc(["train", "lora", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init",
                     str(tmp_path / "nowhere")], monkeypatch, capsys)
     assert r.returncode == 2 and "nowhere" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -258,7 +259,7 @@ def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatc
     assert r.returncode == 2 and "weight_decay" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_keep_reader_adapter_in_a_pipeline(tmp_path):
+def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     """On the bundled (one-level) pipeline a keep-reader adapter trains the adapter and image_head only; loaded with
     --lora it changes what the pipeline draws and leaves pipeline.caption exactly as it was."""
     import numpy as np
@@ -304,7 +305,15 @@ def test_keep_reader_adapter_in_a_pipeline(tmp_path):
     assert all(torch.equal(v, base[k]) for k, v in on_disk.items() if k != "image_head.weight")
     with pytest.raises(XomniError, match="keep-reader"):
         merge_lora(shipped.ar)
-    with pytest.raises(XomniError, match="already draws with its own AR adapter"):
-        Pipeline.from_pretrained(tmp_path / "shipped", lora=tmp_path / "run")
+    with pytest.raises(XomniError, match="already draws with its own AR adapter"):  # a plain adapter on top
+        Pipeline.from_pretrained(tmp_path / "shipped", lora=trained["adapter"])
+    # a keep-reader --lora replaces the shipped adapter; train lora continues the shipped one (keep_reader only)
+    again = Pipeline.from_pretrained(tmp_path / "shipped", lora=tmp_path / "run")
+    assert torch.equal(again.generate_codes(["a"], seed=0, sampling=s).codes_BHW, codes)
+    from xomni.lora.train import start_adapter
+    with pytest.raises(XomniError, match="keep_reader=true"):
+        start_adapter(shipped.ar, LoRATrainConfig(), "S")
+    c2 = start_adapter(shipped.ar, cfg, "S")
+    assert c2.lora.rank == 4 and any(p.requires_grad for p in shipped.ar.parameters())
     drawn.save_pretrained(tmp_path / "saved")  # Pipeline.save_pretrained does the same
     assert Pipeline.from_pretrained(tmp_path / "saved").caption(imgs) == plain.caption(imgs)

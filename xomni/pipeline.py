@@ -30,8 +30,8 @@ from xomni.data.presets import get_preset
 from xomni.data.text_tokenizer import load_text_tokenizer
 from xomni.decoder.model import Decoder
 from xomni.errors import XomniError
-from xomni.lora.adapter import (base_model_of, is_keep_reader, load_adapter, load_into_pipeline, lora_config_of,
-                                reading, save_adapter)
+from xomni.lora.adapter import (adapter_component, adapter_keeps_reader, base_model_of, is_keep_reader, load_adapter,
+                                load_into_pipeline, lora_config_of, reading, save_adapter, split_adapters)
 from xomni.tokenizer import ImageTokenizer
 from xomni.tokenizer.images import images_to_tensor
 from xomni.utils import atomic_write_text, resolve_device
@@ -130,10 +130,12 @@ class Pipeline:
         if AR_ADAPTER in (index.get("components") or {}):
             if not (p / AR_ADAPTER).is_dir():
                 raise XomniError(f"pipeline {p} is missing component folder(s): {AR_ADAPTER}")
-            load_adapter(ar, p / AR_ADAPTER)
-            if not is_keep_reader(ar):
-                raise XomniError(f"{p / AR_ADAPTER} is not a keep-reader adapter; a pipeline ships other adapters "
-                                 f"merged (xomni lora merge)")
+            if lora is None or not any(adapter_component(a) == "ar" and adapter_keeps_reader(a)
+                                       for a in split_adapters(lora)):  # a keep-reader --lora replaces it
+                load_adapter(ar, p / AR_ADAPTER)
+                if not is_keep_reader(ar):
+                    raise XomniError(f"{p / AR_ADAPTER} is not a keep-reader adapter; a pipeline ships other "
+                                     f"adapters merged (xomni lora merge)")
         pipe = cls(text_tok, image_tok, ar.eval(), decoder, index=index, path=p)
         if lora is not None:
             load_into_pipeline(pipe, lora)

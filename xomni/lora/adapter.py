@@ -391,6 +391,12 @@ def adapter_component(path: str | Path) -> str:
     return comp
 
 
+def adapter_keeps_reader(path: str | Path) -> bool:
+    """Whether the adapter directory holds a keep-reader adapter (its xomni_adapter.json says so)."""
+    d = resolve_adapter_dir(path)
+    return bool((read_json(d / INFO) if (d / INFO).is_file() else {}).get("keep_reader"))
+
+
 def load_into_pipeline(pipe, paths: str | Path):
     """Add the adapter(s) in `paths` (comma-separated: one for the AR model, one for the decoder) to a loaded
     Pipeline, merge-free; records them in pipe.index["lora"]."""
@@ -402,7 +408,7 @@ def load_into_pipeline(pipe, paths: str | Path):
         module = pipe.ar if comp == "ar" else pipe.decoder
         if comp == "ar" and is_keep_reader(module):
             raise XomniError(f"pipeline {pipe.path} already draws with its own AR adapter (ar_adapter/); --lora "
-                             f"{path} would be a second one")
+                             f"{path} would be a second one (a keep-reader adapter replaces it)")
         f = Path(pipe.path) / comp / "model.safetensors" if pipe.path is not None else None
         if f is not None and f.is_file():
             module._xomni_base_sha256 = weights_sha256(f)

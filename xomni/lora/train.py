@@ -20,10 +20,10 @@ from xomni.ar.vocab import training_length
 from xomni.config import field, in_range, to_dict
 from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
-from xomni.lora.adapter import (LoRAConfig, add_lora, base_info, draw_rows, is_keep_reader, load_adapter,
-                                merge_lora, n_adapter_params, read_adapter_config, resolve_adapter_dir,
-                                save_adapter, train_draw_rows)
-from xomni.pipeline import Pipeline
+from xomni.lora.adapter import (LoRAConfig, adapter_component, add_lora, base_info, draw_rows, is_keep_reader,
+                                is_lora, lora_config_of, merge_lora, n_adapter_params, save_adapter,
+                                train_draw_rows)
+from xomni.pipeline import AR_ADAPTER, Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
 from xomni.utils import log, resolve_device
@@ -54,7 +54,8 @@ class LoRATrainConfig:
     init: str = field("", help="Adapter directory to start from instead of a fresh adapter (its shape replaces "
                                "lora.*; a keep-reader adapter's rows come with it): continues an adapter on a new "
                                "schedule or new data. It must be of this component and, for the AR, match "
-                               "keep_reader.")
+                               "keep_reader. A pipeline that ships an ar_adapter/ continues that one unless init "
+                               "(keep-reader) replaces it.")
 
     def check(self, where: str = "") -> "LoRATrainConfig":
         in_range(self, "config", "t2i_ratio", 0, 1)
@@ -72,28 +73,27 @@ class LoRATrainConfig:
         return self
 
 
-def start_adapter(model: torch.nn.Module, cfg: LoRATrainConfig) -> LoRATrainConfig:
-    """Give `model` the adapter it trains: a fresh one of shape cfg.lora, or the trained one in cfg.init (then its
-    shape is the run's: the config returned carries it). Only the adapter's tensors train afterwards."""
-    if not cfg.init:
+def start_adapter(model: torch.nn.Module, cfg: LoRATrainConfig, source: str = "") -> LoRATrainConfig:
+    """Give `model` the adapter it trains. A model that already has one (`source`: the pipeline's ar_adapter/, or
+    cfg.init, loaded by Pipeline.from_pretrained) continues it in its own shape, which the config returned carries;
+    otherwise a fresh adapter of shape cfg.lora. Only the adapter's tensors train afterwards."""
+    if not is_lora(model):
         add_lora(model, cfg.lora)
         return cfg
-    p = resolve_adapter_dir(cfg.init)
-    shape = read_adapter_config(p)
+    shape = lora_config_of(model)
 
     def key(c: LoRAConfig) -> tuple:  # peft does not keep the order of the targets
         c = c.resolved(cfg.component)
         return c.rank, float(c.alpha), float(c.dropout), sorted(c.targets)
     if cfg.lora != LoRAConfig() and key(cfg.lora) != key(shape):
-        raise XomniError(f"config init: {p} has rank {shape.rank}, alpha {shape.alpha:g}, dropout "
-                         f"{shape.dropout:g} on {','.join(sorted(shape.targets))}; leave lora.* unset or set them so")
-    load_adapter(model, p)
+        raise XomniError(f"{source} has rank {shape.rank}, alpha {shape.alpha:g}, dropout {shape.dropout:g} on "
+                         f"{','.join(shape.targets)}; leave lora.* unset or set them so")
     if cfg.component == "ar" and is_keep_reader(model) != cfg.keep_reader:
-        raise XomniError(f"config init: {p} is {'a' if is_keep_reader(model) else 'not a'} keep-reader adapter; "
-                         f"set keep_reader={str(is_keep_reader(model)).lower()}")
+        raise XomniError(f"{source} is {'a' if is_keep_reader(model) else 'not a'} keep-reader adapter; set "
+                         f"keep_reader={str(is_keep_reader(model)).lower()} to train it further")
     for n, prm in model.named_parameters():
         prm.requires_grad_("lora_" in n)
-    log(f"[lora] starting from the adapter in {p}")
+    log(f"[lora] continuing the adapter in {source}")
     return dataclasses.replace(cfg, lora=shape)
 
 
@@ -102,11 +102,15 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
     cfg.check()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    pipe = Pipeline.from_pretrained(model_dir)
+    if cfg.init and adapter_component(cfg.init) != cfg.component:
+        raise XomniError(f"config init: {cfg.init} is an adapter of the {adapter_component(cfg.init)}; this run "
+                         f"trains the {cfg.component}")
+    pipe = Pipeline.from_pretrained(model_dir, lora=cfg.init or None)  # --init: loaded as --lora would be
+    source = (f"config init {cfg.init}" if cfg.init else f"{pipe.path / AR_ADAPTER}")
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.component == "decoder":
-        return _train_decoder_lora(cfg, pipe, data, resume, t0)
+        return _train_decoder_lora(cfg, pipe, data, resume, t0, source)
     pipe.image_tokenizer.to(resolve_device(cfg.train.device))  # a cache is encoded where the model trains
     train = token_cache(data, "train", pipe.image_tokenizer, out)
     val = None
@@ -123,7 +127,7 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
         raise XomniError(f"captions of {data} need {training_length(longest, h, w)} tokens; the model's context is "
                          f"{model.cfg.max_seq_len}")
     seed_everything(cfg.train.seed)
-    cfg = start_adapter(model, cfg)
+    cfg = start_adapter(model, cfg, source)
     n_rows = 0
     if cfg.keep_reader:
         kept = train_draw_rows(model)
@@ -160,7 +164,8 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
     return result
 
 
-def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | None, t0: float) -> dict:
+def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | None, t0: float,
+                        source: str) -> dict:
     """A decoder adapter: the pipeline's tokenizer encodes the images once (codes cached under OUT/), the decoder
     learns to denoise them from their codes (xomni.decoder.trainer's loss)."""
     out = Path(cfg.train.out_dir)
@@ -169,7 +174,7 @@ def _train_decoder_lora(cfg: LoRATrainConfig, pipe, data: str, resume: str | Non
     codes = cached_codes(pipe.image_tokenizer, Path(pipe.path) / "image_tokenizer", images,
                          out / "codes-train.safetensors")
     seed_everything(cfg.train.seed)
-    cfg = start_adapter(dec, cfg)
+    cfg = start_adapter(dec, cfg, source)
     dec.train()
     n_lora = n_adapter_params(dec)
     info = dict(base_info(dec, pipe.path, "decoder"), data=str(data))
