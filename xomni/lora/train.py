@@ -106,7 +106,7 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
         raise XomniError(f"config init: {cfg.init} is an adapter of the {adapter_component(cfg.init)}; this run "
                          f"trains the {cfg.component}")
     pipe = Pipeline.from_pretrained(model_dir, lora=cfg.init or None)  # --init: loaded as --lora would be
-    source = (f"config init {cfg.init}" if cfg.init else f"{pipe.path / AR_ADAPTER}")
+    source = f"config init {cfg.init}" if cfg.init else str(pipe.path / AR_ADAPTER)  # whose adapter continues
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.component == "decoder":

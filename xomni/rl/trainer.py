@@ -104,7 +104,7 @@ def load_reference(path: str, policy) -> torch.nn.Module:
     return freeze(ref)
 
 
-def keep_the_reader(ar: torch.nn.Module, cfg: RLConfig, where) -> None:
+def keep_the_reader(ar: torch.nn.Module, cfg: RLConfig, where: Path) -> None:
     """A pipeline that draws with a keep-reader adapter (its ar_adapter/) learns like `train lora --set
     keep_reader=true`: the adapter, image_head and the unread levels' embedding rows; what captioning reads stays."""
     if cfg.train.weight_decay:
