@@ -313,6 +313,10 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     from xomni.lora.train import start_adapter
     with pytest.raises(XomniError, match="keep_reader=true"):
         start_adapter(shipped.ar, LoRATrainConfig(), "S")
+    with pytest.raises(XomniError, match="already has a LoRA adapter .the pipeline's keep-reader"):
+        add_lora(shipped.ar, LoRAConfig(rank=2))  # named as such, not as a missing target
+    with pytest.raises(XomniError, match="already has a LoRA adapter; merge it first"):
+        add_lora(trained["pipe"].ar, LoRAConfig(rank=2))
     c2 = start_adapter(shipped.ar, cfg, "S")
     assert c2.lora.rank == 4 and any(p.requires_grad for p in shipped.ar.parameters())
     drawn.save_pretrained(tmp_path / "saved")  # Pipeline.save_pretrained does the same

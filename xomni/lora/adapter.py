@@ -88,13 +88,15 @@ def add_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
     """Insert fresh LoRA layers (B = 0: the model's outputs are unchanged) and freeze every base parameter."""
     cfg = cfg.resolved("decoder" if not hasattr(model, "backbone") else "ar").check()
     from peft import inject_adapter_in_model
+    if is_lora(model):  # before the target names: peft's layers hide them
+        raise XomniError("the model already has a LoRA adapter" + (
+            " (the pipeline's keep-reader ar_adapter/: train it further with keep_reader=true)" if is_keep_reader(model)
+            else "; merge it first (xomni lora merge)"))
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     missing = [t for t in cfg.targets if t not in names]
     if missing:
         raise XomniError(f"LoRA target {missing[0]!r} is not a linear or convolution layer of this model; they "
                          f"are: {', '.join(sorted(names))}")
-    if is_lora(model):
-        raise XomniError("the model already has a LoRA adapter; merge it first (xomni lora merge)")
     inject_adapter_in_model(_peft_config(cfg), model, adapter_name=ADAPTER)
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
