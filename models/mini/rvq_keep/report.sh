@@ -1,4 +1,6 @@
-# the bars on the test split for the keep-reader candidate (bundled figures: runs/rvq/json, same files)
+# the bars on the test split for the keep-reader candidate C (its pipeline: models/mini/rvq_keep/pipeline)
+# inputs: D = xomni data synth --preset mini --out D --n 1000 --seed 0 --split test;
+# V/upper500.txt = xomni data targets --kind upper --n 500 --seed 0; V/test_captions200.txt = D's first 200 test captions
 cd /work/main; set -x
 export OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1
 X=.venv/bin/xomni; R=runs/s9; J=$R/json; C=$R/cand; D=runs/evaldata; V=runs/rvq
