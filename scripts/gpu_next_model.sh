@@ -16,8 +16,8 @@
 # add-levels --tokenizer`), every row kept, so with READ_LEVELS=1 it reads level 0 as the bundled AR does from the
 # first step; without GROW, the bundled AR with its image rows fresh. Without GROW the decoder starts from
 # scratch; with GROW from the second candidate's (models/mini/rvq_sign/decoder) with this tokenizer's code
-# embeddings and recon hint (--init-except-codes: 0.906 against 0.850 from scratch after 800 CPU steps;
-# DEC_INIT="" trains from scratch).
+# embeddings and recon hint (--init-except-codes, measured in docs/NEXT_MODEL.md; DEC_INIT="" trains from
+# scratch).
 # KEEP=1 (with GROW=1): the AR's drawing is learnt by a keep-reader LoRA adapter on the grown AR (`xomni train
 # lora --set keep_reader=true`, rank RANK, default 64) for AR_S + CAP_S seconds, and no caption phase runs: the
 # adapter is off when the model captions, so captions stay the bundled AR's. What comes back is the adapter (ark/).

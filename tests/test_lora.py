@@ -240,7 +240,7 @@ def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatc
     # continued on a new schedule (--init): the trained adapter, its rows and its shape, training again
     from xomni.lora.train import start_adapter
     again = load_adapter(copy.deepcopy(base), final)
-    c2 = start_adapter(again, dataclasses.replace(cfg, lora=LoRAConfig(), init=str(final)), "A")
+    c2 = start_adapter(again, dataclasses.replace(cfg, lora=LoRAConfig()), "A")
     assert c2.lora.rank == 4 and sorted(c2.lora.targets) == ["down_proj", "q_proj"]
     assert train_draw_rows(again) == K and all(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
     again.eval()

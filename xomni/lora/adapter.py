@@ -98,6 +98,11 @@ def add_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
         raise XomniError(f"LoRA target {missing[0]!r} is not a linear or convolution layer of this model; they "
                          f"are: {', '.join(sorted(names))}")
     inject_adapter_in_model(_peft_config(cfg), model, adapter_name=ADAPTER)
+    return train_adapter_only(model)
+
+
+def train_adapter_only(model: nn.Module) -> nn.Module:
+    """The adapter's A/B tensors train, every base parameter is frozen (a loaded adapter trains again)."""
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
     return model
@@ -262,7 +267,7 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     if not p.exists():
         raise XomniError(f"LoRA adapter not found: {p}")
     if not p.is_dir():
-        raise XomniError(f"--lora {p} is a file; give the adapter directory (with {WEIGHTS} and {CONFIG})")
+        raise XomniError(f"LoRA adapter {p} is a file; give the adapter directory (with {WEIGHTS} and {CONFIG})")
     if not (p / CONFIG).is_file() and (p / "final" / CONFIG).is_file():
         p = p / "final"
     pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))

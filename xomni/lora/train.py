@@ -22,7 +22,7 @@ from xomni.decoder.trainer import CodedImages, cached_codes, decoder_loss
 from xomni.errors import XomniError
 from xomni.lora.adapter import (LoRAConfig, adapter_component, add_lora, base_info, draw_rows, is_keep_reader,
                                 is_lora, lora_config_of, merge_lora, n_adapter_params, save_adapter,
-                                train_draw_rows)
+                                train_adapter_only, train_draw_rows)
 from xomni.pipeline import AR_ADAPTER, Pipeline
 from xomni.tokenizer.images import load_split
 from xomni.train import TrainConfig, run_training, seed_everything
@@ -91,8 +91,7 @@ def start_adapter(model: torch.nn.Module, cfg: LoRATrainConfig, source: str = ""
     if cfg.component == "ar" and is_keep_reader(model) != cfg.keep_reader:
         raise XomniError(f"{source} is {'a' if is_keep_reader(model) else 'not a'} keep-reader adapter; set "
                          f"keep_reader={str(is_keep_reader(model)).lower()} to train it further")
-    for n, prm in model.named_parameters():
-        prm.requires_grad_("lora_" in n)
+    train_adapter_only(model)
     log(f"[lora] continuing the adapter in {source}")
     return dataclasses.replace(cfg, lora=shape)
 

@@ -23,7 +23,7 @@ from xomni.checkpoint import find_latest_checkpoint, load_model_weights
 from xomni.config import to_dict
 from xomni.data.io import open_dataset
 from xomni.errors import XomniError
-from xomni.lora.adapter import is_keep_reader, train_draw_rows
+from xomni.lora.adapter import is_keep_reader, train_adapter_only, train_draw_rows
 from xomni.metrics.ocr import exact_match, tesseract_batch, tesseract_cmd
 from xomni.pipeline import Pipeline
 from xomni.rl.config import RLConfig, effective_credit, validate
@@ -110,9 +110,7 @@ def keep_the_reader(ar: torch.nn.Module, cfg: RLConfig, where: Path) -> None:
     if cfg.train.weight_decay:
         raise XomniError(f"{where} draws with a keep-reader adapter: RL needs train.weight_decay 0 (decay would "
                          f"move the embedding rows its captions read)")
-    for n, q in ar.named_parameters():
-        q.requires_grad_("lora_" in n)
-    train_draw_rows(ar)
+    train_draw_rows(train_adapter_only(ar))
     log("[rl] the policy is a keep-reader adapter: it trains with image_head and the unread rows; captions stay")
 
 
