@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -43,3 +45,16 @@ def run_inproc(args, monkeypatch, capsys):
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 
+
+
+@pytest.fixture(scope="session")
+def base_pipeline(tmp_path_factory):
+    """The bundled pipeline without its drawing adapter (ar_adapter/): a plain AR model that draws and reads with the
+    same weights, for tests of plain LoRA adapters (the bundled model accepts keep-reader ones only)."""
+    from xomni.pipeline import AR_ADAPTER, default_model_dir
+    out = tmp_path_factory.mktemp("base") / "pipeline"
+    shutil.copytree(default_model_dir(), out, ignore=shutil.ignore_patterns(AR_ADAPTER))
+    index = json.loads((out / "model_index.json").read_text())
+    index["components"].pop(AR_ADAPTER, None)
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out

@@ -113,14 +113,14 @@ def test_per_request_streams_draw_what_each_request_draws_alone():
 
 
 def test_bundled_model_needs_half_the_passes_at_its_shipped_settings():
-    """The bar of the speculative sampler: at most 32 forward passes per 64-token image (the batch moves in lock
-    step, so this counts the slowest of 8 rows), with log-probs equal to a full forward's."""
+    """The bar of the speculative sampler: at most half as many forward passes as the image has tokens (the batch
+    moves in lock step, so this counts the slowest of 8 rows), with log-probs equal to a full forward's."""
     from xomni.pipeline import Pipeline
     pipe = Pipeline.from_pretrained()
     s = pipe.sampling_config()
     prompts = [pipe.check_prompt(pipe.caption_for_text(w)) for w in ("lilac", "QUIZ", "Gate", "$450")] * 2
     out = sample_images(pipe.ar, prompts, pipe.grid, s, generator=torch.Generator().manual_seed(0), sjd_window=8)
-    assert pipe.grid[0] * pipe.grid[1] == 64 and out.forward_passes <= 32
+    assert out.forward_passes <= pipe.grid[0] * pipe.grid[1] // 2
     d = (sequence_logprobs(pipe.ar, prompts, out.codes_BHW, s) - out.logprobs_BN).abs()
     assert d.median() < 1e-4 and d.max() < 0.1  # min-p can flip a token on its threshold (see test_rl_engine)
 

@@ -39,10 +39,11 @@ def _bad_model(root: Path, name: str, index_patch=None, ar_patch=None) -> Path:
     """A copy of the bundled pipeline (weights linked) with model_index.json / ar config.json edited."""
     d = root / name
     (d / "ar").mkdir(parents=True)
-    for c in ("text_tokenizer", "image_tokenizer", "decoder"):
-        (d / c).symlink_to(BUNDLED / c)
-    (d / "ar" / "model.safetensors").symlink_to(BUNDLED / "ar" / "model.safetensors")
     index = json.loads((BUNDLED / "model_index.json").read_text())
+    for c in index["components"]:  # the tokenizers, the decoder and a shipped ar_adapter
+        if c != "ar":
+            (d / c).symlink_to(BUNDLED / c)
+    (d / "ar" / "model.safetensors").symlink_to(BUNDLED / "ar" / "model.safetensors")
     ar = json.loads((BUNDLED / "ar" / "config.json").read_text())
     if index_patch:
         index = index_patch(index)

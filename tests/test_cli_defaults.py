@@ -69,9 +69,11 @@ def test_generate_sjd_window_and_compile_flags_reach_the_sampler(tmp_path, monke
         r = run_inproc(["generate", prompt, "--n", "2", "--steps", "1", "-o", str(tmp_path / "x.png"), *extra],
                        monkeypatch, capsys)
         assert r.returncode == 0, r.stderr
+    from xomni.pipeline import Pipeline
+    h, w = Pipeline.from_pretrained().grid
     (w1, c1, passes1), (w2, c2, passes2) = sampler_calls
     assert (w1, c1, w2, c2) == (8, "auto", 0, False)
-    assert passes1 < passes2 == 64  # 64 tokens: one pass each without SJD, fewer with it
+    assert passes1 < passes2 == h * w  # one pass per image token without SJD, fewer with it
 
 
 def test_eval_text_sjd_window_reaches_the_sampler(mini, tmp_path, monkeypatch, capsys, sampler_calls):
@@ -83,8 +85,10 @@ def test_eval_text_sjd_window_reaches_the_sampler(mini, tmp_path, monkeypatch, c
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["sjd_window"] == 8
     assert [json.loads(x)["sjd_window"] for x in (tmp_path / "s" / "metadata.jsonl").read_text().splitlines()] == [8]
+    from xomni.pipeline import Pipeline
+    h, w_ = Pipeline.from_pretrained().grid
     (w, _, passes), = sampler_calls
-    assert w == 8 and passes < 64
+    assert w == 8 and passes < h * w_
     r = run_inproc(["eval", "text", "--images", str(mini / "data"), "--split", "val", "--sjd-window", "8"],
                    monkeypatch, capsys)
     assert r.returncode == 2 and "--sjd-window applies to a model's samples" in r.stderr

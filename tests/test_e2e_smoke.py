@@ -208,7 +208,8 @@ def test_bench_generate_reports_the_split(smoke_pipeline):
     assert 0 < res["ar_fraction"] < 1 and res["images_per_s"] > 0
     # --baseline: the bundled model timed in the same run, each path's latency as a ratio to it
     base = res["baseline"]
-    assert base["grid"] == [4, 16] and set(base["paths"]) == set(res["paths"])
+    from xomni.pipeline import Pipeline
+    assert base["grid"] == list(Pipeline.from_pretrained().grid) and set(base["paths"]) == set(res["paths"])
     for k, v in res["paths"].items():
         assert res["latency_ratio_vs_baseline"][k] == v["latency_p50_s"] / base["paths"][k]["latency_p50_s"]
     r = xomni("bench", "generate", "--model", str(out / "pipeline"), "--n", "0")

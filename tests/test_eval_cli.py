@@ -91,11 +91,13 @@ def test_text_and_longtext_happy_paths(tmp_path, cli_env):
 
 
 def test_generated_prompts_carry_the_preset_so_eval_text_reads_its_region(tmp_path, monkeypatch, capsys):
-    """`generate --prompts` on the bundled mini model writes the model's data preset into metadata.jsonl, so that
+    """`generate --prompts` on the bundled model writes the model's data preset into metadata.jsonl, so that
     `eval text --images G` reads the sign's OCR region (the whole image would include the frame)."""
+    from xomni.pipeline import BUNDLED
     (tmp_path / "p.txt").write_text('a white poster with the text "OPEN" in black bold sans-serif letters\n')
     r = run_inproc(["generate", "--prompts", str(tmp_path / "p.txt"), "--n", "1", "--steps", "2",
                     "-o", str(tmp_path / "G")], monkeypatch, capsys)
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "G" / "metadata.jsonl").read_text().splitlines()[0])
-    assert meta["preset"] == "mini" and meta["text"] == "OPEN"
+    preset = json.loads((BUNDLED / "model_index.json").read_text())["data_preset"]
+    assert meta["preset"] == preset and meta["text"] == "OPEN"

@@ -11,15 +11,16 @@ from xomni.errors import XomniError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A few LoRA steps on the bundled AR model (random code grids: only the mechanics matter here)."""
+def trained(tmp_path_factory, base_pipeline):
+    """A few plain LoRA steps on the bundled AR model without its drawing adapter (random code grids: only the
+    mechanics matter here)."""
     from xomni.ar.train import build_loss_fn
     from xomni.lora.adapter import LoRAConfig, add_lora, save_adapter
     from xomni.lora.train import LoRATrainConfig
     from xomni.pipeline import Pipeline
     from xomni.train import TrainConfig, run_training
     out = tmp_path_factory.mktemp("lora")
-    pipe = Pipeline.from_pretrained()
+    pipe = Pipeline.from_pretrained(base_pipeline)
     base = {k: v.clone() for k, v in pipe.ar.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     h, w = pipe.grid
@@ -31,7 +32,7 @@ def trained(tmp_path_factory):
     add_lora(pipe.ar, cfg.lora)
     run_training(cfg.train, pipe.ar, data, build_loss_fn(pipe.ar, pipe.text_tokenizer, cfg), collate=list,
                  move_batch=False, save_final=lambda d, m: save_adapter(m, d, cfg.lora, {"base_model": "bundled"}))
-    return {"pipe": pipe, "base": base, "adapter": out / "run", "out": out}
+    return {"pipe": pipe, "base": base, "adapter": out / "run", "out": out, "base_dir": base_pipeline}
 
 
 def test_training_changes_only_the_adapter(trained):
@@ -67,7 +68,7 @@ def test_merge_free_loading_equals_the_merged_model(trained, tmp_path):
     from xomni.lora.adapter import merge_lora
     from xomni.lora.train import merge_main
     from xomni.pipeline import Pipeline
-    loaded = Pipeline.from_pretrained(lora=trained["adapter"])  # run dir: final/ is found
+    loaded = Pipeline.from_pretrained(trained["base_dir"], lora=trained["adapter"])  # run dir: final/ is found
     merged = copy.deepcopy(loaded.ar)
     merge_lora(merged)
     assert not any("lora_" in k for k in merged.state_dict())
@@ -82,7 +83,7 @@ def test_merge_free_loading_equals_the_merged_model(trained, tmp_path):
     assert (loaded.ar.image_logits(h1) - merged.image_logits(h2)).abs().max() < 1e-4
     # the sampler (static-KV fast path) draws the same tokens through the LoRA modules
     s = SamplingConfig(temperature=1.0, top_k=1)
-    merge_main(None, str(trained["adapter"]), str(tmp_path / "merged"))
+    merge_main(str(trained["base_dir"]), str(trained["adapter"]), str(tmp_path / "merged"))
     baked = Pipeline.from_pretrained(tmp_path / "merged")
     assert "lora" not in baked.index and baked.index["lora_merged"]["ar"].endswith("final")
     a = loaded.generate_codes(["a", "b"], seed=0, sampling=s).codes_BHW
@@ -113,8 +114,9 @@ def test_bad_adapter_dirs_exit_2_with_one_line(trained, tmp_path, monkeypatch, c
     cases = [(empty, "adapter_model.safetensors is missing"), (pickled, "only safetensors"),
              (wrong, "does not match the model"), (notdir, "")]
     for path, want in cases:
-        for args in (["generate", "x", "--lora", str(path), "-o", str(tmp_path / "o.png")],
-                     ["caption", str(tmp_path / "o.png"), "--lora", str(path)]):
+        model = ["--model", str(trained["base_dir"])]
+        for args in (["generate", "x", "--lora", str(path), "-o", str(tmp_path / "o.png"), *model],
+                     ["caption", str(tmp_path / "o.png"), "--lora", str(path), *model]):
             if args[0] == "caption" and path != empty:
                 continue
             r = run_inproc(args, monkeypatch, capsys)
@@ -155,7 +157,7 @@ def test_decoder_adapter_and_two_adapters_at_once(trained, tmp_path, monkeypatch
     """A decoder adapter (convolutions) loads merge-free beside an AR adapter and merges to the same decoder."""
     from xomni.lora.adapter import LoRAConfig, add_lora, merge_lora, save_adapter
     from xomni.pipeline import Pipeline
-    pipe = Pipeline.from_pretrained()
+    pipe = Pipeline.from_pretrained(trained["base_dir"])
     add_lora(pipe.decoder, LoRAConfig(rank=2))
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -165,7 +167,7 @@ def test_decoder_adapter_and_two_adapters_at_once(trained, tmp_path, monkeypatch
     save_adapter(pipe.decoder, tmp_path / "dec", LoRAConfig(rank=2), {"component": "decoder"})
     cfg = json.loads((tmp_path / "dec" / "adapter_config.json").read_text())
     assert sorted(cfg["target_modules"]) == ["conv1", "conv2"]
-    both = Pipeline.from_pretrained(lora=f"{trained['adapter']},{tmp_path / 'dec'}")
+    both = Pipeline.from_pretrained(trained["base_dir"], lora=f"{trained['adapter']},{tmp_path / 'dec'}")
     assert set(both.index["lora"]) == {"ar", "decoder"}
     codes = torch.randint(0, both.ar.cfg.image_vocab, (2, *both.grid), generator=g)
     a = both.decoder.decode(codes, generator=torch.Generator().manual_seed(0))
@@ -175,35 +177,33 @@ def test_decoder_adapter_and_two_adapters_at_once(trained, tmp_path, monkeypatch
     plain = Pipeline.from_pretrained().decoder.decode(codes, generator=torch.Generator().manual_seed(0))
     assert (a - b).abs().max() < 1e-4 and (a - plain).abs().max() > 1e-3
     r = run_inproc(["generate", "x", "--lora", f"{trained['adapter']},{trained['adapter']}", "-o",
-                    str(tmp_path / "o.png")], monkeypatch, capsys)
+                    str(tmp_path / "o.png"), "--model", str(trained["base_dir"])], monkeypatch, capsys)
     assert r.returncode == 2 and "two ar adapters" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatch, capsys):
+def test_keep_reader_adapter_draws_and_captions_as_the_base(base_pipeline, tmp_path, monkeypatch, capsys):
     """keep_reader: the adapter, image_head and the unread level's embedding rows learn the drawing; captioning
     (pipeline.caption's `reading` block) sees the base weights bit for bit; merging is refused in one line."""
     import dataclasses
     from xomni.ar.caption import caption_codes
-    from xomni.ar.model import UnifiedAR, grow_levels
     from xomni.ar.train import build_loss_fn
     from xomni.lora.adapter import (ROWS, LoRAConfig, add_lora, load_adapter, merge_lora, reading, save_adapter,
                                     train_draw_rows)
     from xomni.lora.train import LoRATrainConfig
     from xomni.pipeline import Pipeline
     from xomni.train import TrainConfig, run_training
-    pipe = Pipeline.from_pretrained()
-    grown = grow_levels(pipe.ar.float(), 2)
-    base = UnifiedAR(dataclasses.replace(grown.cfg, read_levels=1))  # writes 2 levels, reads level 0
-    base.load_state_dict(grown.state_dict())
-    base.eval()
-    K = base.cfg.image_vocab // 2
+    pipe = Pipeline.from_pretrained(base_pipeline)
+    base = pipe.ar.float().eval()
+    L = base.cfg.levels
+    assert L > 1 and base.cfg.read_levels == 1  # writes every level, reads level 0
+    K = base.cfg.image_vocab // L
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model = copy.deepcopy(base)
     h, w = pipe.grid
     g = torch.Generator().manual_seed(0)
 
-    def grids(n):  # every patch's two codes, level 1's offset by K (the tokenizer's global code ids)
-        return (torch.randint(0, K, (n, h, w, 2), generator=g) + torch.tensor([0, K])).reshape(n, h, 2 * w)
+    def grids(n):  # every patch's L codes, level l's offset by l * K (the tokenizer's global code ids)
+        return (torch.randint(0, K, (n, h, w // L, L), generator=g) + K * torch.arange(L)).reshape(n, h, w)
 
     data = [{"caption": f"word{i}", "codes": c} for i, c in enumerate(grids(8))]
     cfg = LoRATrainConfig(train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=4, lr=5e-2,
@@ -248,6 +248,8 @@ def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatc
         assert torch.equal(again.image_logits(again.hidden(ids)[0]), loaded.image_logits(h_draw))
     with pytest.raises(XomniError, match="keep_reader=true"):
         start_adapter(load_adapter(copy.deepcopy(base), final), dataclasses.replace(cfg, keep_reader=False), "A")
+    assert start_adapter(load_adapter(copy.deepcopy(base), final), dataclasses.replace(cfg, keep_reader=None),
+                         "A").lora.rank == 4  # unset: the adapter's own kind
     with pytest.raises(XomniError, match="rank 4"):
         start_adapter(load_adapter(copy.deepcopy(base), final), dataclasses.replace(cfg, lora=LoRAConfig(rank=16)),
                       "A")
@@ -259,9 +261,9 @@ def test_keep_reader_adapter_draws_and_captions_as_the_base(tmp_path, monkeypatc
     assert r.returncode == 2 and "weight_decay" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
-    """On the bundled (one-level) pipeline a keep-reader adapter trains the adapter and image_head only; loaded with
-    --lora it changes what the pipeline draws and leaves pipeline.caption exactly as it was."""
+def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path, monkeypatch, capsys):
+    """On the base pipeline a keep-reader adapter trains the adapter, image_head and the unread levels' rows; loaded
+    with --lora it changes what the pipeline draws and leaves pipeline.caption exactly as it was."""
     import numpy as np
     from PIL import Image
     from xomni.ar.sampler import SamplingConfig
@@ -270,7 +272,8 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     from xomni.lora.train import LoRATrainConfig
     from xomni.pipeline import Pipeline
     from xomni.train import TrainConfig, run_training
-    pipe = Pipeline.from_pretrained()
+    base_dir = trained["base_dir"]
+    pipe = Pipeline.from_pretrained(base_dir)
     h, w = pipe.grid
     g = torch.Generator().manual_seed(0)
     data = [{"caption": f"w{i}", "codes": torch.randint(0, pipe.ar.cfg.image_vocab, (h, w), generator=g)}
@@ -279,10 +282,11 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
                                             warmup_steps=0, weight_decay=0.0, progress=False, ckpt_every=0,
                                             device="cpu"), lora=LoRAConfig(rank=4), keep_reader=True)
     add_lora(pipe.ar, cfg.lora)
-    assert train_draw_rows(pipe.ar) == pipe.ar.cfg.image_vocab  # one level, all read: no embedding row trains
+    K = train_draw_rows(pipe.ar)
+    assert K == pipe.ar.cfg.image_vocab // pipe.ar.cfg.levels  # level 0 is read, the other levels' rows train
     run_training(cfg.train, pipe.ar, data, build_loss_fn(pipe.ar, pipe.text_tokenizer, cfg), collate=list,
                  move_batch=False, save_final=lambda d, m: save_adapter(m, d, cfg.lora, {"base_model": "bundled"}))
-    plain, drawn = Pipeline.from_pretrained(), Pipeline.from_pretrained(lora=tmp_path / "run")
+    plain, drawn = Pipeline.from_pretrained(base_dir), Pipeline.from_pretrained(base_dir, lora=tmp_path / "run")
     imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 128, 3), dtype=np.uint8))
             for i in range(2)]
     assert drawn.caption(imgs) == plain.caption(imgs)
@@ -291,7 +295,7 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     assert not torch.equal(codes, plain.generate_codes(["a"], seed=0, sampling=s).codes_BHW)
     # a pipeline ships it as a component (ar/ keeps the base weights, ar_adapter/ the adapter and its rows)
     from xomni.lora.train import merge_main
-    assert merge_main(None, str(tmp_path / "run"), str(tmp_path / "shipped"))["kept_as_component"]
+    assert merge_main(str(base_dir), str(tmp_path / "run"), str(tmp_path / "shipped"))["kept_as_component"]
     index = json.loads((tmp_path / "shipped" / "model_index.json").read_text())
     assert index["components"]["ar_adapter"] == "ar_adapter/" and "lora" not in index and index["ar_adapter_from"]
     assert not (tmp_path / "shipped" / "ar_adapter" / "image_rows.safetensors").exists()  # ar/ holds the rows
@@ -301,8 +305,10 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     from xomni.ar.model import UnifiedAR
     from xomni.lora.adapter import merge_lora
     on_disk, base = UnifiedAR.from_pretrained(tmp_path / "shipped" / "ar").state_dict(), plain.ar.state_dict()
-    assert on_disk.keys() == base.keys()  # ar/ is a plain AR model: base weights, the trained image_head
-    assert all(torch.equal(v, base[k]) for k, v in on_disk.items() if k != "image_head.weight")
+    assert on_disk.keys() == base.keys()  # ar/ is a plain AR model: base weights, the trained image rows
+    assert all(torch.equal(v, base[k]) for k, v in on_disk.items() if k not in ("image_head.weight",
+                                                                               "image_embed.weight"))
+    assert torch.equal(on_disk["image_embed.weight"][:K], base["image_embed.weight"][:K])  # the rows captions read
     with pytest.raises(XomniError, match="keep-reader"):
         merge_lora(shipped.ar)
     with pytest.raises(XomniError, match="already draws with its own AR adapter"):  # a plain adapter on top
@@ -312,7 +318,7 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     assert torch.equal(again.generate_codes(["a"], seed=0, sampling=s).codes_BHW, codes)
     from xomni.lora.train import start_adapter
     with pytest.raises(XomniError, match="keep_reader=true"):
-        start_adapter(shipped.ar, LoRATrainConfig(), "S")
+        start_adapter(shipped.ar, LoRATrainConfig(keep_reader=False), "S")
     with pytest.raises(XomniError, match="already has a LoRA adapter .the pipeline's keep-reader"):
         add_lora(shipped.ar, LoRAConfig(rank=2))  # named as such, not as a missing target
     with pytest.raises(XomniError, match="already has a LoRA adapter; merge it first"):
@@ -321,3 +327,17 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path):
     assert c2.lora.rank == 4 and any(p.requires_grad for p in shipped.ar.parameters())
     drawn.save_pretrained(tmp_path / "saved")  # Pipeline.save_pretrained does the same
     assert Pipeline.from_pretrained(tmp_path / "saved").caption(imgs) == plain.caption(imgs)
+    # `xomni train lora` on such a pipeline, keep_reader unset: it continues the shipped adapter as a keep-reader one
+    d = tmp_path / "data"
+    assert run_inproc(["data", "synth", "--preset", "mini", "--n", "8", "--split", "train", "-o", str(d)],
+                      monkeypatch, capsys).returncode == 0
+    r = run_inproc(["train", "lora", "--model", str(tmp_path / "shipped"), "--data", str(d), "--out",
+                    str(tmp_path / "more"), "--set", "train.steps=1", "--set", "train.batch_size=2", "--set",
+                    "val_n=0", "--set", "train.progress=false"], monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "continuing the adapter in" in r.stderr and json.loads(r.stdout)["row_params"] > 0
+    info = json.loads((tmp_path / "more" / "final" / "xomni_adapter.json").read_text())
+    assert info["keep_reader"] and info["train"]["keep_reader"] is True
+    r = run_inproc(["train", "lora", "--model", str(tmp_path / "shipped"), "--data", str(d), "--out",
+                    str(tmp_path / "plain"), "--set", "keep_reader=false"], monkeypatch, capsys)
+    assert r.returncode == 2 and "keep_reader=true" in r.stderr and len(r.stderr.strip().splitlines()) == 1

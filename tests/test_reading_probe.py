@@ -47,17 +47,17 @@ def test_probe_trains_and_scores_a_cache(tmp_path):
     from xomni.tokenizer import ImageTokenizer
     tok_dir = REPO / "xomni" / "pretrained" / "mini" / "image_tokenizer"
     synth(tmp_path / "data", 12, seed=0, preset="mini", split="train", progress=False)
-    cache = encode_to_cache(ImageTokenizer.from_pretrained(str(tok_dir)), str(tmp_path / "data"), "train",
-                            tmp_path / "cache")
+    tok = ImageTokenizer.from_pretrained(str(tok_dir))
+    cache = encode_to_cache(tok, str(tmp_path / "data"), "train", tmp_path / "cache")
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "reading_probe.py"), "--train", str(cache),
-                        "--val", f"v={cache}", "--levels", "1", "--arrange", "coarse", "--embed-init", "codebook",
+                        "--val", f"v={cache}", "--levels", str(tok.levels), "--arrange", "coarse", "--embed-init", "codebook",
                         "--tokenizer", str(tok_dir), "--init", str(REPO / "xomni" / "pretrained" / "mini" / "ar"),
                         "--out", str(out), "--steps", "2", "--batch-size", "4"], capture_output=True, text=True,
                        timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    assert res["steps"] == 2 and res["image_tokens"] == 64 and res["embed_init"] == "codebook"
+    assert res["steps"] == 2 and res["image_tokens"] == tok.grid[0] * tok.grid[1] and res["embed_init"] == "codebook"
     assert res["v"]["n"] == 12 and 0 <= res["v"]["caption_exact"] <= 1 and res["v"]["loss_text"] > 0
     rows = [json.loads(x) for x in (out / "captions_v.jsonl").read_text().splitlines()]
     exact = sum(x["predicted"] == x["caption"] for x in rows) / 12

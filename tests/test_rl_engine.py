@@ -144,17 +144,18 @@ def test_rest_keeps_exactly_the_best_of_n_pick():
 def test_rl_config_starts_from_the_model_and_set_fields_win(tmp_path):
     """A run on a model samples with its shipped settings and reads its data preset's OCR region, unless the
     config or --set says otherwise (even when the value set equals the class default)."""
-    shipped = json.loads((BUNDLED / "model_index.json").read_text())["sampling"]
+    index = json.loads((BUNDLED / "model_index.json").read_text())
+    shipped, preset = index["sampling"], index["data_preset"]
     m = f"model={BUNDLED}"
     cfg = load_run_config(None, [m])
     assert cfg.sampling.temperature == shipped["temperature"] != SamplingConfig().temperature
-    assert cfg.preset == "mini" != RLConfig().preset
+    assert cfg.preset == preset != RLConfig().preset
     cfg = load_run_config(None, [m, "sampling.temperature=1.0", "preset=tiny"])
     assert cfg.sampling.temperature == 1.0 and cfg.preset == "tiny"
     y = tmp_path / "c.yaml"
     y.write_text("sampling: {min_p: 0.1}\nsampling_from_model: false\n")
     cfg = load_run_config(y, [m])
-    assert cfg.sampling.temperature == 1.0 and cfg.sampling.min_p == 0.1 and cfg.preset == "mini"
+    assert cfg.sampling.temperature == 1.0 and cfg.sampling.min_p == 0.1 and cfg.preset == preset
     assert load_run_config(None, []).preset == RLConfig().preset  # no model: the class defaults
     bad = tmp_path / "m"
     bad.mkdir()

@@ -107,7 +107,7 @@ def test_health_models_and_docs(srv, engine):
     m = srv.client.get("/v1/models").json()
     assert m["object"] == "list" and len(m["data"]) == 1
     card = m["data"][0]
-    assert card["id"] == "xomni-mini" and card["image_size"] == "128x32" and card["token_grid"] == [4, 16]
+    assert card["id"] == "xomni-mini" and card["image_size"] == "128x32" and card["token_grid"] == list(engine.pipe.grid)
     assert card["charset"] == engine.pipe.charset and "OPEN" in card["example_prompt"]
     assert card["accuracy"]["text_exact_match"] == engine.pipe.index["eval"]["exact_match"]
     assert card["caption_accuracy"]["caption_exact"] > 0.5
@@ -181,7 +181,7 @@ def test_sse_stream_previews_then_final(srv, engine):
     partial = [d for n, d in events[:first_final] if n == "image_generation.partial_image"]
     assert len(partial) >= 2                     # >= 1 preview per image before any final image
     toks = [d["tokens"] for d in partial if d["image_index"] == 0]
-    assert toks == sorted(toks) and toks[-1] == partial[0]["total_tokens"] == 64
+    assert toks == sorted(toks) and toks[-1] == partial[0]["total_tokens"] == engine.pipe.grid[0] * engine.pipe.grid[1]
     assert Image.open(io.BytesIO(base64.b64decode(partial[0]["b64_json"]))).size == (128, 32)
     assert names[-1] == "done" and names.count("image_generation.completed") == 2
     done = events[-1][1]

@@ -26,8 +26,8 @@ from xomni.utils import emit_json, log, set_threads
 
 
 def add_levels_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="One-level pipeline directory (default: bundled).",
-                                        callback=_cb(check_in_dir, "--model")),
+    model: str = typer.Option(..., "--model", help="One-level pipeline directory (the bundled model already has "
+                              "residual levels).", callback=_cb(check_in_dir, "--model")),
     data: str = typer.Option(..., "--data", help="Dataset whose train split the k-means reads.",
                              callback=_cb(check_in_dir, "--data")),
     out: str = typer.Option(..., "--out", "-o", help="New pipeline directory (must not exist or be empty).",
@@ -53,6 +53,9 @@ def add_levels_cmd(
     t0 = time.time()
     pipe = Pipeline.from_pretrained(model)
     tok = pipe.image_tokenizer
+    if tok.levels != 1 or pipe.ar.cfg.levels != 1:
+        raise XomniError(f"--model {model} already writes {pipe.ar.cfg.levels} codes per patch; add-levels grows a "
+                         f"one-level pipeline")
     h, w = tok.grid
     if tokenizer:
         new_tok = ImageTokenizer.from_pretrained(tokenizer)

@@ -46,11 +46,14 @@ class LoRATrainConfig:
     caption_loss_weight: float = field(1.0, help="Weight of caption tokens against image tokens in the loss (as in "
                                                  "xomni train ar).")
     val_n: int = field(64, help="Validation grids for the periodic val loss (0 = none; needs a val split).")
-    keep_reader: bool = field(False, help="AR only: learn the drawing and keep the captions exactly the base "
-                                          "model's. Every sequence is text->image (t2i_ratio unused), image_head and "
-                                          "the embedding rows of the levels captioning does not read (model."
-                                          "read_levels) train in full beside the adapter, and the adapter is "
-                                          "switched off whenever the model captions. Needs train.weight_decay 0.")
+    keep_reader: bool | None = field(None, help="AR only: learn the drawing and keep the captions exactly the base "
+                                                "model's. Every sequence is text->image (t2i_ratio unused), image_head "
+                                                "and the embedding rows of the levels captioning does not read (model."
+                                                "read_levels) train in full beside the adapter, and the adapter is "
+                                                "switched off whenever the model captions. Needs train.weight_decay 0. "
+                                                "Unset: true when the AR already draws through a keep-reader adapter "
+                                                "(the pipeline's ar_adapter/, as the bundled model's, or init), else "
+                                                "false.")
     init: str = field("", help="Adapter directory to start from instead of a fresh adapter (its shape replaces "
                                "lora.*; a keep-reader adapter's rows come with it): continues an adapter on a new "
                                "schedule or new data. It must be of this component and, for the AR, match "
@@ -73,6 +76,13 @@ class LoRATrainConfig:
         return self
 
 
+def same_kind(model: torch.nn.Module, cfg: LoRATrainConfig, source: str) -> None:
+    """An AR adapter continues as the kind it is (keep-reader or plain): a contradicting keep_reader is one line."""
+    if cfg.keep_reader is not None and is_keep_reader(model) != cfg.keep_reader:
+        raise XomniError(f"{source} is {'a' if is_keep_reader(model) else 'not a'} keep-reader adapter; set "
+                         f"keep_reader={str(is_keep_reader(model)).lower()} (or leave it unset) to train it further")
+
+
 def start_adapter(model: torch.nn.Module, cfg: LoRATrainConfig, source: str = "") -> LoRATrainConfig:
     """Give `model` the adapter it trains. A model that already has one (`source`: the pipeline's ar_adapter/, or
     cfg.init, loaded by Pipeline.from_pretrained) continues it in its own shape, which the config returned carries;
@@ -88,9 +98,8 @@ def start_adapter(model: torch.nn.Module, cfg: LoRATrainConfig, source: str = ""
     if cfg.lora != LoRAConfig() and key(cfg.lora) != key(shape):
         raise XomniError(f"{source} has rank {shape.rank}, alpha {shape.alpha:g}, dropout {shape.dropout:g} on "
                          f"{','.join(shape.targets)}; leave lora.* unset or set them so")
-    if cfg.component == "ar" and is_keep_reader(model) != cfg.keep_reader:
-        raise XomniError(f"{source} is {'a' if is_keep_reader(model) else 'not a'} keep-reader adapter; set "
-                         f"keep_reader={str(is_keep_reader(model)).lower()} to train it further")
+    if cfg.component == "ar":
+        same_kind(model, cfg, source)
     train_adapter_only(model)
     log(f"[lora] continuing the adapter in {source}")
     return dataclasses.replace(cfg, lora=shape)
@@ -106,6 +115,10 @@ def train_lora_main(cfg: LoRATrainConfig, model_dir: str | None, data: str, resu
                          f"trains the {cfg.component}")
     pipe = Pipeline.from_pretrained(model_dir, lora=cfg.init or None)  # --init: loaded as --lora would be
     source = f"config init {cfg.init}" if cfg.init else str(pipe.path / AR_ADAPTER)  # whose adapter continues
+    if cfg.keep_reader is None:  # a model that draws through a keep-reader adapter goes on drawing through it
+        cfg = dataclasses.replace(cfg, keep_reader=cfg.component == "ar" and is_keep_reader(pipe.ar)).check()
+    if cfg.component == "ar" and is_lora(pipe.ar):
+        same_kind(pipe.ar, cfg, source)  # before the data is encoded
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.component == "decoder":
