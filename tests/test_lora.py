@@ -302,6 +302,23 @@ def test_keep_reader_adapter_in_a_pipeline(trained, tmp_path, monkeypatch, capsy
     shipped = Pipeline.from_pretrained(tmp_path / "shipped")
     assert shipped.caption(imgs) == plain.caption(imgs)
     assert torch.equal(shipped.generate_codes(["a"], seed=0, sampling=s).codes_BHW, codes)
+    # the sampler runs a merged copy: no LoRA layers, the adapter's logits; rebuilt when the adapter changes
+    from xomni.ar.sampler import sample_images
+    from xomni.lora.adapter import is_lora
+    draw = shipped.drawing_model()
+    ids = torch.randint(0, 259, (2, 30), generator=g)
+    with torch.no_grad():
+        assert not is_lora(draw) and draw is shipped.drawing_model()  # cached while the weights stay
+        merged, lora = draw.image_logits(draw.hidden(ids)[0]), shipped.ar.image_logits(shipped.ar.hidden(ids)[0])
+        assert (merged - lora).abs().max() < 1e-4
+        prompt = [shipped.check_prompt("a")]
+        assert torch.equal(sample_images(shipped.ar, prompt, shipped.grid, s, generator=torch.Generator().manual_seed(0)
+                                         ).codes_BHW, codes)  # the unmerged adapter draws the same greedy codes
+        next(p for n, p in shipped.ar.named_parameters() if "lora_B" in n).add_(0.5)
+        assert shipped.drawing_model() is not draw and not torch.equal(
+            shipped.drawing_model().image_logits(shipped.drawing_model().hidden(ids)[0]),
+            draw.image_logits(draw.hidden(ids)[0]))
+    shipped = Pipeline.from_pretrained(tmp_path / "shipped")
     from xomni.ar.model import UnifiedAR
     from xomni.lora.adapter import merge_lora
     on_disk, base = UnifiedAR.from_pretrained(tmp_path / "shipped" / "ar").state_dict(), plain.ar.state_dict()

@@ -211,7 +211,7 @@ def compile_cmd(model: Optional[str] = ModelOpt,
     pipe = Pipeline.from_pretrained(model)
     t0 = time.time()
     try:
-        rows = build_packages(pipe.ar, pipe.grid, pipe.sampling_config(), sizes, progress=lambda r: log(
+        rows = build_packages(pipe.drawing_model(), pipe.grid, pipe.sampling_config(), sizes, progress=lambda r: log(
             f"[compile] batch {r['batch']}, cache {r['cache_length']}: {r['seconds']:.0f} s, {r['mb']} MB"))
     except OSError as e:
         raise XomniError(f"cannot write the compiled sampler to {cache_dir()}: {e}") from None

@@ -31,7 +31,8 @@ from xomni.data.text_tokenizer import load_text_tokenizer
 from xomni.decoder.model import Decoder
 from xomni.errors import XomniError
 from xomni.lora.adapter import (adapter_component, adapter_keeps_reader, base_model_of, is_keep_reader, load_adapter,
-                                load_into_pipeline, lora_config_of, reading, save_adapter, split_adapters)
+                                load_into_pipeline, lora_config_of, merged_for_drawing, reading, save_adapter,
+                                split_adapters)
 from xomni.tokenizer import ImageTokenizer
 from xomni.tokenizer.images import images_to_tensor
 from xomni.utils import atomic_write_text, resolve_device
@@ -242,6 +243,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
+    def drawing_model(self) -> torch.nn.Module:
+        """The AR model the sampler runs: `self.ar`, or, for an AR that draws through a keep-reader adapter, a copy
+        with the adapter merged in (xomni.lora.adapter.merged_for_drawing; one more AR's weights in memory)."""
+        return merged_for_drawing(self.ar) if is_keep_reader(self.ar) else self.ar
+
     def generate_codes(self, prompts: list[str], seed: int = 0, sampling=None,
                        callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
                        seeds: list[tuple[int, int]] | None = None):
@@ -249,8 +255,9 @@ class Pipeline:
         request of a merged batch gets the tokens it would get alone."""
         sampling = sampling or self.sampling_config()
         ids = [self.check_prompt(p) for p in prompts]
-        return sample_images(self.ar, ids, self.grid, sampling, generator=_generators(seed, seeds), callback=callback,
-                             stream_every=stream_every, compile=self.compile_sampler, sjd_window=self.sjd_window)
+        return sample_images(self.drawing_model(), ids, self.grid, sampling, generator=_generators(seed, seeds),
+                             callback=callback, stream_every=stream_every, compile=self.compile_sampler,
+                             sjd_window=self.sjd_window)
 
     @torch.no_grad()
     def decode(self, codes_BHW: torch.Tensor, steps: int | None = None, seed: int = 0,

@@ -207,7 +207,7 @@ class _GenerateTimer:
         self.pipe, self.prompt, self.n_images, self.steps, self.sjd_window = pipe, prompt, n_images, steps, sjd_window
         self.s = pipe.sampling_config()
         self.ids = pipe.check_prompt(prompt)
-        self.twin = _hf_twin(pipe.ar)
+        self.twin = _hf_twin(pipe.drawing_model())
         self.dflt = {"compile_sampler": pipe.compile_sampler, "sjd_window": pipe.sjd_window}
         self.paths = {"default": self.dflt, "sjd": {**self.dflt, "sjd_window": sjd_window}}
         if compile:
@@ -224,8 +224,8 @@ class _GenerateTimer:
         def fn(seed):
             t0 = time.perf_counter()
             if name == "generate":
-                codes = _hf_generate(self.twin, pipe.ar, [self.ids] * self.n_images, pipe.grid, self.s, seed,
-                                     image_only=True)
+                codes = _hf_generate(self.twin, pipe.drawing_model(), [self.ids] * self.n_images, pipe.grid, self.s,
+                                     seed, image_only=True)
                 codes = pipe.ar.layout.image_grid(codes, *pipe.grid)
             else:
                 for k, v in self.paths[name].items():
@@ -311,8 +311,8 @@ def register_bench(apps: dict) -> None:
         model's prompt template around four words."""
         pipe = Pipeline.from_pretrained(model_dir)
         prompts = [pipe.check_prompt(pipe.caption_for_text(w)) for w in BENCH_WORDS]
-        out = bench_sample_impl(pipe.ar, pipe.grid, repeats=repeats, compile=compile, sjd_window=sjd_window,
-                                sampling=pipe.sampling_config(), prompts=prompts)
+        out = bench_sample_impl(pipe.drawing_model(), pipe.grid, repeats=repeats, compile=compile,
+                                sjd_window=sjd_window, sampling=pipe.sampling_config(), prompts=prompts)
         out["model"] = str(pipe.path)
         emit_json(out, json_path)
 

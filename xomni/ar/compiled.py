@@ -47,7 +47,7 @@ def cache_length(needed: int, max_seq_len: int) -> int:
     return min(-(-needed // BUCKET) * BUCKET, max(max_seq_len, needed))
 
 
-def _weights_key(model) -> tuple:
+def weights_key(model) -> tuple:
     return tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in model.parameters())
 
 
@@ -60,7 +60,7 @@ def cache_dir() -> Path:
 
 def _fingerprint(model) -> str:
     """A hash of the weights' values (cached while they do not change): a package freezes the weights in."""
-    wkey = _weights_key(model)
+    wkey = weights_key(model)
     fp = model.__dict__.get("_xomni_fingerprint")
     if fp is None or fp[0] != wkey:
         h = hashlib.sha256()
@@ -184,7 +184,7 @@ def _compiled(model, kind: str, sampling: SamplingConfig, make):
     device = str(next(model.parameters()).device)
     skey = (kind, dataclasses.astuple(sampling))
     store = model.__dict__.setdefault("_xomni_compiled", {})
-    wkey = _weights_key(model)
+    wkey = weights_key(model)
     entry = store.get(skey)
     if entry is None or entry.key != wkey:
         opts = _CPU_OPTIONS if device == "cpu" else {"freezing": True}

@@ -157,6 +157,30 @@ def base_model_of(model: nn.Module) -> nn.Module:
     return plain.eval()
 
 
+def merged_for_drawing(model: nn.Module) -> nn.Module:
+    """A plain AR model with `model`'s adapter merged into its weights (W + alpha/r BA) and its image rows: what the
+    sampler runs for a keep-reader model, without the adapter's two extra matmuls per projection. `model` keeps the
+    unmerged adapter (reading switches it off; training and saving see the base weights untouched). Cached on
+    `model` and rebuilt when any of its weights changes (storage, in-place version, dtype or device)."""
+    from peft.tuners.lora import LoraLayer
+
+    from xomni.ar.compiled import weights_key
+    key = weights_key(model)
+    hit = model.__dict__.get("_xomni_drawing")  # not a registered submodule: state_dict and .to() never see it
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    p0 = next(model.parameters())
+    plain = base_model_of(model).to(p0.device)
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, LoraLayer):
+                w = plain.get_submodule(name).weight
+                w += m.get_delta_weight(ADAPTER).float()
+    plain = plain.to(dtype=p0.dtype).requires_grad_(False).eval()
+    model.__dict__["_xomni_drawing"] = (key, plain)
+    return plain
+
+
 def draw_rows(model: nn.Module) -> dict[str, torch.Tensor]:
     """Views of the image rows a keep-reader adapter trains in full (what image_rows.safetensors holds)."""
     k = read_rows(model)

@@ -71,7 +71,7 @@ class Engine:
         if compile == "auto":  # batches are padded to max_batch when `xomni compile` built that step's package
             rows = max_batch * (2 if pipe.sampling_config().cfg_on else 1)
             need = generation_length(len(pipe.check_prompt(pipe.caption_for_text("OPEN"))), *pipe.grid)
-            compile = compiled.has_package(pipe.ar, pipe.sampling_config(), rows,
+            compile = compiled.has_package(pipe.drawing_model(), pipe.sampling_config(), rows,
                                            compiled.cache_length(need, pipe.ar.cfg.max_seq_len))
         self.compile = bool(compile)
         self.name = model_name(pipe.path)
