@@ -94,9 +94,9 @@ def _one_level_pipeline(out):
     from xomni.decoder.model import Decoder
     from xomni.pipeline import Pipeline
     from xomni.tokenizer.model import ImageTokenizer
+    from xomni.tokenizer.textdec import encode_caption
     b = Pipeline.from_pretrained()
     torch.manual_seed(0)
-    from xomni.tokenizer.textdec import encode_caption
     cfg = dataclasses.replace(b.image_tokenizer.config, levels=1, residual_branch=False, freeze_level0=False)
     tok = ImageTokenizer(cfg)
     tok.train()(torch.rand(8, 3, *cfg.image_size), torch.stack([encode_caption("a", cfg.max_caption_bytes)] * 8))

@@ -242,12 +242,12 @@ class Pipeline:
         return ids
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def drawing_model(self) -> torch.nn.Module:
         """The AR model the sampler runs: `self.ar`, or, for an AR that draws through a keep-reader adapter, a copy
         with the adapter merged in (xomni.lora.adapter.merged_for_drawing; one more AR's weights in memory)."""
         return merged_for_drawing(self.ar) if is_keep_reader(self.ar) else self.ar
 
+    @torch.no_grad()
     def generate_codes(self, prompts: list[str], seed: int = 0, sampling=None,
                        callback: Callable[[int, torch.Tensor], None] | None = None, stream_every: int = 0,
                        seeds: list[tuple[int, int]] | None = None):
