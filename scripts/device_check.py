@@ -101,14 +101,15 @@ def sampler(pipe) -> dict:
 def _sampler_runs(pipe, prompts, s, out) -> None:
     from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
     for dt in (torch.float32, torch.bfloat16):
-        ar = pipe.ar.to(DEV, dtype=dt).eval()
+        pipe.ar.to(DEV, dtype=dt).eval()
+        ar = pipe.drawing_model()  # what the pipeline samples with (a keep-reader adapter merged in)
         o = sample_images(ar, prompts, pipe.grid, s, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             ref = sequence_logprobs(ar, prompts, o.codes_BHW, s)
         name = "fp32" if dt == torch.float32 else "bf16"
-        d = (o.logprobs_BN - ref).abs()
-        ok = torch.isfinite(d)  # not: a token on min-p's threshold, kept by one pass and cut by the other
-        out[f"logprob_max_abs_diff_{name}"] = float(d[ok].max()) if ok.any() else float("inf")
+        diff = (o.logprobs_BN - ref).abs()
+        ok = torch.isfinite(diff)  # not: a token on min-p's threshold, kept by one pass and cut by the other
+        out[f"logprob_max_abs_diff_{name}"] = float(diff[ok].max()) if ok.any() else float("inf")
         out[f"min_p_flips_{name}"] = int((~ok).sum())
         d = SamplingConfig(temperature=0.55)
         for B in SIZES["sample"]:
@@ -123,7 +124,8 @@ def sampler_compiled(pipe) -> dict:
     """The compiled sampler (xomni.ar.compiled) on this device, fp32: its log-probs against a full forward, and
     tokens/s against the eager sampler with the same settings (CFG on), per batch size after one compiling call."""
     from xomni.ar.sampler import SamplingConfig, sample_images, sequence_logprobs
-    ar = pipe.ar.to(DEV, dtype=torch.float32).eval()
+    pipe.ar.to(DEV, dtype=torch.float32).eval()
+    ar = pipe.drawing_model()
     s = SamplingConfig(temperature=0.7, min_p=0.05, cfg_scale=2.0)
     words = ("HELLO", "river", "Quartz", "42")
     prompts = [pipe.check_prompt(f'a white poster with the text "{w}" in black bold sans-serif letters') for w in words]

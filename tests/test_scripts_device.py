@@ -72,6 +72,8 @@ def test_device_check_dry_cpu_runs_every_part(token_cache, tmp_path):
     assert s["logprob_bar_fp32_1e-4"] is True
     assert s["logprob_max_abs_diff_fp32"] <= 1e-4
     assert math.isfinite(s["logprob_max_abs_diff_bf16"]) and s["min_p_flips_fp32"] == 0
+    tokens = 4 * math.prod(json.loads((PRETRAINED / "ar" / "config.json").read_text())["grid"])  # 4 prompts drawn
+    assert s["min_p_flips_bf16"] <= 0.01 * tokens  # bf16 moves a few tokens across min-p's threshold, not more
     assert "sample_b4_fp32" in s and "sample_b4_bf16" in s
 
     c = res["sampler_compiled"]
