@@ -12,7 +12,7 @@ import torch
 import typer
 
 from xomni.ar.distribution import SamplingConfig, draw, process_logits
-from xomni.ar.sampler import build_package_for, prompt_batch, sample_images
+from xomni.ar.sampler import build_package_for, build_rows, prompt_batch, sample_images
 from xomni.ar.vocab import generation_length
 from xomni.cliargs import IntRange, JsonOpt, _cb, check_in_path
 from xomni.hwbench import matmul_gflops, read_bandwidth_gbs
@@ -47,12 +47,17 @@ def _hf_twin(model):
 def _hf_generate(twin, model, prompts: list[list[int]], grid, s: SamplingConfig, seed: int,
                  image_only: bool = False) -> torch.Tensor:
     """Image codes (B x h*w) drawn by transformers' generate(use_cache=True) on the twin; `image_only` suppresses
-    the text side of the vocabulary (needed to decode the codes; costs generate a little per step)."""
+    the text side of the vocabulary (needed to decode the codes; costs generate a little per step). With CFG,
+    transformers' own guidance: a second, unbatched pass over the empty prompt per step (`negative_prompt_ids`)."""
     lay = model.layout
     N = grid[0] * grid[1]
     ids, mask, _ = prompt_batch(model, prompts, grid, 1.0)
     torch.manual_seed(seed)
     extra = {"suppress_tokens": list(range(lay.image_offset))} if image_only else {}
+    if s.cfg_on:  # the unconditional rows all have one length: no padding
+        uncond = torch.tensor(build_rows(model, [[]] * len(prompts), grid, 1.0))
+        extra.update(guidance_scale=s.cfg_scale, negative_prompt_ids=uncond,
+                     negative_prompt_attention_mask=torch.ones_like(uncond))
     out = twin.generate(ids, attention_mask=mask, max_new_tokens=N, min_new_tokens=N, do_sample=True,
                         temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p or None,
                         use_cache=True, pad_token_id=lay.pad_id, eos_token_id=None, **extra)
