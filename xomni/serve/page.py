@@ -36,7 +36,7 @@ PAGE = r"""<!doctype html>
   <label>top-k<input id="top_k" type="number" min="0" step="1"></label>
   <label>top-p<input id="top_p" type="number" min="0.01" max="1" step="0.05"></label>
   <label>min-p<input id="min_p" type="number" min="0" max="0.99" step="0.01"></label>
-  <label>cfg<input id="cfg" type="number" min="0" step="0.5"></label>
+  <label>cfg<input id="cfg" type="number" min="1" max="20" step="0.25"></label>
   <label>seed (blank: random)<input id="seed" type="number" min="0" step="1"></label>
   <label>images<input id="n" type="number" min="1" max="10" value="2"></label>
   <label><span><input id="use-best-of" type="checkbox"> best of</span>
