@@ -1,5 +1,5 @@
 # the bundled model's model_index.json eval fields, provenance.json and models/mini/SUMMARY.json at the sampling
-# settings chosen by docs/NEXT_MODEL.md (last section); the figures at the previous settings stay beside them
+# settings chosen by docs/NEXT_MODEL.md; the figures at the previous settings stay in provenance.json and SUMMARY.json
 import json
 from pathlib import Path
 M = Path("xomni/pretrained/mini"); K = Path("models/mini/rvq_keep"); S = K / "sampling"
@@ -10,9 +10,6 @@ idx = rd(M / "model_index.json")
 assert idx["sampling"] == {"temperature": 0.35, "cfg_scale": 1.5, "min_p": 0.03}
 words, greedy, up = rd(S / "test_words.json"), rd(S / "test_words_greedy.json"), rd(S / "test_upper500.json")
 c200, comp, lt = rd(S / "test_captions200_text.json"), rd(S / "test_captions200_compliance.json"), rd(S / "test_longtext10.json")
-before = {"sampling": {"temperature": 0.55, "min_p": 0.03}, "eval": idx["eval"], "eval_sampling": idx["eval_sampling"],
-          "eval_upper500": idx["eval_upper500"], "eval_test200_captions": idx["eval_test200_captions"],
-          "eval_longtext_en_max10": idx["eval_longtext_en_max10"]}
 idx.update({
     "eval": slim(words),
     "eval_sampling": {"command": idx["eval_sampling"]["command"], "one_sample": slim(words), "greedy": slim(greedy)},
@@ -20,7 +17,6 @@ idx.update({
     "eval_test200_captions": {"n": 200, "compliance": comp["overall"], "text_exact_match": c200["exact_match"]},
     "eval_longtext_en_max10": {**idx["eval_longtext_en_max10"], "n_kept": lt["n_kept"], "n_total": lt["n_total"],
                                "score": round(lt["score"], 4)},
-    "eval_before_sampling_choice": before,
 })
 (M / "model_index.json").write_text(json.dumps(idx, indent=2, sort_keys=True) + "\n")
 
