@@ -54,8 +54,8 @@ def _hf_generate(twin, model, prompts: list[list[int]], grid, s: SamplingConfig,
     ids, mask, _ = prompt_batch(model, prompts, grid, 1.0)
     torch.manual_seed(seed)
     extra = {"suppress_tokens": list(range(lay.image_offset))} if image_only else {}
-    if s.cfg_on:  # the unconditional rows all have one length: no padding
-        uncond = torch.tensor(build_rows(model, [[]] * len(prompts), grid, 1.0))
+    if s.cfg_on:  # the sampler's own unconditional rows (all of one length: no padding)
+        uncond = torch.tensor(build_rows(model, prompts, grid, s.cfg_scale)[len(prompts):])
         extra.update(guidance_scale=s.cfg_scale, negative_prompt_ids=uncond,
                      negative_prompt_attention_mask=torch.ones_like(uncond))
     out = twin.generate(ids, attention_mask=mask, max_new_tokens=N, min_new_tokens=N, do_sample=True,

@@ -29,7 +29,7 @@ prov["sampling"] = {
     "files": "models/mini/rvq_keep/sampling/",
     "result": "first confirmation (500): +0.038 [-0.004, +0.078], misses; second (1,000): +0.038 [+0.009, +0.066], "
               "pooled +0.038 [+0.015, +0.061]: ships"}
-prov["test_split_before_sampling_choice"] = prov["test_split"]
+prov.setdefault("test_split_before_sampling_choice", prov["test_split"])  # a rerun keeps the old figures
 prov["test_split"] = {"sampling": idx["sampling"], "words64": words, "words64_greedy": greedy, "upper500": up,
                       "captions200_drawn_text": c200, "captions200_drawn_compliance": comp, "longtext_en_max10": lt,
                       "own_captions200": prov["test_split_before_sampling_choice"]["own_captions200"]}
@@ -54,6 +54,6 @@ sm["speed_2_threads"] = {"command": "xomni bench generate --baseline PREVIOUS --
 sm["demo_wall_s"] = {"command": "/usr/bin/time xomni demo", "file": str(S / "demo_wall.txt")}
 sm["sampling"] = ("temperature 0.35, CFG 1.5, min-p 0.03: chosen on val by the rule in docs/NEXT_MODEL.md "
                   "(files models/mini/rvq_keep/sampling/)")
-sm["before_sampling_choice"] = {"sampling": "temperature 0.55, min-p 0.03 (no CFG)", **prev}
+sm.setdefault("before_sampling_choice", {"sampling": "temperature 0.55, min-p 0.03 (no CFG)", **prev})
 Path("models/mini/SUMMARY.json").write_text(json.dumps(sm, indent=1) + "\n")
 print(json.dumps(sm["speed_2_threads"], indent=1))
